@@ -1,0 +1,2 @@
+//! The `pgstream` command.
+fn main() {}
