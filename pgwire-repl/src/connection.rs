@@ -1,1 +1,335 @@
-//! Being written.
+//! The tokio connection: one socket, its buffers, and the message-level operations that the
+//! replication commands and streams are built from.
+//!
+//! Reading is pull-based: bytes are read from the socket only when a caller asks for the next
+//! message and the buffer does not hold a complete one, so a slow consumer slows the server
+//! down through TCP instead of growing a buffer. [`Connection::read_message`] is
+//! cancellation-safe: partial messages stay in the buffer when its future is dropped, so it can
+//! be used in `tokio::select!` beside timers.
+
+mod result;
+mod startup;
+mod stream;
+
+use std::collections::HashMap;
+use std::io;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::codec::{self, BackendMessage};
+use crate::config::Target;
+use crate::error::{DbError, Error, ProtocolError};
+
+pub use result::ResultSet;
+pub use stream::Transport;
+
+/// Bytes asked of the socket per read. Bounded so a fast server cannot make one read balloon.
+const READ_CHUNK: usize = 128 * 1024;
+
+/// At most this many notices are kept for [`Connection::take_notices`]; all are logged.
+const MAX_KEPT_NOTICES: usize = 64;
+
+/// The server's version, from the `server_version` parameter it reports at startup.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl ServerVersion {
+    /// Parses `16.2`, `16.2 (Debian 16.2-1)`, `15beta1`, `18devel`.
+    pub fn parse(s: &str) -> Option<ServerVersion> {
+        let digits = |s: &str| -> (Option<u32>, usize) {
+            let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            (s[..end].parse().ok(), end)
+        };
+        let (major, end) = digits(s);
+        let major = major?;
+        let rest = &s[end..];
+        let minor = rest
+            .strip_prefix('.')
+            .and_then(|r| digits(r).0)
+            .unwrap_or(0);
+        Some(ServerVersion { major, minor })
+    }
+}
+
+impl std::fmt::Display for ServerVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// An authenticated connection, ready for commands.
+#[derive(Debug)]
+pub struct Connection {
+    transport: Transport,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    max_message_size: usize,
+    parameters: HashMap<String, String>,
+    server_version: ServerVersion,
+    process_id: i32,
+    target: Target,
+    replication: bool,
+    notices: Vec<DbError>,
+    /// Set when the protocol state is unknown (an abandoned COPY, a protocol error); every
+    /// later command fails instead of misreading leftover messages.
+    broken: Option<String>,
+}
+
+impl Connection {
+    /// The server's version.
+    pub fn server_version(&self) -> ServerVersion {
+        self.server_version
+    }
+
+    /// A run-time parameter the server reported (ParameterStatus), such as `server_version`,
+    /// `in_hot_standby` (14+) or `integer_datetimes`.
+    pub fn parameter(&self, name: &str) -> Option<&str> {
+        self.parameters.get(name).map(String::as_str)
+    }
+
+    /// The backend process id, for `pg_stat_replication` and logs.
+    pub fn process_id(&self) -> i32 {
+        self.process_id
+    }
+
+    /// The host and port this connection reached.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Whether this is a physical replication (walsender) connection.
+    pub fn is_replication(&self) -> bool {
+        self.replication
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.transport.ssl().is_some()
+    }
+
+    /// Notices (warnings, "WAL archiving is not enabled", ...) received so far, oldest first.
+    pub fn take_notices(&mut self) -> Vec<DbError> {
+        std::mem::take(&mut self.notices)
+    }
+
+    /// Limits the size of a single message the server may send (default 64 MiB).
+    pub fn set_max_message_size(&mut self, bytes: usize) {
+        self.max_message_size = bytes;
+    }
+
+    /// Runs a simple query and returns its result sets. For replication commands and SQL
+    /// alike. A server error is returned after the server is ready again, so the connection
+    /// stays usable unless the error was FATAL.
+    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<ResultSet>, Error> {
+        self.send_query(sql).await?;
+        self.read_results(sql).await
+    }
+
+    /// Sends a simple Query without waiting for the answer.
+    pub async fn send_query(&mut self, sql: &str) -> Result<(), Error> {
+        self.check_usable()?;
+        tracing::debug!(query = sql, "sending query");
+        codec::write::query(sql, &mut self.wbuf)?;
+        self.flush().await
+    }
+
+    /// Reads result sets up to ReadyForQuery. `command` names the query in errors.
+    pub async fn read_results(&mut self, command: &str) -> Result<Vec<ResultSet>, Error> {
+        let mut results = Vec::new();
+        let mut current: Option<ResultSet> = None;
+        let mut error: Option<DbError> = None;
+        loop {
+            match self.read_message().await? {
+                BackendMessage::RowDescription(columns) => {
+                    current = Some(ResultSet {
+                        columns,
+                        ..ResultSet::default()
+                    })
+                }
+                BackendMessage::DataRow(values) => match current.as_mut() {
+                    Some(rs) => rs.rows.push(values),
+                    None => {
+                        return Err(self.protocol_violation('D', "before RowDescription"));
+                    }
+                },
+                BackendMessage::CommandComplete(tag) => {
+                    let mut rs = current.take().unwrap_or_default();
+                    rs.tag = tag;
+                    results.push(rs);
+                }
+                BackendMessage::EmptyQueryResponse => {}
+                BackendMessage::ErrorResponse(e) => {
+                    if is_fatal(&e) {
+                        self.broken = Some(format!("the server ended the session: {}", e.message));
+                        return Err(Error::Server(Box::new(e)));
+                    }
+                    error = Some(e);
+                    current = None;
+                }
+                BackendMessage::ReadyForQuery(_) => {
+                    return match error {
+                        Some(e) => Err(Error::Server(Box::new(e))),
+                        None => Ok(results),
+                    };
+                }
+                other => {
+                    let _ = command;
+                    return Err(self.protocol_violation(other.tag(), "in a simple query result"));
+                }
+            }
+        }
+    }
+
+    /// Reads the next message, handling NoticeResponse and ParameterStatus on the way (they
+    /// may come at any time, even inside COPY). Cancellation-safe.
+    pub async fn read_message(&mut self) -> Result<BackendMessage, Error> {
+        self.check_usable()?;
+        loop {
+            match codec::decode(&mut self.rbuf, self.max_message_size) {
+                Ok(Some(BackendMessage::NoticeResponse(n))) => {
+                    tracing::info!(
+                        severity = %n.severity,
+                        code = %n.code,
+                        "server notice: {}",
+                        n.message
+                    );
+                    if self.notices.len() < MAX_KEPT_NOTICES {
+                        self.notices.push(n);
+                    }
+                }
+                Ok(Some(BackendMessage::ParameterStatus { name, value })) => {
+                    self.parameters.insert(name, value);
+                }
+                Ok(Some(m)) => return Ok(m),
+                Ok(None) => {
+                    self.rbuf.reserve(READ_CHUNK);
+                    let n = match self.transport.read_buf(&mut self.rbuf).await {
+                        Ok(n) => n,
+                        Err(e) => return Err(self.lost(e)),
+                    };
+                    if n == 0 {
+                        let e = io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the server closed the connection unexpectedly",
+                        );
+                        return Err(self.lost(e));
+                    }
+                }
+                Err(e) => {
+                    self.broken = Some(format!("protocol error: {e}"));
+                    return Err(Error::Protocol(e));
+                }
+            }
+        }
+    }
+
+    /// Queues and sends one CopyData message.
+    pub async fn send_copy_data(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.check_usable()?;
+        codec::write::copy_data(payload, &mut self.wbuf);
+        self.flush().await
+    }
+
+    /// Sends CopyDone.
+    pub async fn send_copy_done(&mut self) -> Result<(), Error> {
+        self.check_usable()?;
+        codec::write::copy_done(&mut self.wbuf);
+        self.flush().await
+    }
+
+    /// Sends Terminate and closes the socket. Errors are ignored: the session ends either way.
+    pub async fn close(mut self) {
+        if self.broken.is_none() {
+            codec::write::terminate(&mut self.wbuf);
+            let _ = self.flush().await;
+        }
+        let _ = self.transport.shutdown().await;
+    }
+
+    /// Marks the connection unusable, for streams abandoned in the middle of COPY.
+    pub(crate) fn mark_broken(&mut self, why: impl Into<String>) {
+        if self.broken.is_none() {
+            self.broken = Some(why.into());
+        }
+    }
+
+    pub(crate) fn protocol_violation(&mut self, tag: char, context: &'static str) -> Error {
+        self.mark_broken(format!("unexpected message {tag:?} {context}"));
+        Error::Protocol(ProtocolError::Unexpected { tag, context })
+    }
+
+    async fn flush(&mut self) -> Result<(), Error> {
+        if let Err(e) = self.transport.write_all(&self.wbuf).await {
+            self.wbuf.clear();
+            return Err(self.lost(e));
+        }
+        self.wbuf.clear();
+        if let Err(e) = self.transport.flush().await {
+            return Err(self.lost(e));
+        }
+        Ok(())
+    }
+
+    fn lost(&mut self, e: io::Error) -> Error {
+        self.broken = Some(format!("connection lost: {e}"));
+        Error::lost(e)
+    }
+
+    fn check_usable(&self) -> Result<(), Error> {
+        match &self.broken {
+            None => Ok(()),
+            Some(why) => Err(Error::lost(io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("the connection is no longer usable ({why})"),
+            ))),
+        }
+    }
+}
+
+/// FATAL and PANIC errors end the session.
+pub(crate) fn is_fatal(e: &DbError) -> bool {
+    e.severity == "FATAL" || e.severity == "PANIC"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ServerVersion;
+
+    #[test]
+    fn parses_server_versions() {
+        let v = |s| ServerVersion::parse(s).unwrap();
+        assert_eq!(
+            v("16.2"),
+            ServerVersion {
+                major: 16,
+                minor: 2
+            }
+        );
+        assert_eq!(
+            v("15.18 (Debian 15.18-0+deb12u1)"),
+            ServerVersion {
+                major: 15,
+                minor: 18
+            }
+        );
+        assert_eq!(
+            v("15beta1"),
+            ServerVersion {
+                major: 15,
+                minor: 0
+            }
+        );
+        assert_eq!(
+            v("18devel"),
+            ServerVersion {
+                major: 18,
+                minor: 0
+            }
+        );
+        assert_eq!(ServerVersion::parse("x"), None);
+    }
+}

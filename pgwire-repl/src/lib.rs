@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod basebackup;
 pub mod codec;
+pub mod command_text;
 pub mod commands;
 pub mod config;
 pub mod connection;
@@ -29,6 +30,7 @@ pub mod replication;
 pub mod tls;
 
 pub use config::{Config, SslMode, TargetSessionAttrs};
+pub use connection::Connection;
 
 pub use error::{DbError, Error, ProtocolError};
 pub use lsn::{Lsn, PgTimestamp, TimelineId};

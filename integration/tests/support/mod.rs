@@ -1,0 +1,47 @@
+//! Helpers shared by the end-to-end tests of the protocol client.
+#![allow(dead_code)]
+
+use integration::Cluster;
+use pgwire_repl::config::{Config, ReplicationMode};
+use pgwire_repl::Connection;
+
+/// Client settings for `conninfo`, parsed without consulting the PG* environment.
+pub fn config(conninfo: &str) -> Config {
+    Config::parse(conninfo).unwrap_or_else(|e| panic!("parsing {conninfo:?}: {e}"))
+}
+
+/// A physical replication connection to `pg` as `postgres` over TCP.
+pub async fn replication(pg: &Cluster) -> Connection {
+    let mut cfg = config(&pg.conninfo("postgres"));
+    cfg.replication = ReplicationMode::Physical;
+    Connection::connect(&cfg)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL {}: connecting: {e}", pg.major()))
+}
+
+/// An ordinary SQL connection to `pg` as `postgres` over TCP.
+pub async fn sql(pg: &Cluster) -> Connection {
+    let cfg = config(&pg.conninfo("postgres"));
+    Connection::connect(&cfg)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL {}: connecting: {e}", pg.major()))
+}
+
+/// The WAL file name of the segment holding `lsn` (protocol.md §6).
+pub fn segment_file_name(tli: u32, lsn: u64, seg_size: u64) -> String {
+    let segno = lsn / seg_size;
+    let per_id = 0x1_0000_0000u64 / seg_size;
+    format!("{:08X}{:08X}{:08X}", tli, segno / per_id, segno % per_id)
+}
+
+/// Polls `check` every 100 ms for up to 30 s.
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("timed out waiting until {what}");
+}
