@@ -1,0 +1,29 @@
+# pgstream's everyday commands. `just --list` shows them.
+
+# PostgreSQL majors the tests run against (override: PGSTREAM_TEST_MAJORS=16 just test).
+majors := env_var_or_default("PGSTREAM_TEST_MAJORS", "13,14,15,16,17,18")
+
+default:
+    @just --list
+
+# Build everything.
+build:
+    cargo build --workspace --all-targets
+
+# Install the PostgreSQL server binaries the tests use (idempotent, cached).
+install-postgres:
+    bash scripts/install-postgres.sh {{replace(majors, ",", " ")}}
+
+# The whole test suite: installs PostgreSQL 13-18 if needed, then unit and end-to-end tests on every major.
+test: install-postgres
+    PGSTREAM_TEST_MAJORS={{majors}} cargo nextest run --workspace --no-fail-fast --profile ci
+
+# The test suite against one major only, e.g. `just test-major 16`.
+test-major major:
+    bash scripts/install-postgres.sh {{major}}
+    PGSTREAM_TEST_MAJORS={{major}} cargo nextest run --workspace --no-fail-fast --profile ci
+
+# Formatting and lints, as CI checks them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
