@@ -24,7 +24,9 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 pub enum AuthRequest {
     Ok,
     CleartextPassword,
-    Md5Password { salt: [u8; 4] },
+    Md5Password {
+        salt: [u8; 4],
+    },
     /// SASL, with the mechanisms the server offers.
     Sasl(Vec<String>),
     SaslContinue(Bytes),
@@ -44,8 +46,14 @@ pub struct FieldDescription {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendMessage {
     Authentication(AuthRequest),
-    ParameterStatus { name: String, value: String },
-    BackendKeyData { process_id: i32, secret_key: i32 },
+    ParameterStatus {
+        name: String,
+        value: String,
+    },
+    BackendKeyData {
+        process_id: i32,
+        secret_key: i32,
+    },
     /// Transaction status: `I` idle, `T` in a transaction, `E` failed transaction.
     ReadyForQuery(u8),
     RowDescription(Vec<FieldDescription>),
@@ -59,7 +67,10 @@ pub enum BackendMessage {
     CopyBothResponse,
     CopyData(Bytes),
     CopyDone,
-    NegotiateProtocolVersion { newest_minor: i32, unrecognized: Vec<String> },
+    NegotiateProtocolVersion {
+        newest_minor: i32,
+        unrecognized: Vec<String>,
+    },
     NotificationResponse,
     ParseComplete,
     BindComplete,
@@ -98,7 +109,10 @@ impl BackendMessage {
 ///
 /// Returns `Ok(None)` and reserves room for the rest when the message is incomplete. A length
 /// below 4 or above `max_size` is an error: the stream cannot be resynchronised after it.
-pub fn decode(buf: &mut BytesMut, max_size: usize) -> Result<Option<BackendMessage>, ProtocolError> {
+pub fn decode(
+    buf: &mut BytesMut,
+    max_size: usize,
+) -> Result<Option<BackendMessage>, ProtocolError> {
     if buf.len() < 5 {
         return Ok(None);
     }

@@ -76,7 +76,10 @@ fn decodes_error_response_fields() {
     assert_eq!(e.hint.as_deref(), Some("some hint"));
     assert_eq!(e.routine.as_deref(), Some("auth_failed"));
     let shown = e.to_string();
-    assert!(shown.contains("28P01") && shown.contains("HINT: some hint"), "{shown}");
+    assert!(
+        shown.contains("28P01") && shown.contains("HINT: some hint"),
+        "{shown}"
+    );
 }
 
 #[test]
