@@ -11,12 +11,12 @@ use tokio::net::{TcpStream, UnixStream};
 
 use super::{Connection, ServerVersion, Transport};
 use crate::auth::md5::md5_password_message;
-use crate::auth::scram::{ChannelBindingChoice, ScramClient};
-use crate::auth::{check_method_allowed, select_sasl_mechanism, AuthError, AuthMethod};
-use crate::codec::{self, AuthRequest, BackendMessage};
-use crate::config::{
-    ChannelBinding, Config, Host, ReplicationMode, SslMode, Target, TargetSessionAttrs,
+use crate::auth::scram::ScramClient;
+use crate::auth::{
+    check_authentication_ok, check_method_allowed, select_sasl_mechanism, AuthError, AuthMethod,
 };
+use crate::codec::{self, AuthRequest, BackendMessage};
+use crate::config::{Config, Host, ReplicationMode, SslMode, Target, TargetSessionAttrs};
 use crate::error::{Error, ProtocolError};
 use crate::tls::{self, TlsError};
 
@@ -268,11 +268,11 @@ async fn negotiate_tls(
         }
         b'N' if mode == TlsAttempt::Try => Ok(Transport::Tcp(tcp)),
         b'N' => Err(tls_err(TlsError::ServerRefused {
-            sslmode: format!("{:?}", config.sslmode).to_lowercase(),
+            sslmode: config.sslmode.as_str().to_string(),
         })),
         // An ErrorResponse: a pre-7.0 server or a hostile one. Its text is not shown (CVE-2024-10977).
         b'E' => Err(tls_err(TlsError::ServerRefused {
-            sslmode: format!("{:?}", config.sslmode).to_lowercase(),
+            sslmode: config.sslmode.as_str().to_string(),
         })),
         other => Err(Error::Protocol(ProtocolError::Unexpected {
             tag: char::from(other),
@@ -358,7 +358,6 @@ async fn authenticate(
             .ok_or(AuthError::PasswordRequired)
     };
     let mut scram: Option<ScramClient> = None;
-    let mut used_binding = false;
     let mut method = AuthMethod::Trust;
     loop {
         let request = match conn.read_message().await? {
@@ -372,11 +371,10 @@ async fn authenticate(
                 if method != AuthMethod::Sasl {
                     check_method_allowed(method, config.channel_binding).map_err(auth_err)?;
                 }
-                if config.channel_binding == ChannelBinding::Require && !used_binding {
-                    return Err(auth_err(AuthError::ChannelBindingRequired {
-                        reason: "the server authenticated us without channel binding".into(),
-                    }));
-                }
+                // Also refuses an AuthenticationOk before the server proved it knows the
+                // password (a SCRAM exchange cut short), and missing binding under require.
+                check_authentication_ok(scram.as_ref(), config.channel_binding)
+                    .map_err(auth_err)?;
                 return Ok(());
             }
             AuthRequest::CleartextPassword => {
@@ -406,7 +404,6 @@ async fn authenticate(
                 };
                 let choice = select_sasl_mechanism(&mechanisms, cbind, config.channel_binding)
                     .map_err(auth_err)?;
-                used_binding = matches!(choice, ChannelBindingChoice::TlsServerEndPoint(_));
                 let client = ScramClient::new(&pw, choice);
                 codec::write::sasl_initial_response(
                     client.mechanism(),
