@@ -6,9 +6,11 @@
 //!   v15+ transports, ...).
 //! - [`FakeWalsender`] and [`Script`]: a scripted fake server for what a real one will not do on
 //!   demand (truncated frames, oversized headers, errors inside COPY, shutdown mid-stream).
+//! - [`sample_wal`]: synthetic WAL segments with valid page headers.
 
 pub mod fake_walsender;
 pub mod replies;
+pub mod sample_wal;
 pub mod script;
 pub mod transcript;
 pub mod wire;

@@ -15,7 +15,8 @@ pub struct Transcript {
     pub startup_params: Vec<(String, String)>,
     /// Every message after the startup packet, in order, including skipped feedback.
     pub messages: Vec<FrontendMessage>,
-    /// Whether the client closed (or reset) the connection before the fake did.
+    /// Whether the client's end of stream (or a reset) was seen, before or shortly after the
+    /// fake closed.
     pub client_closed: bool,
 }
 
