@@ -1,2 +1,3 @@
 //! pgstream's backup engine: repository format, sinks (compress, encrypt, durable file),
 //! manifests, WAL segments and timelines. It knows nothing of the command line.
+pub mod restore;

@@ -1,0 +1,3 @@
+//! Restoring backups: unpacking archives, WAL and recovery settings into a target directory.
+
+pub mod extract;
