@@ -193,6 +193,9 @@ impl ReplicationStream<'_> {
             (_, BackendMessage::ErrorResponse(e)) => {
                 if is_fatal(&e) {
                     self.phase = Phase::Finished;
+                    // The server closes the session: later calls must fail, not write to it.
+                    self.conn
+                        .mark_broken(format!("the server ended the session: {}", e.message));
                     return Err(Error::Server(Box::new(e)));
                 }
                 // Inside COPY the server leaves copy mode on error; ReadyForQuery follows.

@@ -215,6 +215,9 @@ impl BaseBackupStream<'_> {
             BackendMessage::ErrorResponse(e) => {
                 if is_fatal(&e) {
                     st.done = true;
+                    // The server closes the session: later calls must fail, not write to it.
+                    self.conn
+                        .mark_broken(format!("the server ended the session: {}", e.message));
                     return Err(Error::Server(Box::new(e)));
                 }
                 // Keep reading up to ReadyForQuery so the connection stays in sync.
@@ -247,6 +250,7 @@ impl BaseBackupStream<'_> {
 
     fn copy_message(&mut self, payload: Bytes) -> Result<(), Error> {
         let msg = parse_base_backup_message(payload).map_err(|e| {
+            self.state.done = true;
             self.conn.mark_broken("malformed BASE_BACKUP message");
             Error::Protocol(e)
         })?;
