@@ -262,16 +262,29 @@ impl Connection {
         Error::Protocol(ProtocolError::Unexpected { tag, context })
     }
 
-    async fn flush(&mut self) -> Result<(), Error> {
-        if let Err(e) = self.transport.write_all(&self.wbuf).await {
-            self.wbuf.clear();
-            return Err(self.lost(e));
+    /// Writes out everything queued. Resumable: `write_buf` consumes the buffer as bytes
+    /// go out, so if this future is dropped half-way the rest is sent by the next flush
+    /// instead of being lost or sent twice.
+    pub(crate) async fn flush(&mut self) -> Result<(), Error> {
+        while !self.wbuf.is_empty() {
+            match self.transport.write_buf(&mut self.wbuf).await {
+                Ok(0) => {
+                    let e = io::Error::new(io::ErrorKind::WriteZero, "the socket accepted no data");
+                    return Err(self.lost(e));
+                }
+                Ok(_) => {}
+                Err(e) => return Err(self.lost(e)),
+            }
         }
-        self.wbuf.clear();
         if let Err(e) = self.transport.flush().await {
             return Err(self.lost(e));
         }
         Ok(())
+    }
+
+    /// Queues CopyDone without sending it (see [`Connection::flush`]).
+    pub(crate) fn queue_copy_done(&mut self) {
+        codec::write::copy_done(&mut self.wbuf);
     }
 
     fn lost(&mut self, e: io::Error) -> Error {

@@ -99,6 +99,11 @@ impl ReplicationStream<'_> {
             if self.phase == Phase::Finished {
                 return Ok(None);
             }
+            // A reply queued by an earlier call that was cancelled before it was sent.
+            if let Err(e) = self.conn.flush().await {
+                self.phase = Phase::Finished;
+                return Err(e);
+            }
             let msg = match self.conn.read_message().await {
                 Ok(m) => m,
                 Err(e) => {
@@ -166,9 +171,11 @@ impl ReplicationStream<'_> {
                 }));
             }
             (Phase::Streaming, BackendMessage::CopyDone) => {
-                // End of a historic timeline: answer with our CopyDone.
-                self.conn.send_copy_done().await?;
+                // End of a historic timeline: answer with our CopyDone. The state changes
+                // before the write, so cancelling `next` here loses nothing.
+                self.conn.queue_copy_done();
                 self.phase = Phase::AfterCopy;
+                self.conn.flush().await?;
             }
             (Phase::Stopping, BackendMessage::CopyDone) => self.phase = Phase::AfterCopy,
             // Smart/fast shutdown: the walsender ends COPY with CommandComplete, no CopyDone.
