@@ -45,3 +45,40 @@ pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     }
     panic!("timed out waiting until {what}");
 }
+
+/// A hot standby of `primary`, made with `pg_basebackup -R` (as the harness self-test does) and
+/// started on its own port. The returned scratch directory holds its data directory: keep it
+/// alive at least as long as the cluster (tuple fields drop in order, so the cluster goes first).
+pub fn start_standby(primary: &Cluster) -> (Cluster, tempfile::TempDir) {
+    let major = primary.major();
+    let scratch = integration::scratch_dir();
+    let standby_dir = scratch.path().join("standby");
+    let out = std::process::Command::new(integration::client_tool(major, "pg_basebackup"))
+        .arg("-D")
+        .arg(&standby_dir)
+        .args([
+            "-d",
+            &primary.conninfo("postgres"),
+            "-X",
+            "stream",
+            "-R",
+            "-c",
+            "fast",
+        ])
+        .env_remove("PGPASSWORD")
+        .output()
+        .unwrap_or_else(|e| panic!("PostgreSQL {major}: cannot run pg_basebackup: {e}"));
+    assert!(
+        out.status.success(),
+        "PostgreSQL {major}: pg_basebackup for a standby failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let standby = integration::cluster(major)
+        .restored_data_dir(&standby_dir)
+        .start();
+    wait_until(
+        &format!("the PostgreSQL {major} standby is in recovery"),
+        || standby.try_psql("SELECT pg_is_in_recovery()").as_deref() == Ok("t"),
+    );
+    (standby, scratch)
+}
