@@ -27,3 +27,10 @@ test-major major:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Benchmarks against pg_basebackup / pg_receivewal on throwaway clusters; results go to docs/BENCHMARKS.md.
+bench *ARGS:
+    command -v /usr/bin/time >/dev/null || apt-get install -y time
+    bash scripts/install-postgres.sh 16
+    cargo build --release -p pgstream-cli -p integration
+    target/release/bench {{ARGS}}

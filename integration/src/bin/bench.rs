@@ -1,0 +1,325 @@
+//! `just bench`: pgstream side by side with PostgreSQL's own tools, on throwaway clusters.
+//!
+//! For each dataset it alternates `pg_basebackup -Ft -Xs --compress=client-lz4` and
+//! `pgstream base` (lz4 + AES-256-GCM, fsynced) against the same cluster, measures wall time,
+//! CPU and peak RSS of each run with GNU time, and writes medians and ratios to
+//! docs/BENCHMARKS.md. Numbers are measured, never asserted: this is not a test.
+//!
+//! Usage: bench [--major N] [--scale S] [--noise-mb M] [--runs R] [--out FILE] [--pgstream PATH]
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use integration::{client_tool, cluster, Cluster};
+
+struct Options {
+    major: u32,
+    scale: u32,
+    noise_mb: u32,
+    runs: usize,
+    out: PathBuf,
+    pgstream: PathBuf,
+}
+
+fn parse_args() -> Options {
+    let mut o = Options {
+        major: 16,
+        scale: 30,
+        noise_mb: 400,
+        runs: 3,
+        out: PathBuf::from("docs/BENCHMARKS.md"),
+        pgstream: PathBuf::from("target/release/pgstream"),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--major" => o.major = value().parse().expect("--major N"),
+            "--scale" => o.scale = value().parse().expect("--scale S"),
+            "--noise-mb" => o.noise_mb = value().parse().expect("--noise-mb M"),
+            "--runs" => o.runs = value().parse().expect("--runs R"),
+            "--out" => o.out = PathBuf::from(value()),
+            "--pgstream" => o.pgstream = PathBuf::from(value()),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    o
+}
+
+/// One measured command run.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    wall: f64,
+    cpu: f64,
+    max_rss_kb: u64,
+    stored_bytes: u64,
+}
+
+/// Runs `cmd` under GNU time and returns its measurements.
+fn measure(cmd: Command, output: &Path) -> Sample {
+    let stats = tempfile::NamedTempFile::new().unwrap();
+    let mut timed = Command::new("/usr/bin/time");
+    timed
+        .arg("-f")
+        .arg("%e %U %S %M")
+        .arg("-o")
+        .arg(stats.path())
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    let out = timed
+        .output()
+        .expect("running /usr/bin/time (apt-get install time)");
+    assert!(
+        out.status.success(),
+        "{:?} failed:\n{}{}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(stats.path()).unwrap();
+    let f: Vec<&str> = text.split_whitespace().collect();
+    let num = |i: usize| f[i].parse::<f64>().unwrap();
+    Sample {
+        wall: num(0),
+        cpu: num(1) + num(2),
+        max_rss_kb: f[3].parse().unwrap(),
+        stored_bytes: dir_size(output),
+    }
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(p) {
+        for e in entries.flatten() {
+            let m = e.metadata().unwrap();
+            total += if m.is_dir() {
+                dir_size(&e.path())
+            } else {
+                m.len()
+            };
+        }
+    }
+    total
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+struct Row {
+    dataset: String,
+    db_bytes: u64,
+    tool: &'static str,
+    samples: Vec<Sample>,
+}
+
+impl Row {
+    fn wall(&self) -> f64 {
+        median(self.samples.iter().map(|s| s.wall).collect())
+    }
+    fn cpu(&self) -> f64 {
+        median(self.samples.iter().map(|s| s.cpu).collect())
+    }
+    fn rss_mb(&self) -> f64 {
+        self.samples.iter().map(|s| s.max_rss_kb).max().unwrap() as f64 / 1024.0
+    }
+    fn stored_mb(&self) -> f64 {
+        self.samples.last().unwrap().stored_bytes as f64 / 1048576.0
+    }
+}
+
+fn bench_dataset(o: &Options, pg: &Cluster, dataset: &str, rows: &mut Vec<Row>) {
+    let db_bytes: u64 = pg
+        .psql("SELECT sum(pg_database_size(oid)) FROM pg_database")
+        .parse()
+        .unwrap();
+    let conninfo = pg.conninfo("postgres");
+    let scratch = integration::scratch_dir();
+    let passphrase = "benchmark passphrase, not a secret";
+    let mut basebackup = Vec::new();
+    let mut pgstream = Vec::new();
+    for run in 0..o.runs {
+        // Alternate which tool goes first so caches favour neither.
+        let order: [bool; 2] = if run % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for is_pg in order {
+            let dir = scratch
+                .path()
+                .join(format!("run{run}-{}", if is_pg { "pg" } else { "ps" }));
+            if is_pg {
+                let mut cmd = Command::new(client_tool(o.major, "pg_basebackup"));
+                cmd.args(["-Ft", "-Xs", "--compress=client-lz4", "-c", "fast", "-D"])
+                    .arg(&dir)
+                    .arg("-d")
+                    .arg(&conninfo);
+                basebackup.push(measure(cmd, &dir));
+            } else {
+                let init = Command::new(&o.pgstream)
+                    .args(["init", "--repo"])
+                    .arg(&dir)
+                    .env("PGSTREAM_PASSPHRASE", passphrase)
+                    .output()
+                    .expect("pgstream init");
+                assert!(
+                    init.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&init.stderr)
+                );
+                let mut cmd = Command::new(&o.pgstream);
+                cmd.args(["base", "--no-progress", "--checkpoint", "fast", "--repo"])
+                    .arg(&dir)
+                    .arg("--source")
+                    .arg(&conninfo)
+                    .env("PGSTREAM_PASSPHRASE", passphrase)
+                    .env("PGSTREAM_LOG", "warn");
+                pgstream.push(measure(cmd, &dir));
+            }
+            std::fs::remove_dir_all(&dir).ok();
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    rows.push(Row {
+        dataset: dataset.to_string(),
+        db_bytes,
+        tool: "pg_basebackup -Ft -Xs --compress=client-lz4",
+        samples: basebackup,
+    });
+    rows.push(Row {
+        dataset: dataset.to_string(),
+        db_bytes,
+        tool: "pgstream base (lz4, AES-256-GCM)",
+        samples: pgstream,
+    });
+}
+
+fn report(o: &Options, rows: &[Row]) -> String {
+    let mut s = String::new();
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    writeln!(s, "## Base backup: pgstream base vs pg_basebackup\n").unwrap();
+    writeln!(
+        s,
+        "Measured by `just bench` (integration/src/bin/bench.rs): PostgreSQL {}, {} runs per tool, alternating, medians shown (peak RSS: the maximum). Machine: {cores} cores, {cpu_model}. Both write to the same local disk and fsync.\n",
+        o.major, o.runs
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "| dataset | database size | tool | wall (s) | CPU (s) | peak RSS (MiB) | stored (MiB) |"
+    )
+    .unwrap();
+    writeln!(s, "|---|---|---|---|---|---|---|").unwrap();
+    for r in rows {
+        writeln!(
+            s,
+            "| {} | {:.0} MiB | {} | {:.2} | {:.2} | {:.1} | {:.0} |",
+            r.dataset,
+            r.db_bytes as f64 / 1048576.0,
+            r.tool,
+            r.wall(),
+            r.cpu(),
+            r.rss_mb(),
+            r.stored_mb()
+        )
+        .unwrap();
+    }
+    writeln!(
+        s,
+        "\n| dataset | wall ratio (pgstream / pg_basebackup) | CPU ratio | RSS ratio |"
+    )
+    .unwrap();
+    writeln!(s, "|---|---|---|---|").unwrap();
+    for pair in rows.chunks(2) {
+        let (pg, ps) = (&pair[0], &pair[1]);
+        writeln!(
+            s,
+            "| {} | {:.2} | {:.2} | {:.2} |",
+            pg.dataset,
+            ps.wall() / pg.wall(),
+            ps.cpu() / pg.cpu(),
+            ps.rss_mb() / pg.rss_mb()
+        )
+        .unwrap();
+    }
+    s
+}
+
+fn main() {
+    let o = parse_args();
+    assert!(
+        o.pgstream.exists(),
+        "{} not found: build it with `cargo build --release -p pgstream-cli`",
+        o.pgstream.display()
+    );
+    let mut rows = Vec::new();
+    {
+        eprintln!("bench: pgbench scale {} on PostgreSQL {}", o.scale, o.major);
+        let pg = cluster(o.major).setting("max_wal_size", "2GB").start();
+        let status = Command::new(client_tool(o.major, "pgbench"))
+            .args(["-i", "-q", "-s", &o.scale.to_string(), "-d"])
+            .arg(pg.conninfo("postgres"))
+            .status()
+            .expect("pgbench");
+        assert!(status.success(), "pgbench -i failed");
+        pg.psql("CHECKPOINT");
+        bench_dataset(&o, &pg, &format!("pgbench scale {}", o.scale), &mut rows);
+    }
+    {
+        eprintln!("bench: {} MB of poorly compressible data", o.noise_mb);
+        let pg = cluster(o.major).setting("max_wal_size", "2GB").start();
+        // md5 text, base64 and raw bytes from md5: lz4 keeps most of it.
+        let rows_needed = o.noise_mb as u64 * 1024 * 1024 / 200;
+        pg.psql(&format!(
+            "CREATE TABLE noise AS SELECT g,
+                 md5(random()::text) || md5(random()::text) AS hex,
+                 encode(decode(md5(random()::text) || md5(random()::text), 'hex'), 'base64') AS b64,
+                 decode(md5(random()::text) || md5(random()::text) || md5(random()::text), 'hex') AS raw
+             FROM generate_series(1, {rows_needed}) g;
+             CHECKPOINT;"
+        ));
+        bench_dataset(
+            &o,
+            &pg,
+            &format!("{} MB poorly compressible", o.noise_mb),
+            &mut rows,
+        );
+    }
+    let section = report(&o, &rows);
+    println!("{section}");
+    let existing = std::fs::read_to_string(&o.out).unwrap_or_default();
+    let marker_start = "<!-- bench:base:start -->";
+    let marker_end = "<!-- bench:base:end -->";
+    let block = format!("{marker_start}\n{section}{marker_end}\n");
+    let updated = match (existing.find(marker_start), existing.find(marker_end)) {
+        (Some(a), Some(b)) => format!(
+            "{}{}{}",
+            &existing[..a],
+            block,
+            &existing[b + marker_end.len()..].trim_start_matches('\n')
+        ),
+        _ => format!("{existing}\n{block}"),
+    };
+    std::fs::write(&o.out, updated).unwrap();
+    eprintln!("bench: wrote {}", o.out.display());
+}
