@@ -334,7 +334,7 @@ async fn target_session_attrs_pick_primary_or_standby() {
     for major in test_majors() {
         let ctx = format!("PostgreSQL {major}");
         let primary = cluster(major).start();
-        let (standby, _scratch) = support::start_standby(&primary);
+        let standby = support::start_standby(&primary);
         let (p, s) = (primary.port(), standby.port());
 
         for replication in ["true", "false"] {

@@ -46,10 +46,23 @@ pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     panic!("timed out waiting until {what}");
 }
 
+/// A running standby and the scratch directory holding its data directory. Fields drop in
+/// declaration order: the server is stopped before its directory is removed, even on panic.
+pub struct Standby {
+    pub cluster: Cluster,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Standby {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
 /// A hot standby of `primary`, made with `pg_basebackup -R` (as the harness self-test does) and
-/// started on its own port. The returned scratch directory holds its data directory: keep it
-/// alive at least as long as the cluster (tuple fields drop in order, so the cluster goes first).
-pub fn start_standby(primary: &Cluster) -> (Cluster, tempfile::TempDir) {
+/// started on its own port, in recovery when this returns.
+pub fn start_standby(primary: &Cluster) -> Standby {
     let major = primary.major();
     let scratch = integration::scratch_dir();
     let standby_dir = scratch.path().join("standby");
@@ -73,12 +86,15 @@ pub fn start_standby(primary: &Cluster) -> (Cluster, tempfile::TempDir) {
         "PostgreSQL {major}: pg_basebackup for a standby failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let standby = integration::cluster(major)
-        .restored_data_dir(&standby_dir)
-        .start();
+    let standby = Standby {
+        cluster: integration::cluster(major)
+            .restored_data_dir(&standby_dir)
+            .start(),
+        _dir: scratch,
+    };
     wait_until(
         &format!("the PostgreSQL {major} standby is in recovery"),
         || standby.try_psql("SELECT pg_is_in_recovery()").as_deref() == Ok("t"),
     );
-    (standby, scratch)
+    standby
 }
