@@ -108,7 +108,8 @@ pip_cmd() {
 }
 
 WORK=""
-cleanup() { [[ -n "$WORK" ]] && rm -rf "$WORK"; }
+# An if, not `[[ ]] &&`: the trap's last status would become the script's exit status.
+cleanup() { if [[ -n "$WORK" ]]; then rm -rf "$WORK"; fi; }
 trap cleanup EXIT
 
 # Checks a freshly unpacked tree: every binary finds its libraries and postgres/initdb run.
