@@ -1,0 +1,150 @@
+use super::*;
+use std::time::{Duration, UNIX_EPOCH};
+
+fn record(id: &str) -> BackupRecord {
+    BackupRecord {
+        format: RECORD_FORMAT,
+        id: id.to_string(),
+        label: "nightly".into(),
+        status: BackupStatus::Complete,
+        start_lsn: "0/2000028".parse().unwrap(),
+        start_timeline: 1,
+        end_lsn: "0/2000100".parse().unwrap(),
+        end_timeline: 1,
+        start_time: "2026-11-21T06:00:00Z".into(),
+        end_time: "2026-11-21T06:00:05Z".into(),
+        duration_seconds: 5.0,
+        server_version: "16.2".into(),
+        server_major: 16,
+        system_identifier: "7300000000000000001".into(),
+        wal_segment_size: 16 << 20,
+        raw_bytes: 1000,
+        stored_bytes: 500,
+        compression: "lz4".into(),
+        encryption: "aes-256-gcm".into(),
+        archives: vec![],
+        manifest_file: "backup_manifest".into(),
+        files_verified: 10,
+        wal_segments: vec!["000000010000000000000002".into()],
+        partial_wal_file: None,
+        history_files: vec![],
+    }
+}
+
+fn write_record(cat: &Catalog, r: &BackupRecord) {
+    let dir = cat.backup_dir(&r.id);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(RECORD_FILE), serde_json::to_vec(r).unwrap()).unwrap();
+}
+
+#[test]
+fn ids_are_sortable_timestamps_and_unique() {
+    let t = UNIX_EPOCH + Duration::from_secs(1_795_500_000);
+    let id = new_backup_id(t, |_| false);
+    assert_eq!(id, "20261124T060000Z");
+    assert!(is_backup_id(&id));
+    let id2 = new_backup_id(t, |s| s == "20261124T060000Z");
+    assert_eq!(id2, "20261124T060000Z-2");
+    assert!(is_backup_id(&id2));
+    for bad in [
+        "",
+        "latest",
+        "../x",
+        "20261125T044000",
+        "20261125X044000Z",
+        "20261124T060000Z-",
+        "20261124T060000Z-a",
+    ] {
+        assert!(!is_backup_id(bad), "{bad:?}");
+    }
+}
+
+#[test]
+fn record_round_trips_with_lsns_as_text() {
+    let r = record("20261121T060000Z");
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(json.contains("\"start_lsn\":\"0/2000028\""), "{json}");
+    assert!(
+        json.contains("\"system_identifier\":\"7300000000000000001\""),
+        "{json}"
+    );
+    let back: BackupRecord = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, r);
+    assert_eq!(back.system_identifier(), Some(7_300_000_000_000_000_001));
+}
+
+#[test]
+fn list_resolve_and_errors() {
+    let repo = tempfile::tempdir().unwrap();
+    let cat = Catalog::new(repo.path());
+    assert!(cat.list().unwrap().is_empty());
+    assert!(matches!(
+        cat.resolve("latest"),
+        Err(CatalogError::NoBackups)
+    ));
+    write_record(&cat, &record("20261121T060000Z"));
+    write_record(&cat, &record("20261122T060000Z"));
+    // In-progress and foreign entries are not backups.
+    fs::create_dir_all(cat.in_progress_dir("20261123T060000Z")).unwrap();
+    fs::create_dir_all(cat.dir().join("notes")).unwrap();
+    let ids: Vec<_> = cat.list().unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(ids, ["20261121T060000Z", "20261122T060000Z"]);
+    assert_eq!(cat.resolve("latest").unwrap().id, "20261122T060000Z");
+    assert!(matches!(
+        cat.resolve("20200101T000000Z"),
+        Err(CatalogError::NoSuchBackup { .. })
+    ));
+    assert!(matches!(
+        cat.resolve("../etc"),
+        Err(CatalogError::NoSuchBackup { .. })
+    ));
+
+    // A damaged record is an error naming the file, not a silently shorter list.
+    fs::write(cat.backup_dir("20261122T060000Z").join(RECORD_FILE), b"{").unwrap();
+    let err = cat.list().unwrap_err().to_string();
+    assert!(
+        err.contains("20261122T060000Z") && err.contains(RECORD_FILE),
+        "{err}"
+    );
+
+    // A record claiming another id, or a newer format, is refused.
+    let mut other = record("20261121T060000Z");
+    other.id = "20261129T060000Z".into();
+    fs::write(
+        cat.backup_dir("20261121T060000Z").join(RECORD_FILE),
+        serde_json::to_vec(&other).unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(
+        cat.read("20261121T060000Z"),
+        Err(CatalogError::InvalidRecord { .. })
+    ));
+    let mut newer = record("20261121T060000Z");
+    newer.format = 99;
+    fs::write(
+        cat.backup_dir("20261121T060000Z").join(RECORD_FILE),
+        serde_json::to_vec(&newer).unwrap(),
+    )
+    .unwrap();
+    let err = cat.read("20261121T060000Z").unwrap_err().to_string();
+    assert!(err.contains("format 99"), "{err}");
+}
+
+#[test]
+fn stale_in_progress_dirs_are_those_without_a_live_lock() {
+    let repo = tempfile::tempdir().unwrap();
+    let cat = Catalog::new(repo.path());
+    let dead = cat.in_progress_dir("20261121T060000Z");
+    let live = cat.in_progress_dir("20261121T070000Z");
+    let no_lock = cat.in_progress_dir("20261121T080000Z");
+    for d in [&dead, &live, &no_lock] {
+        fs::create_dir_all(d).unwrap();
+    }
+    fs::write(Catalog::lock_path(&dead), b"").unwrap();
+    let held = fs::File::create(Catalog::lock_path(&live)).unwrap();
+    held.lock().unwrap();
+    let mut stale = cat.stale_in_progress().unwrap();
+    stale.sort();
+    assert_eq!(stale, vec![dead, no_lock]);
+    drop(held);
+}
