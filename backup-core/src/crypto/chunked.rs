@@ -1,0 +1,462 @@
+//! The chunked AEAD file format (docs/format.md, "Encrypted files"): a header, then the
+//! plaintext (a compressed stream) cut into fixed-size chunks, each sealed with a per-file key,
+//! a counter nonce and AAD = SHA-256(header) ‖ chunk index ‖ final flag. The last chunk, and only
+//! it, carries the final flag, so truncation at a chunk boundary, dropped, reordered or appended
+//! chunks and swapped files all fail authentication. Memory is one chunk each way.
+
+use super::{hkdf_sha256, random_bytes, sha256, Aead, DataKey, NONCE_LEN, TAG_LEN};
+use crate::file_error::FileError;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Magic at offset 0 of every encrypted file.
+pub const FILE_MAGIC: &[u8; 8] = b"PGSTFILE";
+/// Encrypted-file format version written and read by this build.
+pub const FILE_FORMAT_VERSION: u16 = 1;
+/// Default plaintext bytes per chunk.
+pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
+/// Smallest chunk size accepted in a header.
+pub const MIN_CHUNK_SIZE: u32 = 1024;
+/// Largest chunk size accepted in a header (bounds reader memory on a hostile header).
+pub const MAX_CHUNK_SIZE: u32 = 4 * 1024 * 1024;
+/// Longest file identity, in bytes.
+pub const MAX_IDENTITY_LEN: usize = 1024;
+/// Length of the random per-file salt.
+pub const FILE_SALT_LEN: usize = 32;
+/// HKDF info prefix for per-file keys; SHA-256 of the identity follows.
+pub const FILE_KEY_INFO_PREFIX: &[u8] = b"pgstream-file-key";
+const FIXED_HEADER_LEN: usize = 8 + 2 + 1 + 1 + 4 + FILE_SALT_LEN + 2;
+
+/// A parsed encrypted-file header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileHeader {
+    /// Cipher of the chunks.
+    pub aead: Aead,
+    /// Compression family id of the plaintext stream (see `Compression::id`).
+    pub compression_id: u8,
+    /// Plaintext bytes per non-final chunk.
+    pub chunk_size: u32,
+    /// Random per-file salt for the file key.
+    pub salt: [u8; FILE_SALT_LEN],
+    /// The logical name the file was written under.
+    pub identity: String,
+}
+
+impl FileHeader {
+    /// Serialises the header exactly as stored.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut h = Vec::with_capacity(FIXED_HEADER_LEN + self.identity.len());
+        h.extend_from_slice(FILE_MAGIC);
+        h.extend_from_slice(&FILE_FORMAT_VERSION.to_be_bytes());
+        h.push(self.aead.id());
+        h.push(self.compression_id);
+        h.extend_from_slice(&self.chunk_size.to_be_bytes());
+        h.extend_from_slice(&self.salt);
+        h.extend_from_slice(&(self.identity.len() as u16).to_be_bytes());
+        h.extend_from_slice(self.identity.as_bytes());
+        h
+    }
+
+    /// Reads and validates a header; returns it with its raw bytes (for the header hash).
+    pub fn read_from(r: &mut impl Read, path: &Path) -> Result<(FileHeader, Vec<u8>), FileError> {
+        let mut raw = vec![0u8; FIXED_HEADER_LEN];
+        let got = read_full(r, &mut raw).map_err(|e| io_err(path, e))?;
+        let magic_len = got.min(FILE_MAGIC.len());
+        if raw[..magic_len] != FILE_MAGIC[..magic_len] || got == 0 {
+            return Err(FileError::BadMagic {
+                path: path.into(),
+                hint: sniff(&raw[..got]),
+            });
+        }
+        if got < FIXED_HEADER_LEN {
+            return Err(FileError::Truncated {
+                path: path.into(),
+                detail: format!(
+                    "it is {got} bytes, shorter than the {FIXED_HEADER_LEN}-byte header"
+                ),
+            });
+        }
+        let bad = |detail: String| FileError::BadHeader {
+            path: path.into(),
+            detail,
+        };
+        let version = u16::from_be_bytes([raw[8], raw[9]]);
+        if version != FILE_FORMAT_VERSION {
+            return Err(FileError::UnsupportedVersion {
+                path: path.into(),
+                version,
+                supported: FILE_FORMAT_VERSION,
+            });
+        }
+        let aead =
+            Aead::from_id(raw[10]).ok_or_else(|| bad(format!("unknown cipher id {}", raw[10])))?;
+        let compression_id = raw[11];
+        if crate::compress::Compression::from_id(compression_id).is_none() {
+            return Err(bad(format!("unknown compression id {compression_id}")));
+        }
+        let chunk_size = u32::from_be_bytes(raw[12..16].try_into().expect("4 bytes"));
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+            return Err(bad(format!(
+                "chunk size {chunk_size} outside {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}"
+            )));
+        }
+        let salt: [u8; FILE_SALT_LEN] = raw[16..48].try_into().expect("32 bytes");
+        let id_len = usize::from(u16::from_be_bytes([raw[48], raw[49]]));
+        if id_len == 0 || id_len > MAX_IDENTITY_LEN {
+            return Err(bad(format!(
+                "identity length {id_len} outside 1..={MAX_IDENTITY_LEN}"
+            )));
+        }
+        raw.resize(FIXED_HEADER_LEN + id_len, 0);
+        let got = read_full(r, &mut raw[FIXED_HEADER_LEN..]).map_err(|e| io_err(path, e))?;
+        if got < id_len {
+            return Err(FileError::Truncated {
+                path: path.into(),
+                detail: "it ends inside the header's file identity".into(),
+            });
+        }
+        let identity = String::from_utf8(raw[FIXED_HEADER_LEN..].to_vec())
+            .map_err(|_| bad("file identity is not UTF-8".into()))?;
+        let header = FileHeader {
+            aead,
+            compression_id,
+            chunk_size,
+            salt,
+            identity,
+        };
+        Ok((header, raw))
+    }
+}
+
+/// Names what a non-pgstream file looks like, to make "bad magic" actionable.
+fn sniff(start: &[u8]) -> String {
+    let what = if start.starts_with(&[0x04, 0x22, 0x4d, 0x18]) {
+        "an unencrypted lz4 frame"
+    } else if start.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        "an unencrypted zstd frame"
+    } else if start.starts_with(&[0x1f, 0x8b]) {
+        "an unencrypted gzip stream"
+    } else if start.is_empty() {
+        return "; the file is empty".into();
+    } else {
+        return String::new();
+    };
+    format!("; it looks like {what}, but this repository is encrypted")
+}
+
+fn io_err(path: &Path, source: io::Error) -> FileError {
+    FileError::Io {
+        path: path.into(),
+        source,
+    }
+}
+
+/// Reads until `buf` is full or EOF; returns the count.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Per-file key: HKDF-SHA256(data key, salt, "pgstream-file-key" ‖ SHA-256(identity)).
+fn file_key(
+    data_key: &DataKey,
+    salt: &[u8],
+    identity: &str,
+) -> Result<DataKey, super::CryptoError> {
+    let info = [FILE_KEY_INFO_PREFIX, &sha256(&[identity.as_bytes()])].concat();
+    Ok(DataKey::from_bytes(hkdf_sha256(
+        data_key.bytes(),
+        salt,
+        &info,
+    )?))
+}
+
+/// Nonce of chunk `index`: 4 zero bytes then the index, big-endian. Unique per key because the
+/// counter never repeats within a file and every file has its own key.
+fn chunk_nonce(index: u64) -> [u8; NONCE_LEN] {
+    let mut n = [0u8; NONCE_LEN];
+    n[4..].copy_from_slice(&index.to_be_bytes());
+    n
+}
+
+fn chunk_aad(header_hash: &[u8; 32], index: u64, last: bool) -> [u8; 41] {
+    let mut a = [0u8; 41];
+    a[..32].copy_from_slice(header_hash);
+    a[32..40].copy_from_slice(&index.to_be_bytes());
+    a[40] = u8::from(last);
+    a
+}
+
+/// Checks a caller-supplied identity before it goes into a header.
+pub fn validate_identity(identity: &str) -> Result<(), String> {
+    if identity.is_empty() || identity.len() > MAX_IDENTITY_LEN {
+        return Err(format!(
+            "file identity must be 1..={MAX_IDENTITY_LEN} bytes, got {}",
+            identity.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Encrypting writer: header first, then sealed chunks; `finish` seals the final chunk.
+pub struct ChunkSealer<W: Write> {
+    inner: W,
+    aead: Aead,
+    key: DataKey,
+    header_hash: [u8; 32],
+    chunk_size: usize,
+    buf: Vec<u8>,
+    sealed: Vec<u8>,
+    index: u64,
+}
+
+impl<W: Write> ChunkSealer<W> {
+    /// Writes the header for `identity` to `inner` and returns the sealer.
+    pub fn new(
+        mut inner: W,
+        aead: Aead,
+        data_key: &DataKey,
+        compression_id: u8,
+        chunk_size: u32,
+        identity: &str,
+    ) -> io::Result<Self> {
+        validate_identity(identity).map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, m))?;
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("chunk size {chunk_size} outside {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}"),
+            ));
+        }
+        let salt = random_bytes::<FILE_SALT_LEN>().map_err(io::Error::other)?;
+        let header = FileHeader {
+            aead,
+            compression_id,
+            chunk_size,
+            salt,
+            identity: identity.to_owned(),
+        }
+        .encode();
+        inner.write_all(&header)?;
+        let key = file_key(data_key, &salt, identity).map_err(io::Error::other)?;
+        Ok(ChunkSealer {
+            inner,
+            aead,
+            key,
+            header_hash: sha256(&[&header]),
+            chunk_size: chunk_size as usize,
+            buf: Vec::with_capacity(chunk_size as usize),
+            sealed: Vec::with_capacity(chunk_size as usize + TAG_LEN),
+            index: 0,
+        })
+    }
+
+    fn seal_chunk(&mut self, last: bool) -> io::Result<()> {
+        self.sealed.clear();
+        self.aead
+            .seal(
+                self.key.bytes(),
+                &chunk_nonce(self.index),
+                &chunk_aad(&self.header_hash, self.index, last),
+                &self.buf,
+                &mut self.sealed,
+            )
+            .map_err(io::Error::other)?;
+        self.inner.write_all(&self.sealed)?;
+        self.buf.clear();
+        self.index = self
+            .index
+            .checked_add(1)
+            .ok_or_else(|| io::Error::other("chunk counter exhausted"))?;
+        Ok(())
+    }
+
+    /// Seals the final chunk (possibly empty) and returns the inner writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.seal_chunk(true)?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for ChunkSealer<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        // A full buffer is sealed only once more data arrives: until then it may be the last.
+        if self.buf.len() == self.chunk_size && !data.is_empty() {
+            self.seal_chunk(false)?;
+        }
+        let take = (self.chunk_size - self.buf.len()).min(data.len());
+        self.buf.extend_from_slice(&data[..take]);
+        Ok(take)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Decrypting reader over a file's bytes; yields the plaintext (compressed) stream.
+pub struct ChunkOpener<R: Read> {
+    inner: R,
+    path: PathBuf,
+    header: FileHeader,
+    key: DataKey,
+    header_hash: [u8; 32],
+    record: Vec<u8>,
+    carry: Option<u8>,
+    plain: Vec<u8>,
+    pos: usize,
+    index: u64,
+    offset: u64,
+    done: bool,
+}
+
+impl<R: Read> ChunkOpener<R> {
+    /// Reads the header, checks it against `expected_identity` and derives the file key.
+    pub fn new(
+        mut inner: R,
+        path: &Path,
+        expected_identity: &str,
+        data_key: &DataKey,
+    ) -> Result<Self, FileError> {
+        let (header, raw) = FileHeader::read_from(&mut inner, path)?;
+        if header.identity != expected_identity {
+            return Err(FileError::IdentityMismatch {
+                path: path.into(),
+                expected: expected_identity.into(),
+                found: header.identity,
+            });
+        }
+        // The expected identity (not the stored one) feeds the key, so a reader that skipped the
+        // check above would still fail authentication on a swapped file.
+        let key = file_key(data_key, &header.salt, expected_identity).map_err(|source| {
+            FileError::Crypto {
+                path: path.into(),
+                source,
+            }
+        })?;
+        let record_len = header.chunk_size as usize + TAG_LEN;
+        Ok(ChunkOpener {
+            inner,
+            path: path.into(),
+            key,
+            header_hash: sha256(&[&raw]),
+            record: Vec::with_capacity(record_len),
+            carry: None,
+            plain: Vec::new(),
+            pos: 0,
+            index: 0,
+            offset: raw.len() as u64,
+            done: false,
+            header,
+        })
+    }
+
+    /// The header as read.
+    pub fn header(&self) -> &FileHeader {
+        &self.header
+    }
+
+    fn open_with(&self, last: bool) -> Option<Vec<u8>> {
+        self.header.aead.open(
+            self.key.bytes(),
+            &chunk_nonce(self.index),
+            &chunk_aad(&self.header_hash, self.index, last),
+            &self.record,
+        )
+    }
+
+    /// Reads, authenticates and decrypts the next chunk into `plain`.
+    fn next_chunk(&mut self) -> Result<(), FileError> {
+        let record_len = self.header.chunk_size as usize + TAG_LEN;
+        self.record.clear();
+        self.record.resize(record_len, 0);
+        let mut got = 0;
+        if let Some(b) = self.carry.take() {
+            self.record[0] = b;
+            got = 1;
+        }
+        got += read_full(&mut self.inner, &mut self.record[got..])
+            .map_err(|e| io_err(&self.path, e))?;
+        self.record.truncate(got);
+        // A full record is the last one only if nothing follows it: peek one byte.
+        let last = if got < record_len {
+            true
+        } else {
+            let mut one = [0u8; 1];
+            let n = read_full(&mut self.inner, &mut one).map_err(|e| io_err(&self.path, e))?;
+            self.carry = (n == 1).then_some(one[0]);
+            n == 0
+        };
+        if got < TAG_LEN {
+            return Err(FileError::Truncated {
+                path: self.path.clone(),
+                detail: if got == 0 && self.index == 0 {
+                    "it has a header but no chunks".into()
+                } else {
+                    format!(
+                        "chunk {} is {got} bytes, shorter than its {TAG_LEN}-byte tag",
+                        self.index
+                    )
+                },
+            });
+        }
+        match self.open_with(last) {
+            Some(p) => {
+                self.plain = p;
+                self.pos = 0;
+                self.offset += got as u64;
+                self.index += 1;
+                self.done = last;
+                Ok(())
+            }
+            // Same bytes with the other flag tell "cut short" and "appended to" apart from damage.
+            None => match (last, self.open_with(!last).is_some()) {
+                (true, true) => Err(FileError::Truncated {
+                    path: self.path.clone(),
+                    detail: format!(
+                        "it ends after chunk {}, which is not the final chunk",
+                        self.index
+                    ),
+                }),
+                (false, true) => Err(FileError::TrailingData {
+                    path: self.path.clone(),
+                    chunk: self.index,
+                }),
+                _ => Err(FileError::AuthFailed {
+                    path: self.path.clone(),
+                    chunk: self.index,
+                    offset: self.offset,
+                    hint: if last && got < record_len && self.index > 0 {
+                        ", the last chunk is short (truncated mid-chunk?)".into()
+                    } else if self.index == 0 {
+                        ", the first chunk (or the header, or the key, is wrong)".into()
+                    } else {
+                        String::new()
+                    },
+                }),
+            },
+        }
+    }
+}
+
+impl<R: Read> Read for ChunkOpener<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.plain.len() {
+            if self.done || out.is_empty() {
+                return Ok(0);
+            }
+            self.next_chunk().map_err(FileError::into_io)?;
+        }
+        let n = out.len().min(self.plain.len() - self.pos);
+        out[..n].copy_from_slice(&self.plain[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
