@@ -152,6 +152,15 @@ pub struct FileSink {
     encoder: Encoder<Stage>,
 }
 
+impl std::fmt::Debug for FileSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSink")
+            .field("path", &self.path)
+            .field("raw_bytes", &self.raw_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
 impl FileSink {
     /// Starts writing `path`, whose logical name (authenticated in every chunk) is `identity`.
     pub fn create(path: &Path, identity: &str, codec: &FileCodec) -> Result<Self, SinkError> {
@@ -266,6 +275,15 @@ pub struct FileReader {
     path: PathBuf,
     compression: Compression,
     decoder: Decoder<Source<Box<dyn Read + Send>>>,
+}
+
+impl std::fmt::Debug for FileReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileReader")
+            .field("path", &self.path)
+            .field("compression", &self.compression)
+            .finish_non_exhaustive()
+    }
 }
 
 impl FileReader {
