@@ -221,7 +221,7 @@ pub struct ChunkSealer<W: Write> {
 impl<W: Write> ChunkSealer<W> {
     /// Writes the header for `identity` to `inner` and returns the sealer.
     pub fn new(
-        mut inner: W,
+        inner: W,
         aead: Aead,
         data_key: &DataKey,
         compression_id: u8,
@@ -236,6 +236,27 @@ impl<W: Write> ChunkSealer<W> {
             ));
         }
         let salt = random_bytes::<FILE_SALT_LEN>().map_err(io::Error::other)?;
+        Self::with_salt(
+            inner,
+            aead,
+            data_key,
+            compression_id,
+            chunk_size,
+            identity,
+            salt,
+        )
+    }
+
+    /// [`ChunkSealer::new`] with a given salt: only the format's worked example pins one.
+    fn with_salt(
+        mut inner: W,
+        aead: Aead,
+        data_key: &DataKey,
+        compression_id: u8,
+        chunk_size: u32,
+        identity: &str,
+        salt: [u8; FILE_SALT_LEN],
+    ) -> io::Result<Self> {
         let header = FileHeader {
             aead,
             compression_id,
@@ -458,5 +479,47 @@ impl<R: Read> Read for ChunkOpener<R> {
         out[..n].copy_from_slice(&self.plain[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The worked example of docs/format.md, byte for byte.
+    #[test]
+    fn worked_example_from_format_md() {
+        let data_key = DataKey::from_bytes(std::array::from_fn(|i| i as u8));
+        let salt: [u8; 32] = std::array::from_fn(|i| 0x20 + i as u8);
+        let identity = "wal/000000010000000000000001";
+        let mut s = ChunkSealer::with_salt(
+            Vec::new(),
+            Aead::Aes256Gcm,
+            &data_key,
+            0,
+            1024,
+            identity,
+            salt,
+        )
+        .unwrap();
+        s.write_all(b"hello, pgstream\n").unwrap();
+        let file = s.finish().unwrap();
+        let header = "5047535446494c4500010100000004002021222324252627\
+                      28292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f\
+                      001c77616c2f303030303030303130303030303030303030\
+                      303030303031";
+        let chunk0 = "b7b8ea24aa128770c6acc5e4cdae86c2d6355d2693b3dab340bdf29a8ebb1a95";
+        assert_eq!(hex::encode(&file), format!("{header}{chunk0}"));
+        let key = file_key(&data_key, &salt, identity).unwrap();
+        assert_eq!(
+            hex::encode(key.bytes()),
+            "88999d52ccc917d60b86c0f904466674268a5df5e78cd7737922724e6e52ac6d"
+        );
+        let mut out = Vec::new();
+        ChunkOpener::new(&file[..], Path::new("example"), identity, &data_key)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"hello, pgstream\n");
     }
 }

@@ -41,7 +41,22 @@ pub fn wrap(
     repository_id: &[u8; 16],
     format_version: u32,
 ) -> Result<WrappedKey, CryptoError> {
-    let nonce = random_bytes::<NONCE_LEN>()?;
+    wrap_with_nonce(
+        kek,
+        data_key,
+        repository_id,
+        format_version,
+        random_bytes()?,
+    )
+}
+
+fn wrap_with_nonce(
+    kek: &DataKey,
+    data_key: &DataKey,
+    repository_id: &[u8; 16],
+    format_version: u32,
+    nonce: [u8; NONCE_LEN],
+) -> Result<WrappedKey, CryptoError> {
     let mut sealed = Vec::with_capacity(KEY_LEN + TAG_LEN);
     Aead::Aes256Gcm.seal(
         kek.bytes(),
@@ -98,6 +113,34 @@ pub fn unwrap(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The key-wrap part of the worked example in docs/format.md.
+    #[test]
+    fn worked_example_from_format_md() {
+        let kdf = crate::crypto::kdf::KdfParams {
+            algorithm: "scrypt".into(),
+            n: 1024,
+            r: 8,
+            p: 1,
+            salt: "40".repeat(32),
+        };
+        let kek = kdf
+            .derive(&crate::crypto::Secret::from("example passphrase"))
+            .unwrap();
+        assert_eq!(
+            hex::encode(kek.bytes()),
+            "6d154809a7763c4715d7cee67ce6265e5249878680af5df8b355011fe395e12d"
+        );
+        let data_key = DataKey::from_bytes(std::array::from_fn(|i| i as u8));
+        let id: [u8; 16] = std::array::from_fn(|i| 0x50 + i as u8);
+        let w = wrap_with_nonce(&kek, &data_key, &id, 1, [0x60; 12]).unwrap();
+        assert_eq!(
+            w.ciphertext,
+            "0fe2903da47d8759d79138eff01fac788311b83498307ec2b7014dfd9305a759\
+             ff8e1572ccbc3b731809aa12d70cd316"
+        );
+        assert_eq!(unwrap(&kek, &w, &id, 1).unwrap().bytes(), data_key.bytes());
+    }
 
     #[test]
     fn wrap_unwrap_binds_repository_and_version() {
