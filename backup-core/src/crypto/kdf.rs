@@ -89,7 +89,7 @@ impl KdfParams {
                 "scrypt N={} r={} needs {} MiB, more than the {} MiB limit",
                 self.n,
                 self.r,
-                128 * u64::from(self.r) * self.n >> 20,
+                (128 * u64::from(self.r) * self.n) >> 20,
                 MAX_SCRYPT_MEMORY >> 20
             ));
         }
