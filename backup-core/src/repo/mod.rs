@@ -254,6 +254,11 @@ impl Repository {
                 options.chunk_size
             )));
         }
+        // Check the passphrase before touching the filesystem: a refused init creates nothing.
+        let passphrase = match options.encryption {
+            Encryption::None => None,
+            Encryption::Aead(_) => Some(required(dir, passphrase)?),
+        };
         match std::fs::read_dir(dir) {
             Ok(mut entries) => {
                 if let Ok(existing) = read_config(dir) {
@@ -277,12 +282,12 @@ impl Repository {
         let encryption = match options.encryption {
             Encryption::None => None,
             Encryption::Aead(aead) => {
-                let passphrase = required(dir, passphrase)?;
+                let passphrase = passphrase.as_ref().expect("checked above");
                 let cost = options.kdf_cost;
                 let kdf = KdfParams::generate(cost.log2_n, cost.r, cost.p)
                     .map_err(|e| RepoError::Invalid(e.to_string()))?;
                 let data_key = keywrap::generate_data_key().map_err(key_err(dir))?;
-                let kek = kdf.derive(&passphrase).map_err(key_err(dir))?;
+                let kek = kdf.derive(passphrase).map_err(key_err(dir))?;
                 let key_wrap =
                     keywrap::wrap(&kek, &data_key, &id, FORMAT_VERSION).map_err(key_err(dir))?;
                 Some(EncryptionConfig {
@@ -312,7 +317,7 @@ impl Repository {
             }
             other => other,
         })?;
-        Repository::open(dir, passphrase)
+        Repository::open(dir, passphrase.as_ref())
     }
 
     /// Opens the repository in `dir`. An encrypted repository needs its passphrase (a wrong one
