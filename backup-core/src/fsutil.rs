@@ -249,6 +249,33 @@ impl Drop for DurableFile {
     }
 }
 
+/// Renames `from` to `to` (files or directories) and fsyncs both parent directories, so the
+/// new name survives a crash. Refuses to replace an existing `to`.
+pub fn rename_durably(from: &Path, to: &Path) -> Result<(), FsError> {
+    if fs::symlink_metadata(to).is_ok() {
+        return Err(FsError::new(
+            "renaming onto",
+            to,
+            io::Error::new(io::ErrorKind::AlreadyExists, "already exists"),
+        ));
+    }
+    fs::rename(from, to).map_err(|e| FsError::new("renaming", from, e))?;
+    fsync_dir(parent_of(to))?;
+    if parent_of(from) != parent_of(to) {
+        fsync_dir(parent_of(from))?;
+    }
+    Ok(())
+}
+
+/// Removes a directory tree and fsyncs its parent. A missing directory is not an error.
+pub fn remove_dir_all_durably(path: &Path) -> Result<(), FsError> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => fsync_dir(parent_of(path)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(FsError::new("removing", path, e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,11 +10,13 @@
 //!
 //! The on-disk formats are specified in `docs/format.md`.
 
+pub mod basebackup;
 pub mod catalog;
 pub mod compress;
 pub mod crypto;
 pub mod file_error;
 pub mod fsutil;
+pub mod layout;
 pub mod manifest;
 pub mod repo;
 pub mod restore;

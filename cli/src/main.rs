@@ -1,2 +1,56 @@
-//! The `pgstream` command.
-fn main() {}
+//! The `pgstream` command: parse, resolve settings, call backup-core, print, exit codes.
+
+mod args;
+mod cmd;
+mod exit;
+mod progress;
+mod signals;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match args::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit::Failure::Usage.code()
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging(&cli.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("pgstream")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgstream: error: starting the async runtime: {e}");
+            return exit::Failure::Other.code();
+        }
+    };
+    match runtime.block_on(cmd::run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let failure = exit::classify(&e);
+            eprintln!("pgstream: error: {e:#}");
+            failure.code()
+        }
+    }
+}
+
+/// Logs go to stderr, so stdout carries only results (`--json`).
+fn init_logging(level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

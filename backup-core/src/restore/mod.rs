@@ -1,3 +1,390 @@
-//! Restoring backups: unpacking archives, WAL and recovery settings into a target directory.
+//! Restoring a backup: every archive authenticated, decompressed and unpacked, the WAL the
+//! backup needs placed in `pg_wal/`, and `backup_manifest` left for `pg_verifybackup`.
+//!
+//! Reading (decrypt + decompress) and writing (unpack + fsync) run on different threads joined
+//! by a bounded channel, so they overlap. Nothing outside the target directory and the
+//! tablespace locations is touched, and those must be empty: a restore never overwrites.
 
 pub mod extract;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::catalog::{BackupRecord, Catalog, CatalogError};
+use crate::compress::{Compression, Decoder};
+use crate::fsutil::{self, FsError};
+use crate::layout;
+use crate::repo::{RepoError, Repository};
+use crate::sink::{open_reader, FileCodec};
+use crate::wal::{SegmentName, WalSegmentSize};
+use extract::{ExtractError, Extractor, TablespaceLink};
+
+/// What to restore where.
+#[derive(Debug, Clone)]
+pub struct RestorePlan {
+    /// A backup id, or `latest`.
+    pub backup: String,
+    /// The new data directory: absent or empty.
+    pub target: PathBuf,
+    /// Tablespace locations to change: original location → new location.
+    pub tablespace_map: BTreeMap<PathBuf, PathBuf>,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub struct RestoreSummary {
+    pub backup: BackupRecord,
+    pub target: PathBuf,
+    pub files: u64,
+    pub bytes: u64,
+    pub wal_segments: usize,
+    /// Tablespace OID → where it was restored.
+    pub tablespaces: BTreeMap<u32, PathBuf>,
+    pub seconds: f64,
+}
+
+/// Why a restore failed. Files already written stay for inspection; the target was empty.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(
+        "{path} is not empty; restore only into a new or empty directory (nothing was written)"
+    )]
+    TargetNotEmpty { path: PathBuf },
+    #[error("--tablespace-map {old}: backup {backup} has no tablespace there (its tablespaces: {known})")]
+    UnknownTablespace {
+        old: PathBuf,
+        backup: String,
+        known: String,
+    },
+    #[error("reading {file}: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Extract(#[from] ExtractError),
+    #[error("{file} holds {got} bytes of WAL segment {segment}, expected {expected}")]
+    WalSize {
+        file: String,
+        segment: String,
+        got: u64,
+        expected: u64,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Restores a backup. Blocking: call it from a blocking thread.
+pub fn run(repo: &Repository, plan: &RestorePlan) -> Result<RestoreSummary, RestoreError> {
+    let started = Instant::now();
+    let record = Catalog::new(repo.dir()).resolve(&plan.backup)?;
+    let tablespaces = plan_tablespaces(&record, &plan.tablespace_map)?;
+    // Check every destination before writing anything.
+    ensure_empty_dir(&plan.target)?;
+    for location in tablespaces.values() {
+        ensure_empty_dir(location)?;
+    }
+    let span = tracing::info_span!("restore", backup_id = %record.id);
+    let _enter = span.enter();
+    let mut files = 0;
+    let mut bytes = 0;
+    // Tablespaces first, so the links in base.tar point at directories that exist.
+    let mut ordered: Vec<_> = record.archives.iter().collect();
+    ordered.sort_by_key(|a| a.tablespace_oid.is_none());
+    for archive in ordered {
+        let root = match archive.tablespace_oid {
+            Some(oid) => tablespaces[&oid].clone(),
+            None => plan.target.clone(),
+        };
+        let links = tablespaces.clone();
+        let map: Box<dyn Fn(&TablespaceLink) -> PathBuf + Send> = Box::new(move |l| {
+            links
+                .get(&l.oid)
+                .cloned()
+                .unwrap_or_else(|| l.original_target.clone())
+        });
+        let codec = match archive.server_compression {
+            Some(_) => FileCodec {
+                compression: Compression::None,
+                encryption: repo.codec().encryption.clone(),
+            },
+            None => repo.codec().clone(),
+        };
+        let name = layout::backup_file(&record.id, &archive.file);
+        let reader =
+            open_reader(&repo.resolve(&name)?, &name, &codec).map_err(|e| RestoreError::Read {
+                file: name.clone(),
+                source: e.into_io(),
+            })?;
+        let reader: Box<dyn Read + Send> = match archive.server_compression.as_deref() {
+            None => Box::new(reader),
+            Some(family) => Box::new(Decoder::new(reader, server_family(family)?).map_err(
+                |source| RestoreError::Read {
+                    file: name.clone(),
+                    source,
+                },
+            )?),
+        };
+        let summary = unpack_overlapped(
+            reader,
+            &name,
+            Extractor::new(root, archive.name.clone(), map),
+        )?;
+        files += summary.files;
+        bytes += summary.bytes;
+        tracing::info!(archive = %archive.name, files = summary.files, "unpacked");
+    }
+    let segments = restore_wal(repo, &record, &plan.target)?;
+    copy_out(
+        repo,
+        &layout::backup_file(&record.id, &record.manifest_file),
+        &plan.target.join("backup_manifest"),
+        None,
+    )?;
+    fsutil::fsync_dir(&plan.target)?;
+    Ok(RestoreSummary {
+        target: plan.target.clone(),
+        files,
+        bytes,
+        wal_segments: segments,
+        tablespaces,
+        seconds: started.elapsed().as_secs_f64(),
+        backup: record,
+    })
+}
+
+fn server_family(family: &str) -> Result<Compression, RestoreError> {
+    match family {
+        "lz4" => Ok(Compression::Lz4),
+        "gzip" => Ok(Compression::Gzip(1)),
+        "zstd" => Ok(Compression::Zstd(1)),
+        other => Err(RestoreError::Internal(format!(
+            "unknown server compression {other:?} in the backup record"
+        ))),
+    }
+}
+
+/// Where each tablespace goes: mapped, or back to its original location.
+fn plan_tablespaces(
+    record: &BackupRecord,
+    map: &BTreeMap<PathBuf, PathBuf>,
+) -> Result<BTreeMap<u32, PathBuf>, RestoreError> {
+    let mut out = BTreeMap::new();
+    let known: Vec<(u32, PathBuf)> = record
+        .archives
+        .iter()
+        .filter_map(|a| {
+            Some((
+                a.tablespace_oid?,
+                PathBuf::from(a.tablespace_location.as_ref()?),
+            ))
+        })
+        .collect();
+    for old in map.keys() {
+        if !known.iter().any(|(_, loc)| loc == old) {
+            return Err(RestoreError::UnknownTablespace {
+                old: old.clone(),
+                backup: record.id.clone(),
+                known: if known.is_empty() {
+                    "none".into()
+                } else {
+                    known
+                        .iter()
+                        .map(|(_, l)| l.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            });
+        }
+    }
+    for (oid, loc) in known {
+        let dest = map.get(&loc).cloned().unwrap_or(loc);
+        out.insert(oid, dest);
+    }
+    Ok(out)
+}
+
+/// Creates `dir` (0700) if missing; refuses one with anything in it.
+fn ensure_empty_dir(dir: &Path) -> Result<(), RestoreError> {
+    match fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(RestoreError::TargetNotEmpty { path: dir.into() });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fsutil::create_dir_all_durably(dir)?;
+            Ok(())
+        }
+        Err(e) => Err(FsError::new("opening directory", dir, e).into()),
+    }
+}
+
+/// Reads on this thread, unpacks on another: decryption and writing overlap.
+fn unpack_overlapped(
+    mut reader: Box<dyn Read + Send>,
+    name: &str,
+    mut extractor: Extractor,
+) -> Result<extract::ExtractSummary, RestoreError> {
+    let (tx, rx) = sync_channel::<Bytes>(16);
+    let writer = std::thread::spawn(move || -> Result<_, ExtractError> {
+        extractor.unpack(ChannelReader {
+            rx,
+            current: Bytes::new(),
+        })?;
+        extractor.finish()
+    });
+    let mut read_error = None;
+    loop {
+        let mut buf = vec![0u8; 256 * 1024];
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.truncate(n);
+                if tx.send(Bytes::from(buf)).is_err() {
+                    break; // the writer failed; its error wins
+                }
+            }
+            Err(source) => {
+                read_error = Some(RestoreError::Read {
+                    file: name.to_string(),
+                    source,
+                });
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = writer
+        .join()
+        .map_err(|_| RestoreError::Internal("the unpacking thread panicked".into()))?;
+    // An authentication or decompression failure explains a truncated tar better than the
+    // tar error it causes.
+    if let Some(e) = read_error {
+        return Err(e);
+    }
+    Ok(written?)
+}
+
+struct ChannelReader {
+    rx: Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.recv() {
+                Ok(chunk) => self.current = chunk,
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Places the backup's WAL (and timeline history) in `pg_wal/`; returns the segment count.
+fn restore_wal(
+    repo: &Repository,
+    record: &BackupRecord,
+    target: &Path,
+) -> Result<usize, RestoreError> {
+    let pg_wal = target.join("pg_wal");
+    fsutil::create_dir_all_durably(&pg_wal)?;
+    let seg_size = WalSegmentSize::new(record.wal_segment_size)
+        .map_err(|e| RestoreError::Internal(format!("backup record: {e}")))?;
+    for name in &record.wal_segments {
+        let segment = SegmentName::parse(name, seg_size)
+            .map_err(|e| RestoreError::Internal(format!("backup record: {e}")))?;
+        let dest = pg_wal.join(name);
+        match &record.partial_wal_file {
+            Some(p) if &p.segment == name => {
+                // The server had not finished this segment: the rest is zeros, which
+                // recovery reads as the end of WAL.
+                copy_out(
+                    repo,
+                    &layout::backup_file(&record.id, &p.file),
+                    &dest,
+                    Some(seg_size.bytes()),
+                )?;
+            }
+            _ => {
+                let stored = layout::wal_segment_file(&segment, repo.codec());
+                let got = copy_out(repo, &stored, &dest, None)?;
+                if got != seg_size.bytes() {
+                    return Err(RestoreError::WalSize {
+                        file: stored,
+                        segment: name.clone(),
+                        got,
+                        expected: seg_size.bytes(),
+                    });
+                }
+            }
+        }
+    }
+    for stored in &record.history_files {
+        let file_name = stored
+            .rsplit('/')
+            .next()
+            .and_then(|f| f.split(".history").next())
+            .map(|tli| format!("{tli}.history"))
+            .ok_or_else(|| RestoreError::Internal(format!("bad history file name {stored}")))?;
+        copy_out(repo, stored, &pg_wal.join(file_name), None)?;
+    }
+    fsutil::fsync_dir(&pg_wal)?;
+    Ok(record.wal_segments.len())
+}
+
+/// Decrypts and decompresses repository file `name` into `dest` durably, zero-padding it to
+/// `pad_to` bytes if given. Returns the bytes of real content.
+fn copy_out(
+    repo: &Repository,
+    name: &str,
+    dest: &Path,
+    pad_to: Option<u64>,
+) -> Result<u64, RestoreError> {
+    let read_err = |source| RestoreError::Read {
+        file: name.to_string(),
+        source,
+    };
+    let mut reader = repo.open_file(name)?;
+    let mut out = fsutil::DurableFile::create(dest)?;
+    let write_err = |e| FsError::new("writing", dest, e);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buf).map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n]).map_err(write_err)?;
+        total += n as u64;
+    }
+    if let Some(size) = pad_to {
+        let zeros = vec![0u8; 64 * 1024];
+        let mut left = size.saturating_sub(total);
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            out.write_all(&zeros[..n]).map_err(write_err)?;
+            left -= n as u64;
+        }
+    }
+    out.commit(fsutil::Replace::Refuse)?;
+    Ok(total)
+}

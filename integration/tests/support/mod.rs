@@ -98,3 +98,73 @@ pub fn start_standby(primary: &Cluster) -> Standby {
     );
     standby
 }
+
+/// The `pgstream` binary, built once per test process (cheap when it is up to date).
+pub fn pgstream_bin() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "pgstream-cli",
+                    "--bin",
+                    "pgstream",
+                ])
+                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+                .status()
+                .expect("running cargo build for the pgstream binary");
+            assert!(status.success(), "building the pgstream binary failed");
+            // target/<profile>/deps/<test> → target/<profile>/pgstream
+            let exe = std::env::current_exe().expect("test executable path");
+            let bin = exe
+                .parent()
+                .and_then(|deps| deps.parent())
+                .expect("target directory")
+                .join("pgstream");
+            assert!(bin.exists(), "{} was not built", bin.display());
+            bin
+        })
+        .clone()
+}
+
+/// Output of one pgstream run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs pgstream with `args`, the given passphrase in PGSTREAM_PASSPHRASE (if any), and none
+/// of the caller's PG* or PGSTREAM_* variables.
+pub fn pgstream(args: &[&str], passphrase: Option<&str>) -> Run {
+    let mut cmd = std::process::Command::new(pgstream_bin());
+    cmd.args(args);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("PG") {
+            cmd.env_remove(&k);
+        }
+    }
+    if let Some(p) = passphrase {
+        cmd.env("PGSTREAM_PASSPHRASE", p);
+    }
+    let out = cmd.output().expect("running pgstream");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

@@ -1,0 +1,535 @@
+//! `pgstream base`: a base backup over the replication protocol, streamed straight into the
+//! repository and verified against the server's manifest while it streams.
+//!
+//! Order of events, and what makes a backup visible only when it is whole:
+//! 1. connect, IDENTIFY_SYSTEM, bind the repository to the cluster (or refuse another one);
+//! 2. a second connection creates a temporary slot, then BASE_BACKUP starts on the first;
+//! 3. each tar archive flows network → bounded channel → sink (compress, encrypt, fsync) while
+//!    its members are walked and checksummed; WAL streams alongside into `wal/`;
+//! 4. the manifest (sent last) is checked against every member seen, then stored;
+//! 5. the WAL up to the backup's end is stored; the record is written durably; and only then
+//!    is `backups/.<id>.inprogress` renamed to `backups/<id>`.
+//!
+//! Any failure or cancellation leaves at most an in-progress directory, removed on the spot
+//! when possible and otherwise by the next run.
+
+mod archive;
+mod walstream;
+
+use std::fs;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use pgwire_repl::basebackup::options::{
+    Checkpoint, Manifest as ManifestOption, ManifestChecksums, ServerCompression,
+};
+use pgwire_repl::basebackup::{BaseBackupEvent, BaseBackupOptions};
+use pgwire_repl::config::{Config, ReplicationMode};
+use pgwire_repl::{Connection, Lsn, TimelineId};
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::{self, BackupRecord, BackupStatus, Catalog, CatalogError, RECORD_FILE};
+use crate::fsutil::{self, FsError, PRIVATE_FILE_MODE};
+use crate::layout;
+use crate::manifest::{ChecksumAlgorithm, Manifest, ManifestError, Mismatch};
+use crate::repo::config::ClusterIdentity;
+use crate::repo::{RepoError, Repository};
+use crate::sink::SinkError;
+use crate::tarwalk::{SeenFile, TarError};
+use crate::wal::WalSegmentSize;
+use archive::{ArchiveWriter, TablespaceOf};
+use walstream::WalStreamer;
+
+/// The oldest server pgstream backs up (backup manifests arrived in 13).
+pub const MIN_SERVER_MAJOR: u32 = 13;
+
+/// At most this many manifest mismatches are listed in the error.
+const MISMATCHES_SHOWN: usize = 20;
+
+/// What to back up and how.
+#[derive(Debug, Clone)]
+pub struct BaseBackupPlan {
+    /// The source server (replication=true is set here).
+    pub source: Config,
+    pub label: Option<String>,
+    pub checkpoint: Checkpoint,
+    /// Server-side rate limit in kB/s.
+    pub max_rate_kb: Option<u32>,
+    /// Let the server compress (15+); the archives are stored as they arrive.
+    pub server_compression: Option<ServerCompression>,
+    /// Ask the server to verify page checksums while reading files.
+    pub verify_checksums: bool,
+}
+
+/// Where the backup is; for progress reporting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    Connecting,
+    /// BASE_BACKUP sent; the server runs its checkpoint.
+    Checkpoint,
+    /// Files streaming; `total` is the server's estimate in bytes.
+    Streaming {
+        total: Option<u64>,
+    },
+    /// Checking the manifest and storing the remaining WAL.
+    Finishing,
+}
+
+/// Receives progress; called from the backup task (keep it cheap).
+pub trait Progress: Send + Sync {
+    fn phase(&self, phase: Phase);
+    /// Bytes of the database streamed so far.
+    fn bytes(&self, done: u64);
+}
+
+/// Ignores progress.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn phase(&self, _: Phase) {}
+    fn bytes(&self, _: u64) {}
+}
+
+/// Why a base backup failed. In every case no complete backup was recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum BaseBackupError {
+    #[error(transparent)]
+    Client(#[from] pgwire_repl::Error),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error("writing {file}: {source}")]
+    Sink {
+        file: String,
+        #[source]
+        source: SinkError,
+    },
+    #[error("archive {archive} is not a valid tar stream: {source}")]
+    Tar {
+        archive: String,
+        #[source]
+        source: TarError,
+    },
+    #[error("decompressing the server-compressed archive {archive}: {source}")]
+    Decompress {
+        archive: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the server's backup manifest is invalid: {0}")]
+    Manifest(#[source] ManifestError),
+    #[error("the backup does not match the server's backup manifest ({count} problem(s)); nothing was marked complete:\n{list}")]
+    Verification { count: usize, list: String },
+    #[error("the source server runs PostgreSQL {major}; pgstream backs up PostgreSQL {MIN_SERVER_MAJOR} and later")]
+    UnsupportedServer { major: u32 },
+    #[error("the two connections reached different clusters (system identifiers {first} and {second}); use a connection string that names one server")]
+    DifferentClusters { first: u64, second: u64 },
+    #[error("the server's timeline changed from {from} to {to} at {at} during the backup (a promotion?); run the backup again")]
+    TimelineChanged {
+        from: TimelineId,
+        to: TimelineId,
+        at: Lsn,
+    },
+    #[error("the WAL stream ended at {at} before the backup's WAL was complete (the server shut down or the connection was lost)")]
+    WalStreamEnded { at: Lsn },
+    #[error("WAL file {segment} is already in the repository with different contents; the repository may hold another cluster's WAL")]
+    WalConflict { segment: String },
+    #[error("the server sent no backup manifest")]
+    NoManifest,
+    #[error("stopped before the backup finished; nothing was marked complete")]
+    Cancelled,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Runs a base backup into `repo` and returns its catalog record.
+pub async fn run(
+    mut repo: Repository,
+    plan: BaseBackupPlan,
+    cancel: CancellationToken,
+    progress: Arc<dyn Progress>,
+) -> Result<BackupRecord, BaseBackupError> {
+    let catalog = Catalog::new(repo.dir());
+    remove_stale(&catalog);
+    progress.phase(Phase::Connecting);
+    let mut source = plan.source.clone();
+    source.replication = ReplicationMode::Physical;
+    let mut conn = Connection::connect(&source).await?;
+    let major = conn.server_version().major;
+    if major < MIN_SERVER_MAJOR {
+        return Err(BaseBackupError::UnsupportedServer { major });
+    }
+    let identity = conn.identify_system().await?;
+    let server_version = conn.parameter("server_version").unwrap_or("").to_string();
+    let seg_bytes = conn.wal_segment_size().await?;
+    let seg_size = WalSegmentSize::new(seg_bytes)
+        .map_err(|e| BaseBackupError::Internal(format!("wal_segment_size: {e}")))?;
+    repo.bind_cluster(ClusterIdentity {
+        system_identifier: identity.system_id,
+        major,
+        wal_segment_size: seg_bytes as u32,
+    })?;
+    let repo = Arc::new(repo);
+    let start_time = SystemTime::now();
+    let started = Instant::now();
+    let id = catalog::new_backup_id(start_time, |id| catalog.id_taken(id));
+    let span = tracing::info_span!("base_backup", backup_id = %id);
+    let _enter = span.enter();
+
+    let dir = catalog.in_progress_dir(&id);
+    fsutil::create_dir_all_durably(catalog.dir())?;
+    fsutil::create_dir_durably(&dir)?;
+    let result = async {
+        // Held until the backup ends, so a concurrent run does not take this directory for
+        // a dead one.
+        let lock = lock_in_progress(&dir)?;
+        let wal = walstream::prepare(&source, identity.system_id).await?;
+        let record = take(
+            &mut conn,
+            &repo,
+            &plan,
+            &id,
+            seg_size,
+            wal,
+            &cancel,
+            progress.as_ref(),
+            Meta {
+                start_time,
+                started,
+                system_id: identity.system_id,
+                server_version,
+                major,
+            },
+        )
+        .await?;
+        let bytes = serde_json::to_vec_pretty(&record)
+            .map_err(|e| BaseBackupError::Internal(e.to_string()))?;
+        fsutil::write_new_file_durably(&dir.join(RECORD_FILE), &bytes, PRIVATE_FILE_MODE)?;
+        drop(lock);
+        fsutil::rename_durably(&dir, &catalog.backup_dir(&id))?;
+        Ok(record)
+    }
+    .await;
+    match result {
+        Ok(record) => {
+            conn.close().await;
+            tracing::info!(
+                start = %record.start_lsn,
+                end = %record.end_lsn,
+                files = record.files_verified,
+                "backup complete"
+            );
+            Ok(record)
+        }
+        Err(e) => {
+            if let Err(cleanup) = fsutil::remove_dir_all_durably(&dir) {
+                tracing::warn!(error = %cleanup, "could not remove the unfinished backup; the next run will");
+            }
+            Err(e)
+        }
+    }
+}
+
+struct Meta {
+    start_time: SystemTime,
+    started: Instant,
+    system_id: u64,
+    server_version: String,
+    major: u32,
+}
+
+fn lock_in_progress(dir: &std::path::Path) -> Result<fs::File, BaseBackupError> {
+    let path = Catalog::lock_path(dir);
+    let file = fs::File::create(&path).map_err(|e| FsError::new("creating", &path, e))?;
+    file.lock().map_err(|e| FsError::new("locking", &path, e))?;
+    Ok(file)
+}
+
+/// Removes what dead runs left behind; a failure to do so is only worth a warning.
+fn remove_stale(catalog: &Catalog) {
+    match catalog.stale_in_progress() {
+        Ok(dirs) => {
+            for d in dirs {
+                tracing::info!(dir = %d.display(), "removing an unfinished backup left by an earlier run");
+                if let Err(e) = fsutil::remove_dir_all_durably(&d) {
+                    tracing::warn!(error = %e, "could not remove an unfinished backup");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not look for unfinished backups"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn take(
+    conn: &mut Connection,
+    repo: &Arc<Repository>,
+    plan: &BaseBackupPlan,
+    id: &str,
+    seg_size: WalSegmentSize,
+    wal: walstream::PreparedStream,
+    cancel: &CancellationToken,
+    progress: &dyn Progress,
+    meta: Meta,
+) -> Result<BackupRecord, BaseBackupError> {
+    let options = BaseBackupOptions {
+        label: plan
+            .label
+            .clone()
+            .unwrap_or_else(|| format!("pgstream base backup {id}")),
+        progress: true,
+        checkpoint: plan.checkpoint,
+        // WAL comes from our own stream, so the server must not wait for archiving.
+        wal: false,
+        wait_for_wal_archive: false,
+        max_rate_kb: plan.max_rate_kb,
+        // Symlinks in pg_tblspc instead of a tablespace_map file: restore can then point
+        // tablespaces elsewhere without editing a file the manifest covers.
+        tablespace_map: false,
+        verify_checksums: plan.verify_checksums,
+        manifest: ManifestOption::Yes,
+        manifest_checksums: ManifestChecksums::Crc32c,
+        server_compression: plan.server_compression.clone(),
+    };
+    progress.phase(Phase::Checkpoint);
+    let cancel = cancel.child_token();
+    let mut stream = conn.base_backup(&options).await?;
+    let mut streamer: Option<WalStreamer> = None;
+    let mut wal = Some(wal);
+    let mut tablespaces = Vec::new();
+    let mut current: Option<ArchiveWriter> = None;
+    let mut archives = Vec::new();
+    let mut seen: Vec<SeenFile> = Vec::new();
+    let mut manifest = Vec::new();
+    let mut got_manifest = false;
+    let mut start: Option<(Lsn, TimelineId)> = None;
+    let mut end: Option<(Lsn, TimelineId)> = None;
+    let mut received: u64 = 0;
+    let mut server_progress = false;
+
+    let outcome: Result<(), BaseBackupError> = async {
+        loop {
+            let ev = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(BaseBackupError::Cancelled),
+                ev = stream.next() => ev?,
+            };
+            let Some(ev) = ev else { break };
+            match ev {
+                BaseBackupEvent::Started { start_lsn, timeline } => {
+                    tracing::info!(start = %start_lsn, timeline = %timeline, "checkpoint done, streaming");
+                    start = Some((start_lsn, timeline));
+                    let prepared = wal.take().expect("Started comes once");
+                    streamer = Some(WalStreamer::spawn(
+                        prepared,
+                        start_lsn,
+                        timeline,
+                        seg_size,
+                        Arc::clone(repo),
+                        id.to_string(),
+                        cancel.clone(),
+                    ));
+                }
+                BaseBackupEvent::Tablespaces(list) => {
+                    let total: Option<u64> =
+                        list.iter().map(|t| t.size_kb.map(|k| k * 1024)).sum();
+                    progress.phase(Phase::Streaming { total });
+                    tablespaces = list;
+                }
+                BaseBackupEvent::ArchiveStart { name, tablespace_location } => {
+                    let tablespace = match tablespace_location {
+                        None => None,
+                        Some(location) => {
+                            let oid = tablespaces
+                                .iter()
+                                .find(|t| t.location.as_deref() == Some(location.as_str()))
+                                .and_then(|t| t.oid)
+                                .or_else(|| name.split('.').next().and_then(|s| s.parse().ok()))
+                                .ok_or_else(|| {
+                                    BaseBackupError::Internal(format!(
+                                        "archive {name} names no known tablespace"
+                                    ))
+                                })?;
+                            Some(TablespaceOf { oid, location })
+                        }
+                    };
+                    current = Some(ArchiveWriter::start(Arc::clone(repo), id, name, tablespace));
+                }
+                BaseBackupEvent::ArchiveData(data) => {
+                    received += data.len() as u64;
+                    if !server_progress {
+                        progress.bytes(received);
+                    }
+                    let writer = current.as_mut().ok_or_else(|| {
+                        BaseBackupError::Internal("archive data outside an archive".into())
+                    })?;
+                    tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => return Err(BaseBackupError::Cancelled),
+                        r = writer.send(data) => r?,
+                    }
+                }
+                BaseBackupEvent::ArchiveEnd => {
+                    let writer = current.take().ok_or_else(|| {
+                        BaseBackupError::Internal("archive end outside an archive".into())
+                    })?;
+                    let out = writer.finish().await?;
+                    tracing::info!(archive = %out.record.name, bytes = out.record.raw_bytes, files = out.seen.len(), "archive stored");
+                    seen.extend(out.seen);
+                    archives.push(out.record);
+                }
+                BaseBackupEvent::Progress(done) => {
+                    server_progress = true;
+                    progress.bytes(done);
+                }
+                BaseBackupEvent::ManifestStart => got_manifest = true,
+                BaseBackupEvent::ManifestData(d) => manifest.extend_from_slice(&d),
+                BaseBackupEvent::Finished { end_lsn, timeline } => {
+                    end = Some((end_lsn, timeline));
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(stream);
+    if let Err(e) = outcome {
+        if let Some(s) = streamer {
+            s.abort().await;
+        }
+        return Err(e);
+    }
+    let (Some((start_lsn, start_tli)), Some((end_lsn, end_tli)), Some(streamer)) =
+        (start, end, streamer)
+    else {
+        return Err(BaseBackupError::Internal(
+            "BASE_BACKUP ended without start and end positions".into(),
+        ));
+    };
+    progress.phase(Phase::Finishing);
+    if !got_manifest {
+        streamer.abort().await;
+        return Err(BaseBackupError::NoManifest);
+    }
+    let files_verified = match verify_manifest(&manifest, &seen, start_lsn, end_lsn) {
+        Ok(n) => n,
+        Err(e) => {
+            streamer.abort().await;
+            return Err(e);
+        }
+    };
+    let manifest_file = format!("backup_manifest{}", layout::suffix(repo.codec()));
+    let manifest_stored = store_manifest(repo, id, &manifest_file, manifest).await?;
+    let wal_outcome = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => return Err(BaseBackupError::Cancelled),
+        r = streamer.finish(end_lsn) => r?,
+    };
+    let end_time = SystemTime::now();
+    let raw_bytes = archives.iter().map(|a| a.raw_bytes).sum();
+    let stored_bytes = archives.iter().map(|a| a.stored_bytes).sum::<u64>()
+        + manifest_stored
+        + wal_outcome.stored_bytes;
+    let codec = repo.codec();
+    Ok(BackupRecord {
+        format: catalog::RECORD_FORMAT,
+        id: id.to_string(),
+        label: options.label,
+        status: BackupStatus::Complete,
+        start_lsn,
+        start_timeline: start_tli.0,
+        end_lsn,
+        end_timeline: end_tli.0,
+        start_time: catalog::rfc3339(meta.start_time),
+        end_time: catalog::rfc3339(end_time),
+        duration_seconds: meta.started.elapsed().as_secs_f64(),
+        server_version: meta.server_version,
+        server_major: meta.major,
+        system_identifier: meta.system_id.to_string(),
+        wal_segment_size: seg_size.bytes(),
+        raw_bytes,
+        stored_bytes,
+        compression: codec.compression.to_string(),
+        encryption: codec
+            .encryption
+            .as_ref()
+            .map(|e| e.aead.name().to_string())
+            .unwrap_or_else(|| "none".to_string()),
+        archives,
+        manifest_file,
+        files_verified,
+        wal_segments: wal_outcome.segments,
+        partial_wal_file: wal_outcome.partial,
+        history_files: wal_outcome.history_files,
+    })
+}
+
+/// Checks every member seen in the archives against the manifest; returns how many files the
+/// manifest covers.
+fn verify_manifest(
+    bytes: &[u8],
+    seen: &[SeenFile],
+    start: Lsn,
+    end: Lsn,
+) -> Result<u64, BaseBackupError> {
+    let manifest = Manifest::parse(bytes).map_err(BaseBackupError::Manifest)?;
+    manifest
+        .require_checksum_algorithm(Some(ChecksumAlgorithm::Crc32c))
+        .map_err(BaseBackupError::Manifest)?;
+    let mut problems: Vec<Mismatch> = manifest.verify_files(seen);
+    let mut extra = Vec::new();
+    if manifest.start_lsn() != Some(start) || manifest.end_lsn() != Some(end) {
+        extra.push(format!(
+            "the manifest's WAL range {:?}..{:?} is not the backup's {start}..{end}",
+            manifest.start_lsn(),
+            manifest.end_lsn()
+        ));
+    }
+    if problems.is_empty() && extra.is_empty() {
+        return Ok(manifest.files().len() as u64);
+    }
+    let count = problems.len() + extra.len();
+    problems.truncate(MISMATCHES_SHOWN);
+    let mut list: Vec<String> = extra;
+    list.extend(problems.iter().map(|m| format!("  {m}")));
+    if count > list.len() {
+        list.push(format!("  ... and {} more", count - list.len()));
+    }
+    Err(BaseBackupError::Verification {
+        count,
+        list: list.join("\n"),
+    })
+}
+
+async fn store_manifest(
+    repo: &Arc<Repository>,
+    id: &str,
+    file: &str,
+    bytes: Vec<u8>,
+) -> Result<u64, BaseBackupError> {
+    let repo = Arc::clone(repo);
+    let identity = layout::backup_file(id, file);
+    let path = layout::in_progress_file(id, file);
+    tokio::task::spawn_blocking(move || {
+        let path = repo.resolve(&path)?;
+        let sink_err = |source| BaseBackupError::Sink {
+            file: identity.clone(),
+            source,
+        };
+        let mut sink =
+            crate::sink::FileSink::create(&path, &identity, repo.codec()).map_err(sink_err)?;
+        sink.write_all(&bytes).map_err(|e| {
+            sink_err(SinkError::Write {
+                path: path.clone(),
+                source: e,
+            })
+        })?;
+        Ok(sink.finish().map_err(sink_err)?.stored_bytes)
+    })
+    .await
+    .map_err(|e| BaseBackupError::Internal(e.to_string()))?
+}

@@ -1,0 +1,455 @@
+//! The WAL a base backup needs, streamed on a second connection while the archives arrive, as
+//! `pg_basebackup -X stream` does, but into the repository's WAL archive.
+//!
+//! The temporary slot is created *before* BASE_BACKUP starts, so the server keeps every
+//! segment from before the backup's checkpoint until we have it (pg_basebackup creates its slot
+//! afterwards, leaving a small window). Complete segments go to `wal/` in the archive format
+//! `receive-wal` uses; the unfinished segment holding the backup's end is kept with the
+//! backup as `<segment>.partial`, so the backup restores on its own.
+
+use std::io::{Read, Write};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pgwire_repl::config::{Config, ReplicationMode};
+use pgwire_repl::message::StandbyStatusUpdate;
+use pgwire_repl::replication::ReplicationEvent;
+use pgwire_repl::{Connection, Lsn, PgTimestamp, TimelineId};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::BaseBackupError;
+use crate::catalog::PartialWal;
+use crate::fsutil;
+use crate::layout;
+use crate::repo::Repository;
+use crate::sink::FileSink;
+use crate::wal::{SegmentName, WalSegmentSize};
+
+/// How long to wait, once the end position is received, for the rest of its segment (a
+/// primary switches segments at the end of a backup, so it normally comes at once).
+const SEGMENT_TAIL_WAIT: Duration = Duration::from_secs(2);
+
+/// What the streamer stored.
+#[derive(Debug, Default)]
+pub(crate) struct WalOutcome {
+    pub segments: Vec<String>,
+    pub partial: Option<PartialWal>,
+    pub history_files: Vec<String>,
+    pub stored_bytes: u64,
+}
+
+/// A connection with the temporary slot already created.
+pub(crate) struct PreparedStream {
+    conn: Connection,
+    slot: String,
+}
+
+/// Connects the second replication connection and reserves WAL with a temporary slot.
+pub(crate) async fn prepare(
+    source: &Config,
+    system_id: u64,
+) -> Result<PreparedStream, BaseBackupError> {
+    let mut cfg = source.clone();
+    cfg.replication = ReplicationMode::Physical;
+    let mut conn = Connection::connect(&cfg).await?;
+    let id = conn.identify_system().await?;
+    if id.system_id != system_id {
+        return Err(BaseBackupError::DifferentClusters {
+            first: system_id,
+            second: id.system_id,
+        });
+    }
+    let rand: [u8; 4] =
+        crate::crypto::random_bytes().map_err(|e| BaseBackupError::Internal(e.to_string()))?;
+    let slot = format!("pgstream_base_{}_{}", std::process::id(), hex::encode(rand));
+    conn.create_physical_slot(&slot, true, true).await?;
+    Ok(PreparedStream { conn, slot })
+}
+
+/// The running streamer.
+pub(crate) struct WalStreamer {
+    end_tx: watch::Sender<Option<Lsn>>,
+    task: JoinHandle<Result<WalOutcome, BaseBackupError>>,
+}
+
+impl WalStreamer {
+    /// Starts streaming from the segment holding `start` on `timeline`.
+    pub fn spawn(
+        prepared: PreparedStream,
+        start: Lsn,
+        timeline: TimelineId,
+        seg_size: WalSegmentSize,
+        repo: Arc<Repository>,
+        backup_id: String,
+        cancel: CancellationToken,
+    ) -> WalStreamer {
+        let (end_tx, end_rx) = watch::channel(None);
+        let task = tokio::spawn(async move {
+            let result = stream(
+                prepared,
+                start,
+                timeline,
+                seg_size,
+                repo,
+                backup_id,
+                end_rx,
+                cancel.clone(),
+            )
+            .await;
+            if result.is_err() {
+                // Stop the archives too: the backup cannot complete without its WAL.
+                cancel.cancel();
+            }
+            result
+        });
+        WalStreamer { end_tx, task }
+    }
+
+    /// Tells the streamer where the backup ended and waits until that WAL is stored.
+    pub async fn finish(self, end: Lsn) -> Result<WalOutcome, BaseBackupError> {
+        let _ = self.end_tx.send(Some(end));
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(BaseBackupError::Internal(format!(
+                "WAL streamer failed: {e}"
+            ))),
+        }
+    }
+
+    /// The streamer's error if it already stopped, without waiting otherwise.
+    pub async fn abort(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn stream(
+    prepared: PreparedStream,
+    start: Lsn,
+    timeline: TimelineId,
+    seg_size: WalSegmentSize,
+    repo: Arc<Repository>,
+    backup_id: String,
+    mut end_rx: watch::Receiver<Option<Lsn>>,
+    cancel: CancellationToken,
+) -> Result<WalOutcome, BaseBackupError> {
+    let PreparedStream { mut conn, slot } = prepared;
+    let mut history_files = Vec::new();
+    if timeline.0 > 1 {
+        let history = conn.timeline_history(timeline).await?;
+        let repo2 = Arc::clone(&repo);
+        let name = tokio::task::spawn_blocking(move || {
+            store_history(&repo2, timeline.0, &history.content)
+        })
+        .await
+        .map_err(|e| BaseBackupError::Internal(e.to_string()))??;
+        history_files.push(name);
+    }
+
+    let seg_bytes = seg_size.bytes();
+    let first = start.segment_start(seg_bytes);
+    let (wtx, wrx) = sync_channel::<WalMsg>(32);
+    let writer = {
+        let repo = Arc::clone(&repo);
+        let backup_id = backup_id.clone();
+        tokio::task::spawn_blocking(move || {
+            write_wal(&repo, &backup_id, timeline, seg_size, first, wrx)
+        })
+    };
+    let mut stream = conn
+        .start_replication(Some(&slot), first, Some(timeline))
+        .await?;
+    let mut pos = first;
+    let mut end: Option<Lsn> = None;
+    let mut tail_deadline: Option<tokio::time::Instant> = None;
+    let mut status_timer = tokio::time::interval(Duration::from_secs(10));
+    let status = |pos: Lsn, reply: bool| StandbyStatusUpdate {
+        write: pos,
+        flush: Lsn::INVALID,
+        apply: Lsn::INVALID,
+        send_time: PgTimestamp::now(),
+        reply_requested: reply,
+    };
+    loop {
+        if let Some(e) = end {
+            if pos >= e {
+                let at_boundary = pos.segment_offset(seg_bytes) == 0;
+                let deadline = *tail_deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + SEGMENT_TAIL_WAIT);
+                if at_boundary || tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+            }
+        }
+        let sleep_until = tail_deadline
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(BaseBackupError::Cancelled),
+            changed = end_rx.changed(), if end.is_none() => {
+                if changed.is_err() {
+                    return Err(BaseBackupError::Cancelled);
+                }
+                end = *end_rx.borrow();
+                if end.is_some_and(|e| pos >= e) {
+                    // Ask for a keepalive so the rest of the segment, if flushed, comes now.
+                    stream.send_status(status(pos, true)).await?;
+                }
+            }
+            _ = status_timer.tick() => stream.send_status(status(pos, false)).await?,
+            _ = tokio::time::sleep_until(sleep_until) => {}
+            ev = stream.next() => match ev? {
+                Some(ReplicationEvent::XLogData(x)) => {
+                    if x.wal_start != pos {
+                        return Err(BaseBackupError::Internal(format!(
+                            "WAL stream jumped from {pos} to {}", x.wal_start
+                        )));
+                    }
+                    pos = Lsn(pos.0 + x.data.len() as u64);
+                    if wtx.send(WalMsg::Data(x.data)).is_err() {
+                        break; // the writer failed: its error is collected below
+                    }
+                }
+                Some(ReplicationEvent::Keepalive(k)) => {
+                    if k.reply_requested {
+                        stream.send_status(status(pos, false)).await?;
+                    }
+                }
+                Some(ReplicationEvent::EndOfTimeline { next_timeline, next_start }) => {
+                    return Err(BaseBackupError::TimelineChanged {
+                        from: timeline,
+                        to: next_timeline,
+                        at: next_start,
+                    });
+                }
+                Some(ReplicationEvent::ServerShutdown | ReplicationEvent::Stopped) | None => {
+                    return Err(BaseBackupError::WalStreamEnded { at: pos });
+                }
+            }
+        }
+    }
+    let _ = wtx.send(WalMsg::Finish);
+    drop(wtx);
+    // Stop streaming politely; the temporary slot goes with the connection.
+    if stream.stop().await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Ok(Some(ev)) = stream.next().await {
+                if matches!(ev, ReplicationEvent::Stopped) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    drop(stream);
+    conn.close().await;
+    let mut outcome = writer
+        .await
+        .map_err(|e| BaseBackupError::Internal(format!("WAL writer failed: {e}")))??;
+    if let Some(e) = end {
+        if pos < e {
+            return Err(BaseBackupError::WalStreamEnded { at: pos });
+        }
+    }
+    outcome.history_files = history_files;
+    Ok(outcome)
+}
+
+enum WalMsg {
+    Data(Bytes),
+    Finish,
+}
+
+/// The segment being written: the archive copy, and the copy kept if it stays partial.
+struct OpenSegment {
+    name: SegmentName,
+    archive: FileSink,
+    tail: FileSink,
+    tail_file: String,
+    written: u64,
+    crc: u32,
+}
+
+fn write_wal(
+    repo: &Repository,
+    backup_id: &str,
+    timeline: TimelineId,
+    seg_size: WalSegmentSize,
+    first: Lsn,
+    rx: Receiver<WalMsg>,
+) -> Result<WalOutcome, BaseBackupError> {
+    let mut outcome = WalOutcome::default();
+    let seg_bytes = seg_size.bytes();
+    let mut next_name = SegmentName::from_lsn(timeline, first, seg_size);
+    let mut open: Option<OpenSegment> = None;
+    for msg in rx {
+        let mut data = match msg {
+            WalMsg::Data(d) => d,
+            WalMsg::Finish => {
+                if let Some(seg) = open.take() {
+                    outcome.partial = Some(finish_partial(seg)?);
+                    outcome.segments.push(next_name.to_string());
+                }
+                return Ok(outcome);
+            }
+        };
+        while !data.is_empty() {
+            let seg = match open.as_mut() {
+                Some(s) => s,
+                None => open.insert(open_segment(repo, backup_id, next_name)?),
+            };
+            let room = (seg_bytes - seg.written) as usize;
+            let piece = data.split_to(room.min(data.len()));
+            write_both(seg, &piece)?;
+            if seg.written == seg_bytes {
+                let seg = open.take().expect("just written");
+                outcome.stored_bytes += finish_segment(repo, seg)?;
+                outcome.segments.push(next_name.to_string());
+                next_name = next_name.next();
+            }
+        }
+    }
+    // The streamer dropped the channel without Finish: it failed and reports why.
+    Ok(outcome)
+}
+
+fn open_segment(
+    repo: &Repository,
+    backup_id: &str,
+    name: SegmentName,
+) -> Result<OpenSegment, BaseBackupError> {
+    let codec = repo.codec();
+    fsutil::create_dir_all_durably(&repo.resolve(&layout::wal_segment_dir(&name))?)?;
+    let archive_name = layout::wal_segment_file(&name, codec);
+    let archive = FileSink::create(&repo.resolve(&archive_name)?, &archive_name, codec).map_err(
+        |source| BaseBackupError::Sink {
+            file: archive_name.clone(),
+            source,
+        },
+    )?;
+    let tail_file = format!("{}{}", name.partial_name(), layout::suffix(codec));
+    let tail_identity = layout::backup_file(backup_id, &tail_file);
+    let tail_path = repo.resolve(&layout::in_progress_file(backup_id, &tail_file))?;
+    let tail = FileSink::create(&tail_path, &tail_identity, codec).map_err(|source| {
+        BaseBackupError::Sink {
+            file: tail_identity.clone(),
+            source,
+        }
+    })?;
+    Ok(OpenSegment {
+        name,
+        archive,
+        tail,
+        tail_file,
+        written: 0,
+        crc: 0,
+    })
+}
+
+fn write_both(seg: &mut OpenSegment, piece: &[u8]) -> Result<(), BaseBackupError> {
+    let err = |file: String, e: std::io::Error| BaseBackupError::Sink {
+        file,
+        source: crate::sink::SinkError::Write {
+            path: std::path::PathBuf::new(),
+            source: e,
+        },
+    };
+    seg.archive
+        .write_all(piece)
+        .map_err(|e| err(seg.name.to_string(), e))?;
+    seg.tail
+        .write_all(piece)
+        .map_err(|e| err(seg.tail_file.clone(), e))?;
+    seg.written += piece.len() as u64;
+    seg.crc = crc32c::crc32c_append(seg.crc, piece);
+    Ok(())
+}
+
+/// Stores a complete segment in the archive. If the archive already has it (another backup or
+/// `receive-wal` got there first), the stored copy must hold the same bytes.
+fn finish_segment(repo: &Repository, seg: OpenSegment) -> Result<u64, BaseBackupError> {
+    let archive_name = layout::wal_segment_file(&seg.name, repo.codec());
+    let path = repo.resolve(&archive_name)?;
+    drop(seg.tail);
+    if !path.exists() {
+        match seg.archive.finish() {
+            Ok(summary) => return Ok(summary.stored_bytes),
+            Err(crate::sink::SinkError::Fs(e))
+                if e.source.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(BaseBackupError::Sink {
+                    file: archive_name,
+                    source,
+                })
+            }
+        }
+    } else {
+        drop(seg.archive);
+    }
+    let existing = stored_crc(repo, &archive_name)?;
+    if existing != seg.crc {
+        return Err(BaseBackupError::WalConflict {
+            segment: seg.name.to_string(),
+        });
+    }
+    Ok(0)
+}
+
+fn stored_crc(repo: &Repository, name: &str) -> Result<u32, BaseBackupError> {
+    let mut reader = repo.open_file(name)?;
+    let mut crc = 0u32;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| BaseBackupError::Internal(format!("reading {name}: {e}")))?;
+        if n == 0 {
+            return Ok(crc);
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+    }
+}
+
+/// Keeps the unfinished last segment with the backup.
+fn finish_partial(seg: OpenSegment) -> Result<PartialWal, BaseBackupError> {
+    drop(seg.archive);
+    seg.tail.finish().map_err(|source| BaseBackupError::Sink {
+        file: seg.tail_file.clone(),
+        source,
+    })?;
+    Ok(PartialWal {
+        segment: seg.name.to_string(),
+        file: seg.tail_file,
+        valid_bytes: seg.written,
+    })
+}
+
+/// Stores a timeline history file in the archive (or checks the stored one is the same).
+fn store_history(
+    repo: &Repository,
+    timeline: u32,
+    content: &[u8],
+) -> Result<String, BaseBackupError> {
+    let name = layout::history_file(timeline, repo.codec());
+    fsutil::create_dir_all_durably(&repo.resolve(layout::WAL_DIR)?)?;
+    let path = repo.resolve(&name)?;
+    if path.exists() {
+        if stored_crc(repo, &name)? != crc32c::crc32c(content) {
+            return Err(BaseBackupError::WalConflict { segment: name });
+        }
+        return Ok(name);
+    }
+    let mut sink = repo.create_file(&name)?;
+    sink.write_all(content)
+        .map_err(|e| BaseBackupError::Internal(format!("writing {name}: {e}")))?;
+    sink.finish().map_err(|source| BaseBackupError::Sink {
+        file: name.clone(),
+        source,
+    })?;
+    Ok(name)
+}

@@ -1,0 +1,164 @@
+//! Command-line arguments. Help texts are the user documentation of each flag.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// pgstream: PostgreSQL backups over the streaming-replication protocol.
+#[derive(Parser, Debug)]
+#[command(name = "pgstream", version, about, long_about = None)]
+pub struct Cli {
+    /// Log level: error, warn, info, debug or trace (or a tracing filter such as
+    /// `pgstream=debug`). Also read from PGSTREAM_LOG.
+    #[arg(long, global = true, env = "PGSTREAM_LOG", default_value = "info")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a repository: its configuration, encryption key and layout.
+    Init(InitArgs),
+    /// Change the repository passphrase without rewriting any data.
+    Rekey(RekeyArgs),
+    /// Take a base backup of a (remote) server into the repository.
+    Base(BaseArgs),
+    /// Restore a backup into an empty directory.
+    Restore(RestoreArgs),
+    /// List the repository's backups.
+    List(ListArgs),
+}
+
+/// Where the repository is and how to unlock it.
+#[derive(Args, Debug, Clone)]
+pub struct RepoArgs {
+    /// The repository directory.
+    #[arg(long, env = "PGSTREAM_REPO", value_name = "DIR")]
+    pub repo: PathBuf,
+
+    /// Read the passphrase from this file (mode 0600 or stricter) instead of the
+    /// PGSTREAM_PASSPHRASE environment variable. Passphrases are never taken from the
+    /// command line, where other users could read them.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// Encryption of every file in the repository.
+    #[arg(long, value_enum, default_value_t = EncryptionArg::Aes256Gcm)]
+    pub encryption: EncryptionArg,
+
+    /// Compression: lz4, zstd[:LEVEL] (1-19), gzip[:LEVEL] (1-9) or none.
+    #[arg(long, default_value = "lz4", value_name = "METHOD[:LEVEL]")]
+    pub compression: String,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EncryptionArg {
+    #[value(name = "aes-256-gcm")]
+    Aes256Gcm,
+    #[value(name = "chacha20-poly1305")]
+    Chacha20Poly1305,
+    /// No encryption (files are still checked against the backup manifest).
+    None,
+}
+
+#[derive(Args, Debug)]
+pub struct RekeyArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// Read the new passphrase from this file instead of PGSTREAM_NEW_PASSPHRASE.
+    #[arg(long, value_name = "FILE")]
+    pub new_passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BaseArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// The server to back up, as a libpq connection string or URI
+    /// (`host=db1 user=backup`, `postgresql://backup@db1/`). PG* environment variables,
+    /// ~/.pgpass and ~/.postgresql/ certificates apply as with libpq. Put passwords in
+    /// PGPASSWORD or a .pgpass file, never here.
+    #[arg(long, env = "PGSTREAM_SOURCE", value_name = "CONNINFO")]
+    pub source: String,
+
+    /// A label for the backup, shown by `list` and stored in backup_label.
+    #[arg(long)]
+    pub label: Option<String>,
+
+    /// fast: start at once with an immediate checkpoint (I/O burst on the server);
+    /// spread: wait for a spread checkpoint.
+    #[arg(long, value_enum, default_value_t = CheckpointArg::Fast)]
+    pub checkpoint: CheckpointArg,
+
+    /// Limit the server's transfer rate, in kB/s (32 to 1048576), or with a unit:
+    /// 500k, 20M.
+    #[arg(long, value_name = "RATE")]
+    pub max_rate: Option<String>,
+
+    /// Let the server compress (PostgreSQL 15+): lz4, zstd or gzip, with an optional detail
+    /// (`zstd:level=3,workers=4`). The compressed archives are stored as they arrive.
+    #[arg(long, value_name = "METHOD[:DETAIL]")]
+    pub server_compression: Option<String>,
+
+    /// Do not ask the server to verify page checksums while it reads the files.
+    #[arg(long)]
+    pub no_verify_checksums: bool,
+
+    /// Print a JSON summary of the backup on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Never show a progress bar, even on a terminal (log lines instead).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CheckpointArg {
+    Fast,
+    Spread,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// The directory to restore into. It must not exist or be empty.
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+
+    /// The backup to restore: its id, or `latest`.
+    #[arg(long, default_value = "latest", value_name = "ID")]
+    pub backup: String,
+
+    /// Restore the tablespace that was at OLD into NEW (repeatable). Tablespaces not
+    /// mapped go back to their original location, which must then be empty.
+    #[arg(long = "tablespace-map", value_name = "OLD=NEW")]
+    pub tablespace_map: Vec<String>,
+
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// The repository directory.
+    #[arg(long, env = "PGSTREAM_REPO", value_name = "DIR")]
+    pub repo: PathBuf,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,159 @@
+//! `pgstream base`.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use backup_core::basebackup::{self, BaseBackupPlan};
+use pgwire_repl::basebackup::options::{Checkpoint, CompressionMethod, ServerCompression};
+use pgwire_repl::Config;
+
+use crate::args::{BaseArgs, CheckpointArg};
+use crate::exit::{classified, Failure};
+use crate::progress::Reporter;
+
+pub async fn run(args: BaseArgs) -> anyhow::Result<()> {
+    let source = source_config(&args.source)?;
+    let plan = BaseBackupPlan {
+        source,
+        label: args.label.clone(),
+        checkpoint: match args.checkpoint {
+            CheckpointArg::Fast => Checkpoint::Fast,
+            CheckpointArg::Spread => Checkpoint::Spread,
+        },
+        max_rate_kb: args
+            .max_rate
+            .as_deref()
+            .map(parse_rate)
+            .transpose()
+            .map_err(|e| classified(Failure::Usage, anyhow::anyhow!("--max-rate: {e}")))?,
+        server_compression: args
+            .server_compression
+            .as_deref()
+            .map(parse_server_compression)
+            .transpose()
+            .map_err(|e| {
+                classified(Failure::Usage, anyhow::anyhow!("--server-compression: {e}"))
+            })?,
+        verify_checksums: !args.no_verify_checksums,
+    };
+    let repo = super::open_repo(&args.repo)?;
+    let cancel = crate::signals::install().context("installing signal handlers")?;
+    let reporter = Arc::new(Reporter::new(!args.no_progress, "base backup"));
+    let result = basebackup::run(repo, plan, cancel, reporter.clone()).await;
+    reporter.done();
+    let record = result.context("base backup failed")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&record)?);
+    } else {
+        println!(
+            "backup {} complete: {} of data in {} archive(s), stored as {} ({} {}), {} files verified against the server's manifest, WAL {}..{} on timeline {}, {:.1} s",
+            record.id,
+            human_bytes(record.raw_bytes),
+            record.archives.len(),
+            human_bytes(record.stored_bytes),
+            record.compression,
+            record.encryption,
+            record.files_verified,
+            record.start_lsn,
+            record.end_lsn,
+            record.end_timeline,
+            record.duration_seconds
+        );
+    }
+    Ok(())
+}
+
+/// Parses `--source`, refusing a password on the command line (other users can read argv).
+pub fn source_config(source: &str) -> anyhow::Result<Config> {
+    let bare = Config::parse(source)
+        .map_err(|e| classified(Failure::Usage, anyhow::anyhow!("--source: {e}")))?;
+    if bare.password.is_some() {
+        return Err(classified(
+            Failure::Usage,
+            anyhow::anyhow!(
+                "--source contains a password, and command lines are visible to other users; \
+                 put it in PGPASSWORD or a .pgpass file (or passfile=) instead"
+            ),
+        ));
+    }
+    Config::from_str_with_process_env(source)
+        .map_err(|e| classified(Failure::Usage, anyhow::anyhow!("--source: {e}")))
+}
+
+/// `500` (kB/s), `500k`, `20M`: the server's MAX_RATE in kB/s.
+fn parse_rate(s: &str) -> Result<u32, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1024),
+        _ => (s, 1),
+    };
+    let n: u32 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a rate such as 500k or 20M"))?;
+    n.checked_mul(mult)
+        .filter(|kb| (32..=1_048_576).contains(kb))
+        .ok_or_else(|| format!("{s:?} is outside 32 kB/s .. 1024 MB/s"))
+}
+
+fn parse_server_compression(s: &str) -> Result<ServerCompression, String> {
+    let (method, detail) = match s.split_once(':') {
+        Some((m, d)) => (m, Some(d.to_string())),
+        None => (s, None),
+    };
+    let method = match method {
+        "lz4" => CompressionMethod::Lz4,
+        "zstd" => CompressionMethod::Zstd,
+        "gzip" => CompressionMethod::Gzip,
+        other => return Err(format!("{other:?} is not lz4, zstd or gzip")),
+    };
+    Ok(ServerCompression { method, detail })
+}
+
+/// `1.5 GiB`-style sizes.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("500"), Ok(500));
+        assert_eq!(parse_rate("500k"), Ok(500));
+        assert_eq!(parse_rate("20M"), Ok(20 * 1024));
+        assert!(parse_rate("10").is_err());
+        assert!(parse_rate("2000M").is_err());
+        assert!(parse_rate("fast").is_err());
+    }
+
+    #[test]
+    fn password_in_source_is_refused() {
+        let err = source_config("host=db password=secret").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("PGPASSWORD") && !text.contains("secret"),
+            "{text}"
+        );
+        assert!(source_config("postgresql://u:pw@db/").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_bytes(10), "10 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+    }
+}

@@ -1,0 +1,50 @@
+//! One module per subcommand.
+
+mod base;
+mod init;
+mod list;
+mod rekey;
+mod restore;
+
+pub use base::human_bytes;
+
+use crate::args::Command;
+
+/// Runs a parsed command.
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Init(a) => init::run(a),
+        Command::Rekey(a) => rekey::run(a),
+        Command::Base(a) => base::run(a).await,
+        Command::Restore(a) => restore::run(a).await,
+        Command::List(a) => list::run(a),
+    }
+}
+
+/// Opens the repository named by `repo`, asking for its passphrase as configured.
+pub fn open_repo(repo: &crate::args::RepoArgs) -> anyhow::Result<backup_core::Repository> {
+    use anyhow::Context as _;
+    let passphrase = passphrase_if_needed(repo)?;
+    backup_core::Repository::open(&repo.repo, passphrase.as_ref())
+        .with_context(|| format!("opening repository {}", repo.repo.display()))
+}
+
+/// The passphrase, when the repository is encrypted (an unencrypted one needs none).
+fn passphrase_if_needed(
+    repo: &crate::args::RepoArgs,
+) -> anyhow::Result<Option<backup_core::Secret>> {
+    let config = repo.repo.join(backup_core::repo::config::CONFIG_FILE);
+    let encrypted = match std::fs::read(&config) {
+        Ok(bytes) => backup_core::repo::config::decode(&bytes)
+            .map(|c| c.encryption.is_some())
+            .unwrap_or(true),
+        // Let Repository::open explain a missing repository.
+        Err(_) => return Ok(None),
+    };
+    if !encrypted {
+        return Ok(None);
+    }
+    Ok(Some(backup_core::passphrase_from_env_or_file(
+        repo.passphrase_file.as_deref(),
+    )?))
+}

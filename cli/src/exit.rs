@@ -1,0 +1,197 @@
+//! Exit codes. They are part of the interface (scripts and monitoring depend on them) and are
+//! documented in docs/cli.md; never renumber one.
+
+use std::process::ExitCode;
+
+use backup_core::basebackup::BaseBackupError;
+use backup_core::catalog::CatalogError;
+use backup_core::restore::RestoreError;
+use backup_core::{FileError, PassphraseError, RepoError};
+
+/// What kind of failure ended the command.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Anything not classified below (a bug, an unexpected internal state).
+    Other = 1,
+    /// Bad arguments or settings (clap also uses 2).
+    Usage = 2,
+    /// The server could not be reached, refused TLS, or refused to authenticate us.
+    Connection = 3,
+    /// The server reported an error while running the operation.
+    Server = 4,
+    /// The repository is missing, locked, bound to another cluster, or the passphrase is wrong.
+    Repository = 5,
+    /// Data failed verification: a manifest mismatch, a checksum or authentication failure.
+    Verification = 6,
+    /// A local I/O error: disk full, permissions, a missing directory.
+    LocalIo = 7,
+    /// Stopped by SIGINT or SIGTERM before finishing.
+    Interrupted = 130,
+}
+
+impl Failure {
+    pub fn code(self) -> ExitCode {
+        ExitCode::from(self as u8)
+    }
+}
+
+/// An error that already knows its exit code.
+#[derive(Debug)]
+pub struct Classified {
+    pub failure: Failure,
+    pub error: anyhow::Error,
+}
+
+impl std::fmt::Display for Classified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl std::error::Error for Classified {}
+
+/// Attaches an exit code to an error.
+pub fn classified(failure: Failure, error: impl Into<anyhow::Error>) -> anyhow::Error {
+    anyhow::Error::new(Classified {
+        failure,
+        error: error.into(),
+    })
+}
+
+/// The exit code for an error: an explicit classification wins, else the first error in the
+/// chain whose type tells.
+pub fn classify(err: &anyhow::Error) -> Failure {
+    for cause in err.chain() {
+        if let Some(c) = cause.downcast_ref::<Classified>() {
+            return c.failure;
+        }
+        if let Some(e) = cause.downcast_ref::<pgwire_repl::Error>() {
+            return classify_client(e);
+        }
+        if let Some(e) = cause.downcast_ref::<BaseBackupError>() {
+            return classify_base(e);
+        }
+        if let Some(e) = cause.downcast_ref::<RestoreError>() {
+            return classify_restore(e);
+        }
+        if let Some(e) = cause.downcast_ref::<RepoError>() {
+            return classify_repo(e);
+        }
+        if let Some(e) = cause.downcast_ref::<FileError>() {
+            return classify_file(e);
+        }
+        if cause.downcast_ref::<PassphraseError>().is_some() {
+            return Failure::Usage;
+        }
+        if cause.downcast_ref::<CatalogError>().is_some() {
+            return Failure::Repository;
+        }
+        if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                return Failure::Interrupted;
+            }
+            return Failure::LocalIo;
+        }
+    }
+    Failure::Other
+}
+
+fn classify_base(e: &BaseBackupError) -> Failure {
+    use BaseBackupError as B;
+    match e {
+        B::Client(c) => classify_client(c),
+        B::Repo(r) => classify_repo(r),
+        B::Catalog(_) | B::WalConflict { .. } => Failure::Repository,
+        B::Fs(_) | B::Sink { .. } => Failure::LocalIo,
+        B::Tar { .. }
+        | B::Decompress { .. }
+        | B::Manifest(_)
+        | B::Verification { .. }
+        | B::NoManifest => Failure::Verification,
+        B::UnsupportedServer { .. }
+        | B::DifferentClusters { .. }
+        | B::TimelineChanged { .. }
+        | B::WalStreamEnded { .. } => Failure::Server,
+        B::Cancelled => Failure::Interrupted,
+        B::Internal(_) => Failure::Other,
+    }
+}
+
+fn classify_restore(e: &RestoreError) -> Failure {
+    use RestoreError as R;
+    match e {
+        R::Catalog(_) => Failure::Repository,
+        R::Repo(r) => classify_repo(r),
+        R::Fs(_) => Failure::LocalIo,
+        R::TargetNotEmpty { .. } | R::UnknownTablespace { .. } => Failure::Usage,
+        R::Read { source, .. } => match FileError::from_io(source) {
+            Some(f) => classify_file(f),
+            None => Failure::Verification,
+        },
+        R::Extract(x) => match x {
+            backup_core::restore::extract::ExtractError::Write { .. } => Failure::LocalIo,
+            _ => Failure::Verification,
+        },
+        R::WalSize { .. } => Failure::Verification,
+        R::Internal(_) => Failure::Other,
+    }
+}
+
+fn classify_repo(e: &RepoError) -> Failure {
+    match e {
+        RepoError::Fs(_) | RepoError::Sink(_) => Failure::LocalIo,
+        RepoError::File(f) => classify_file(f),
+        RepoError::Invalid(_) | RepoError::NotEmpty { .. } => Failure::Usage,
+        _ => Failure::Repository,
+    }
+}
+
+fn classify_file(e: &FileError) -> Failure {
+    match e {
+        FileError::Io { .. } => Failure::LocalIo,
+        FileError::NoKey { .. } | FileError::UnsupportedVersion { .. } => Failure::Repository,
+        _ => Failure::Verification,
+    }
+}
+
+fn classify_client(e: &pgwire_repl::Error) -> Failure {
+    use pgwire_repl::Error as E;
+    match e {
+        E::Config(_) | E::InvalidArgument(_) => Failure::Usage,
+        E::Connect { .. }
+        | E::ConnectTimeout { .. }
+        | E::Tls { .. }
+        | E::Auth { .. }
+        | E::SessionAttrs { .. }
+        | E::AllHostsFailed(_)
+        | E::ConnectionLost(_) => Failure::Connection,
+        // Authentication and authorization failures (28xxx) are connection problems to fix
+        // in pg_hba.conf or the role, not failures of the operation.
+        E::Server(db) if db.code.starts_with("28") => Failure::Connection,
+        E::Server(_) | E::Unsupported { .. } | E::UnexpectedResult { .. } => Failure::Server,
+        E::Protocol(_) => Failure::Server,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_classification_wins_through_context() {
+        let e = classified(Failure::Verification, anyhow::anyhow!("bad checksum"));
+        let e = e.context("verifying backup");
+        assert_eq!(classify(&e), Failure::Verification);
+    }
+
+    #[test]
+    fn io_errors_are_local() {
+        let e = anyhow::Error::new(std::io::Error::other("disk full")).context("writing");
+        assert_eq!(classify(&e), Failure::LocalIo);
+    }
+
+    #[test]
+    fn unknown_errors_are_other() {
+        assert_eq!(classify(&anyhow::anyhow!("?")), Failure::Other);
+    }
+}
