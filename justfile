@@ -34,3 +34,9 @@ bench *ARGS:
     bash scripts/install-postgres.sh 16
     cargo build --release -p pgstream-cli -p integration
     target/release/bench {{ARGS}}
+
+# The main job on a throwaway local cluster: back up, restore, verify, start, compare.
+demo:
+    bash scripts/install-postgres.sh 16
+    cargo build --release -p pgstream-cli -p integration
+    target/release/demo
