@@ -14,12 +14,16 @@ build:
 install-postgres:
     bash scripts/install-postgres.sh {{replace(majors, ",", " ")}}
 
+# Test-only dependencies: the Python reference decryptor (docs/format.md) uses `cryptography`.
+test-deps:
+    python3 -c "import cryptography" 2>/dev/null || python3 -m pip install --quiet cryptography
+
 # The whole test suite: installs PostgreSQL 13-18 if needed, then unit and end-to-end tests on every major.
-test: install-postgres
+test: install-postgres test-deps
     PGSTREAM_TEST_MAJORS={{majors}} cargo nextest run --workspace --no-fail-fast --profile ci
 
 # The test suite against one major only, e.g. `just test-major 16`.
-test-major major:
+test-major major: test-deps
     bash scripts/install-postgres.sh {{major}}
     PGSTREAM_TEST_MAJORS={{major}} cargo nextest run --workspace --no-fail-fast --profile ci
 
