@@ -1,6 +1,7 @@
 //! WAL files: segment and history names, segment sizes, timeline histories and page-header
 //! validation. Sans-IO.
 
+pub mod archive;
 pub mod history;
 pub mod page;
 pub mod segment;
