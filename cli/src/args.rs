@@ -29,6 +29,14 @@ pub enum Command {
     Restore(RestoreArgs),
     /// List the repository's backups.
     List(ListArgs),
+    /// Store one WAL file in the repository's WAL archive (archive_command).
+    ArchivePush(ArchivePushArgs),
+    /// Write one archived WAL file to a path (restore_command); exit 1 quietly when absent.
+    WalFetch(WalFetchArgs),
+    /// Switch the server to a new WAL segment (pg_switch_wal) and print the LSN.
+    SwitchWal(SwitchWalArgs),
+    /// Create a named restore point on the server (pg_create_restore_point) and print its LSN.
+    RestorePoint(RestorePointArgs),
 }
 
 /// Where the repository is and how to unlock it.
@@ -161,4 +169,50 @@ pub struct ListArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ArchivePushArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// The file to archive: archive_command's %p (a path relative to the data directory). Its
+    /// name says what it is: a WAL segment, a `.partial` segment, a timeline history file or a
+    /// backup history file; any other name is refused.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct WalFetchArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// The archived file to fetch: restore_command's %f.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Where to write it: restore_command's %p.
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct SwitchWalArgs {
+    /// The server, as a libpq connection string or URI (an ordinary connection; the role
+    /// needs superuser or EXECUTE on pg_switch_wal). Passwords belong in PGPASSWORD or .pgpass.
+    #[arg(long, env = "PGSTREAM_SOURCE", value_name = "CONNINFO")]
+    pub source: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RestorePointArgs {
+    /// The server, as a libpq connection string or URI (an ordinary connection; the role
+    /// needs superuser or EXECUTE on pg_create_restore_point).
+    #[arg(long, env = "PGSTREAM_SOURCE", value_name = "CONNINFO")]
+    pub source: String,
+
+    /// The restore point's name (1 to 63 bytes), for recovery_target_name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
 }

@@ -1,10 +1,13 @@
 //! One module per subcommand.
 
+mod archive_push;
 mod base;
 mod init;
 mod list;
 mod rekey;
 mod restore;
+mod switch_wal;
+mod wal_fetch;
 
 pub use base::human_bytes;
 
@@ -18,6 +21,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Base(a) => base::run(a).await,
         Command::Restore(a) => restore::run(a).await,
         Command::List(a) => list::run(a),
+        Command::ArchivePush(a) => archive_push::run(a),
+        Command::WalFetch(a) => wal_fetch::run(a),
+        Command::SwitchWal(a) => switch_wal::switch_wal(a).await,
+        Command::RestorePoint(a) => switch_wal::restore_point(a).await,
     }
 }
 
