@@ -276,6 +276,114 @@ pub fn remove_dir_all_durably(path: &Path) -> Result<(), FsError> {
     }
 }
 
+/// A private file (mode 0600) that is created under a temporary name, pre-sized, written in
+/// place, and then *published* under its final name (replacing what was there, durably); it stays
+/// open afterwards for more in-place writes, each made durable with [`PresizedFile::sync_data`].
+/// `receive-wal` keeps the segment it is receiving in one. Dropped unpublished, the temporary
+/// file is removed.
+#[derive(Debug)]
+pub struct PresizedFile {
+    file: File,
+    temp: PathBuf,
+    dest: PathBuf,
+    published: bool,
+}
+
+impl PresizedFile {
+    /// Creates `<dest>.tmp.<random>` with `O_EXCL`, mode 0600, `len` bytes long (reading as zeros).
+    pub fn create(dest: &Path, len: u64) -> Result<Self, FsError> {
+        let df = DurableFile::create(dest)?;
+        let temp = df.temp.clone();
+        let mut df = df;
+        let file = df.file.take().expect("file present until commit or drop");
+        // The DurableFile no longer owns anything: make its Drop a no-op.
+        df.temp = PathBuf::new();
+        let f = PresizedFile {
+            file,
+            temp,
+            dest: dest.to_path_buf(),
+            published: false,
+        };
+        f.file
+            .set_len(len)
+            .map_err(|e| FsError::new("pre-sizing", &f.temp, e))?;
+        Ok(f)
+    }
+
+    /// The name the file has now: the temporary one until published.
+    pub fn path(&self) -> &Path {
+        if self.published {
+            &self.dest
+        } else {
+            &self.temp
+        }
+    }
+
+    /// The current length of the file.
+    pub fn len(&self) -> Result<u64, FsError> {
+        self.file
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|e| FsError::new("reading the size of", self.path(), e))
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> Result<bool, FsError> {
+        self.len().map(|n| n == 0)
+    }
+
+    /// Grows (or shrinks) the file. The new size is durable only after [`Self::sync_all`].
+    pub fn set_len(&self, len: u64) -> Result<(), FsError> {
+        self.file
+            .set_len(len)
+            .map_err(|e| FsError::new("resizing", self.path(), e))
+    }
+
+    /// Writes `buf` at `offset` (not durable until synced).
+    pub fn write_all_at(&self, buf: &[u8], offset: u64) -> Result<(), FsError> {
+        use std::os::unix::fs::FileExt;
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| FsError::new("writing", self.path(), e))
+    }
+
+    /// fdatasync: the data written so far survives a crash (the size did not change since the
+    /// last [`Self::sync_all`], so no other metadata is needed).
+    pub fn sync_data(&self) -> Result<(), FsError> {
+        self.file
+            .sync_data()
+            .map_err(|e| FsError::new("fsyncing", self.path(), e))
+    }
+
+    /// fsync: data and metadata (use after [`Self::set_len`]).
+    pub fn sync_all(&self) -> Result<(), FsError> {
+        self.file
+            .sync_all()
+            .map_err(|e| FsError::new("fsyncing", self.path(), e))
+    }
+
+    /// fsyncs the file, renames it to its final name (replacing any file there) and fsyncs the
+    /// directory: after a crash the final name holds either the old file or all of this one.
+    pub fn publish(&mut self) -> Result<(), FsError> {
+        if self.published {
+            return Ok(());
+        }
+        self.sync_all()?;
+        fs::rename(&self.temp, &self.dest)
+            .map_err(|e| FsError::new("renaming into place", &self.dest, e))?;
+        self.published = true;
+        fsync_dir(parent_of(&self.dest))
+    }
+}
+
+impl Drop for PresizedFile {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,6 +442,37 @@ mod tests {
         assert_eq!(fs::read(&dest).unwrap(), b"new");
         let mode = fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
+    }
+
+    #[test]
+    fn presized_file_publishes_over_the_old_one_and_keeps_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("p");
+        write_file_durably(&dest, b"old", PRIVATE_FILE_MODE).unwrap();
+        {
+            let f = PresizedFile::create(&dest, 100).unwrap();
+            f.write_all_at(b"abc", 0).unwrap();
+            assert_eq!(fs::read(&dest).unwrap(), b"old");
+        }
+        assert_eq!(
+            names(dir.path()),
+            vec!["p"],
+            "an unpublished file leaves nothing"
+        );
+        let mut f = PresizedFile::create(&dest, 100).unwrap();
+        f.write_all_at(b"abc", 0).unwrap();
+        f.publish().unwrap();
+        f.write_all_at(b"de", 3).unwrap();
+        f.sync_data().unwrap();
+        let bytes = fs::read(&dest).unwrap();
+        assert_eq!(bytes.len(), 100);
+        assert_eq!(&bytes[..6], b"abcde\0");
+        assert_eq!(names(dir.path()), vec!["p"]);
+        let mode = fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        f.set_len(200).unwrap();
+        f.sync_all().unwrap();
+        assert_eq!(f.len().unwrap(), 200);
     }
 
     #[test]

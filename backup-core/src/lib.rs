@@ -18,6 +18,7 @@ pub mod file_error;
 pub mod fsutil;
 pub mod layout;
 pub mod manifest;
+pub mod receive;
 pub mod repo;
 pub mod restore;
 pub mod sink;
