@@ -37,6 +37,9 @@ pub enum Command {
     SwitchWal(SwitchWalArgs),
     /// Create a named restore point on the server (pg_create_restore_point) and print its LSN.
     RestorePoint(RestorePointArgs),
+    /// Stream WAL into the repository continuously, as a long-lived service (like
+    /// pg_receivewal, but encrypted and durable).
+    ReceiveWal(ReceiveWalArgs),
 }
 
 /// Where the repository is and how to unlock it.
@@ -215,4 +218,43 @@ pub struct RestorePointArgs {
     /// The restore point's name (1 to 63 bytes), for recovery_target_name.
     #[arg(value_name = "NAME")]
     pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ReceiveWalArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// The server to stream from, as a libpq connection string or URI. With several hosts
+    /// and target_session_attrs=primary, a failover to a new primary is followed. Passwords
+    /// go in PGPASSWORD or .pgpass, never here.
+    #[arg(long, env = "PGSTREAM_SOURCE", value_name = "CONNINFO")]
+    pub source: String,
+
+    /// Stream from this physical replication slot, so the server keeps WAL until it is
+    /// archived. Without a slot, the server may remove WAL before it is received.
+    #[arg(long, value_name = "NAME")]
+    pub slot: Option<String>,
+
+    /// Create the slot (with RESERVE_WAL) if it does not exist yet.
+    #[arg(long)]
+    pub create_slot: bool,
+
+    /// fsync and acknowledge after every batch of WAL, so the server can count this receiver
+    /// as a synchronous standby (name it in synchronous_standby_names).
+    #[arg(long)]
+    pub synchronous: bool,
+
+    /// The application_name the server sees (what synchronous_standby_names refers to).
+    /// Default: the conninfo's, else `pgstream`.
+    #[arg(long, value_name = "NAME")]
+    pub application_name: Option<String>,
+
+    /// Seconds between status updates sent without being asked.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub status_interval: u64,
+
+    /// Exit on a lost connection instead of reconnecting.
+    #[arg(long)]
+    pub no_reconnect: bool,
 }

@@ -17,7 +17,6 @@
 pub mod partial;
 pub mod start;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +32,8 @@ use crate::fsutil::{self, FsError};
 use crate::layout;
 use crate::repo::config::ClusterIdentity;
 use crate::repo::{RepoError, Repository};
-use crate::sink::{FileSink, SinkError};
-use crate::wal::{SegmentName, WalSegmentSize};
+use crate::wal::archive::{StoreOutcome, WalArchive, WalArchiveError};
+use crate::wal::{SegmentName, WalFileName, WalSegmentSize};
 pub use partial::{PartialEnd, PartialError, PartialReader, PartialWriter};
 use start::{ArchiveState, Newest};
 
@@ -85,18 +84,8 @@ pub enum ReceiveError {
     Partial(#[from] PartialError),
     #[error(transparent)]
     Fs(#[from] FsError),
-    #[error("storing {file}: {source}")]
-    Sink {
-        file: String,
-        #[source]
-        source: SinkError,
-    },
-    #[error("reading {file} back: {source}")]
-    ReadBack {
-        file: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Archive(#[from] WalArchiveError),
     #[error("PostgreSQL {major} is not supported: receive-wal needs PostgreSQL {MIN_SERVER_MAJOR} or later")]
     UnsupportedServer { major: u32 },
     #[error(
@@ -130,8 +119,6 @@ pub enum ReceiveError {
     SlotInvalidated { slot: String, from: Lsn },
     #[error("replication slot {slot:?} does not exist; create it with --create-slot")]
     SlotMissing { slot: String },
-    #[error("{file} is already in the archive with different content; refusing to overwrite it")]
-    WalConflict { file: String },
     #[error("the server broke the replication protocol: {0}")]
     Protocol(String),
     #[error("the server shut down")]
@@ -834,100 +821,24 @@ fn complete_segment(repo: &Repository, mut w: PartialWriter) -> Result<(), Recei
     Ok(())
 }
 
-/// Stores a complete segment durably in `wal/`. If it is there already (a base backup or an
-/// earlier run stored it), the stored copy must be identical.
-// Interim: to be replaced by WalArchive::store (backup-core/src/wal/archive.rs) when it lands.
+/// Stores a complete segment durably in `wal/` (page headers checked against the cluster). If
+/// it is there already (a base backup or an earlier run stored it), it must be identical.
 fn store_segment(
     repo: &Repository,
     seg: SegmentName,
     mut reader: PartialReader,
 ) -> Result<(), ReceiveError> {
-    let name = layout::wal_segment_file(&seg, repo.codec());
-    let path = repo.resolve(&name)?;
-    fsutil::create_dir_all_durably(path.parent().expect("wal/<shard>"))?;
-    let sink_err = |source| ReceiveError::Sink {
-        file: name.clone(),
-        source,
-    };
-    let read_err = |source| ReceiveError::ReadBack {
-        file: name.clone(),
-        source,
-    };
-    if path.exists() {
-        let mine = crc_of(&mut reader).map_err(read_err)?;
-        let theirs = crc_of(&mut repo.open_file(&name)?).map_err(read_err)?;
-        if mine != theirs {
-            return Err(ReceiveError::WalConflict { file: name });
-        }
-        return Ok(());
-    }
-    let mut sink = FileSink::create(&path, &name, repo.codec()).map_err(sink_err)?;
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = reader.read(&mut buf).map_err(read_err)?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        sink.write_all(&buf[..n]).map_err(|e| {
-            sink_err(SinkError::Write {
-                path: path.clone(),
-                source: e,
-            })
-        })?;
-    }
-    if total != seg.seg_size.bytes() {
-        return Err(ReceiveError::Internal(format!(
-            "{seg}: read back {total} bytes of a complete segment"
-        )));
-    }
-    sink.finish().map_err(sink_err)?;
+    WalArchive::new(repo).store(&WalFileName::Segment(seg), &mut reader)?;
     Ok(())
-}
-
-fn crc_of(r: &mut impl Read) -> std::io::Result<(u32, u64)> {
-    let mut buf = vec![0u8; 256 * 1024];
-    let (mut crc, mut len) = (0u32, 0u64);
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            return Ok((crc, len));
-        }
-        crc = crc32c::crc32c_append(crc, &buf[..n]);
-        len += n as u64;
-    }
 }
 
 /// Stores a timeline history file (or checks that the stored one is the same).
 fn store_history_file(repo: &Repository, tli: u32, content: &[u8]) -> Result<(), ReceiveError> {
-    let name = layout::history_file(tli, repo.codec());
-    let path = repo.resolve(&name)?;
-    fsutil::create_dir_all_durably(&repo.resolve(layout::WAL_DIR)?)?;
-    if path.exists() {
-        let stored =
-            crc_of(&mut repo.open_file(&name)?).map_err(|source| ReceiveError::ReadBack {
-                file: name.clone(),
-                source,
-            })?;
-        if stored != (crc32c::crc32c(content), content.len() as u64) {
-            return Err(ReceiveError::WalConflict { file: name });
-        }
-        return Ok(());
+    let file = WalFileName::History(TimelineId(tli));
+    let outcome = WalArchive::new(repo).store(&file, &mut &content[..])?;
+    if outcome == StoreOutcome::Stored {
+        tracing::info!("archived {file}");
     }
-    let mut sink = repo.create_file(&name)?;
-    sink.write_all(content).map_err(|e| ReceiveError::Sink {
-        file: name.clone(),
-        source: SinkError::Write {
-            path: path.clone(),
-            source: e,
-        },
-    })?;
-    sink.finish().map_err(|source| ReceiveError::Sink {
-        file: name.clone(),
-        source,
-    })?;
-    tracing::info!("archived {name}");
     Ok(())
 }
 

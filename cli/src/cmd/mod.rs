@@ -4,6 +4,7 @@ mod archive_push;
 mod base;
 mod init;
 mod list;
+mod receive_wal;
 mod rekey;
 mod restore;
 mod switch_wal;
@@ -25,6 +26,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::WalFetch(a) => wal_fetch::run(a),
         Command::SwitchWal(a) => switch_wal::switch_wal(a).await,
         Command::RestorePoint(a) => switch_wal::restore_point(a).await,
+        Command::ReceiveWal(a) => receive_wal::run(a).await,
     }
 }
 

@@ -1,0 +1,79 @@
+//! `pgstream receive-wal`: the long-lived WAL receiver.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use backup_core::receive::{self, ReceiveError, ReceiveOptions};
+
+use crate::args::ReceiveWalArgs;
+use crate::exit::{classified, Failure};
+
+pub async fn run(args: ReceiveWalArgs) -> anyhow::Result<()> {
+    let mut source = super::base::source_config(&args.source)?;
+    if let Some(name) = &args.application_name {
+        source.application_name = Some(name.clone());
+    } else {
+        source = source.with_fallback_application_name("pgstream");
+    }
+    if args.status_interval == 0 {
+        return Err(classified(
+            Failure::Usage,
+            anyhow::anyhow!("--status-interval must be at least 1 second"),
+        ));
+    }
+    if args.create_slot && args.slot.is_none() {
+        return Err(classified(
+            Failure::Usage,
+            anyhow::anyhow!("--create-slot needs --slot NAME"),
+        ));
+    }
+    let options = ReceiveOptions {
+        source,
+        slot: args.slot.clone(),
+        create_slot: args.create_slot,
+        synchronous: args.synchronous,
+        status_interval: Duration::from_secs(args.status_interval),
+        reconnect: !args.no_reconnect,
+    };
+    let repo = super::open_repo(&args.repo)?;
+    let cancel = crate::signals::install().context("installing signal handlers")?;
+    match receive::run(repo, options, cancel).await {
+        Ok(summary) => {
+            eprintln!(
+                "receive-wal stopped: WAL up to {} on timeline {} is durably archived",
+                summary.flushed, summary.timeline.0
+            );
+            Ok(())
+        }
+        Err(e) => {
+            let failure = failure_of(&e);
+            Err(classified(
+                failure,
+                anyhow::Error::new(e).context("receive-wal failed"),
+            ))
+        }
+    }
+}
+
+fn failure_of(e: &ReceiveError) -> Failure {
+    use pgwire_repl::Error as E;
+    match e {
+        ReceiveError::Client(c) => match c {
+            E::Config(_) | E::InvalidArgument(_) => Failure::Usage,
+            E::Server(db) if !db.code.starts_with("28") => Failure::Server,
+            E::Protocol(_) | E::Unsupported { .. } | E::UnexpectedResult { .. } => Failure::Server,
+            _ => Failure::Connection,
+        },
+        ReceiveError::Repo(_) | ReceiveError::TimelineBehind { .. } | ReceiveError::Archive(_) => {
+            Failure::Repository
+        }
+        ReceiveError::Partial(_) | ReceiveError::Fs(_) => Failure::LocalIo,
+        ReceiveError::UnsupportedServer { .. }
+        | ReceiveError::WalRemoved { .. }
+        | ReceiveError::SlotInvalidated { .. }
+        | ReceiveError::SlotMissing { .. }
+        | ReceiveError::Protocol(_)
+        | ReceiveError::ServerShutdown => Failure::Server,
+        ReceiveError::Internal(_) => Failure::Other,
+    }
+}

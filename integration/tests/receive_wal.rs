@@ -1,0 +1,636 @@
+//! `pgstream receive-wal` end to end, through the binary, against real servers on every major:
+//! - every complete segment equals, byte for byte, what pg_receivewal receives, and no
+//!   repository file holds plaintext; SIGTERM and SIGINT exit 0; a restart resumes with no gap;
+//! - kill -9 under pgbench load, repeated: everything the server saw reported as flushed
+//!   survives, and the archive equals the server's own WAL with no gap;
+//! - `--synchronous` as a synchronous standby: the server stopped with -m immediate right after
+//!   commits, every committed row comes back from a base backup plus the archive;
+//! - WAL removed from the server: a clear error naming the gap.
+
+mod support;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use backup_core::receive::{partial_file, PartialReader};
+use backup_core::wal::{SegmentName, WalSegmentSize};
+use backup_core::{layout, Repository, Secret};
+use integration::{client_tool, cluster, scratch_dir, test_majors, Cluster};
+use pgwire_repl::{Lsn, TimelineId};
+
+const PASSPHRASE: &str = "receive-wal test passphrase";
+/// Written into the database; must appear in no repository file.
+const MARKER: &str = "pgstream-receive-marker-8e21a7";
+
+fn pgstream(args: &[&str]) -> support::Run {
+    let mut cmd = Command::new(support::pgstream_bin());
+    cmd.args(args);
+    clean_env(&mut cmd);
+    let out = cmd.output().expect("running pgstream");
+    support::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn clean_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("PG") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.env("PGSTREAM_PASSPHRASE", PASSPHRASE);
+}
+
+fn init_repo(repo: &Path) {
+    let run = pgstream(&["init", "--repo", repo.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "init: {run:?}");
+}
+
+/// A running `pgstream receive-wal`, its stderr in a log file.
+struct Receiver {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Receiver {
+    fn start(repo: &Path, pg: &Cluster, extra: &[&str], log: PathBuf) -> Receiver {
+        let mut cmd = Command::new(support::pgstream_bin());
+        cmd.args([
+            "--log-level",
+            "debug",
+            "receive-wal",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--source",
+            &pg.conninfo("postgres"),
+            "--status-interval",
+            "1",
+        ])
+        .args(extra);
+        clean_env(&mut cmd);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        cmd.stdout(Stdio::null()).stderr(file);
+        Receiver {
+            child: cmd.spawn().expect("spawning receive-wal"),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Sends `sig` and waits for the exit code.
+    fn stop_with(mut self, sig: &str) -> i32 {
+        self.signal(sig);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "receive-wal did not stop on {sig}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn open_repo(repo: &Path) -> Repository {
+    Repository::open(repo, Some(&Secret::new(PASSPHRASE.as_bytes().to_vec()))).unwrap()
+}
+
+fn seg_size(pg: &Cluster) -> WalSegmentSize {
+    let bytes: u64 = pg
+        .psql("SELECT setting::bigint * 1 FROM pg_settings WHERE name = 'wal_segment_size'")
+        .parse()
+        .unwrap();
+    // Reported in bytes from 11 on.
+    WalSegmentSize::new(bytes).unwrap()
+}
+
+fn lsn(text: &str) -> Lsn {
+    text.trim().parse().unwrap()
+}
+
+/// The segment currently being written on the server.
+fn current_segment(pg: &Cluster, size: WalSegmentSize) -> SegmentName {
+    let at = lsn(&pg.psql("SELECT pg_current_wal_lsn()"));
+    SegmentName::from_lsn(TimelineId(1), at, size)
+}
+
+fn archived(repo: &Repository, seg: &SegmentName) -> Option<Vec<u8>> {
+    let name = layout::wal_segment_file(seg, repo.codec());
+    if !repo.resolve(&name).unwrap().exists() {
+        return None;
+    }
+    let mut out = Vec::new();
+    repo.open_file(&name)
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    Some(out)
+}
+
+/// The valid bytes of receive-wal's partial for `seg`, if any.
+fn partial(repo: &Repository, seg: &SegmentName) -> Option<Vec<u8>> {
+    let name = partial_file(seg, true);
+    let path = repo.resolve(&name).unwrap();
+    if !path.exists() {
+        return None;
+    }
+    let mut out = Vec::new();
+    PartialReader::open(&path, &name, repo.codec())
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    Some(out)
+}
+
+/// Complete segments in the archive, in order, checked to be contiguous.
+fn archived_segments(repo_dir: &Path, size: WalSegmentSize) -> Vec<SegmentName> {
+    let state = backup_core::receive::start::ArchiveState::scan(repo_dir, size).unwrap();
+    let mut segs = state.complete.clone();
+    segs.sort_by_key(|s| s.segno);
+    for w in segs.windows(2) {
+        assert_eq!(
+            w[1].segno,
+            w[0].segno + 1,
+            "gap in the archive between {} and {}",
+            w[0],
+            w[1]
+        );
+    }
+    segs
+}
+
+/// How far the archive reaches durably: the end of the last complete segment or of the partial
+/// after it.
+fn archive_end(repo_dir: &Path, size: WalSegmentSize) -> Lsn {
+    let repo = open_repo(repo_dir);
+    let segs = archived_segments(repo_dir, size);
+    let last = *segs.last().expect("no complete segment archived");
+    match partial(&repo, &last.next()) {
+        Some(p) => Lsn(last.end_lsn().0 + p.len() as u64),
+        None => last.end_lsn(),
+    }
+}
+
+fn wait_for(what: &str, secs: u64, mut check: impl FnMut() -> bool, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "timed out waiting until {what}; receive-wal log:\n{}",
+        log()
+    );
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn assert_no_plaintext(repo: &Path, ctx: &str) {
+    for f in files_under(repo) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()),
+            "{ctx}: plaintext found in {}",
+            f.display()
+        );
+    }
+}
+
+fn write_wal(pg: &Cluster, switches: usize) {
+    pg.psql(&format!(
+        "CREATE TABLE IF NOT EXISTS t (id serial, note text);
+         INSERT INTO t (note) SELECT '{MARKER}' || g FROM generate_series(1, 2000) g;"
+    ));
+    for _ in 0..switches {
+        pg.psql(&format!(
+            "INSERT INTO t (note) SELECT '{MARKER}' || g FROM generate_series(1, 500) g;
+             SELECT pg_switch_wal();"
+        ));
+    }
+    pg.psql(&format!("INSERT INTO t (note) VALUES ('{MARKER} tail');"));
+}
+
+#[test]
+fn segments_equal_pg_receivewal_and_restarts_resume_without_gap() {
+    for major in test_majors() {
+        let ctx = format!("PostgreSQL {major}");
+        let pg = cluster(major).setting("wal_keep_size", "512MB").start();
+        let size = seg_size(&pg);
+        let scratch = scratch_dir();
+        let repo_dir = scratch.path().join("repo");
+        init_repo(&repo_dir);
+        let rw_dir = scratch.path().join("pg_receivewal");
+        std::fs::create_dir(&rw_dir).unwrap();
+        let mut rw = Command::new(client_tool(major, "pg_receivewal"))
+            .arg("-D")
+            .arg(&rw_dir)
+            .args(["-d", &pg.conninfo("postgres"), "-n", "--no-sync"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let first = current_segment(&pg, size);
+        let r = Receiver::start(
+            &repo_dir,
+            &pg,
+            &["--slot", "pgstream_eq", "--create-slot"],
+            scratch.path().join("log1"),
+        );
+        wait_for(
+            "receive-wal streams",
+            30,
+            || {
+                partial(&open_repo(&repo_dir), &first).is_some()
+                    || archived(&open_repo(&repo_dir), &first).is_some()
+            },
+            || r.log(),
+        );
+        write_wal(&pg, 3);
+        let target = current_segment(&pg, size);
+        wait_for(
+            "the switched segments are archived",
+            60,
+            || {
+                archived(
+                    &open_repo(&repo_dir),
+                    &SegmentName::new(target.timeline, target.segno - 1, size),
+                )
+                .is_some()
+            },
+            || r.log(),
+        );
+        let log = r.log();
+        assert_eq!(r.stop_with("TERM"), 0, "{ctx}: SIGTERM exit code");
+        let end_first_run = archive_end(&repo_dir, size);
+
+        // Restart: resumes from the partial (or the next segment), no gap.
+        let r = Receiver::start(
+            &repo_dir,
+            &pg,
+            &["--slot", "pgstream_eq"],
+            scratch.path().join("log2"),
+        );
+        write_wal(&pg, 3);
+        let target = current_segment(&pg, size);
+        wait_for(
+            "the second run archives its segments",
+            60,
+            || {
+                archived(
+                    &open_repo(&repo_dir),
+                    &SegmentName::new(target.timeline, target.segno - 1, size),
+                )
+                .is_some()
+            },
+            || r.log(),
+        );
+        let log2 = r.log();
+        assert_eq!(r.stop_with("INT"), 0, "{ctx}: SIGINT exit code");
+        assert!(
+            log2.contains("resuming partial segment") || log2.contains("archive holds"),
+            "{ctx}: {log2}"
+        );
+        assert!(archive_end(&repo_dir, size) > end_first_run, "{ctx}");
+
+        // pg_receivewal has what it will have of those segments once its files are renamed.
+        let want = SegmentName::new(target.timeline, target.segno - 1, size);
+        wait_for(
+            "pg_receivewal has the same segments",
+            60,
+            || rw_dir.join(want.to_string()).exists(),
+            String::new,
+        );
+        let _ = Command::new("kill")
+            .args(["-s", "INT", &rw.id().to_string()])
+            .status();
+        let _ = rw.wait();
+
+        let repo = open_repo(&repo_dir);
+        let segs = archived_segments(&repo_dir, size);
+        let mut compared = 0;
+        for seg in &segs {
+            let theirs = rw_dir.join(seg.to_string());
+            if !theirs.exists() {
+                assert!(
+                    seg.segno < first.segno + 1,
+                    "{ctx}: pg_receivewal lacks {seg}"
+                );
+                continue;
+            }
+            let ours = archived(&repo, seg).unwrap();
+            assert!(
+                ours == std::fs::read(&theirs).unwrap(),
+                "{ctx}: {seg} differs from pg_receivewal's"
+            );
+            compared += 1;
+        }
+        assert!(
+            compared >= 6,
+            "{ctx}: only {compared} segments compared; archive {segs:?}\n{log}"
+        );
+        assert_no_plaintext(&repo_dir, &ctx);
+    }
+}
+
+/// The server's own copy of a segment (kept by wal_keep_size and the slot).
+fn server_segment(pg: &Cluster, seg: &SegmentName) -> Vec<u8> {
+    std::fs::read(pg.data_dir().join("pg_wal").join(seg.to_string())).unwrap()
+}
+
+fn reported_flush(pg: &Cluster, slot: &str) -> Lsn {
+    let v = pg.psql(&format!(
+        "SELECT coalesce(confirmed_flush_lsn, restart_lsn) FROM pg_replication_slots WHERE slot_name = '{slot}'"
+    ));
+    if v.is_empty() {
+        Lsn(0)
+    } else {
+        lsn(&v)
+    }
+}
+
+#[test]
+fn kill_9_under_load_loses_nothing_reported_flushed() {
+    for major in test_majors() {
+        let ctx = format!("PostgreSQL {major}");
+        let pg = cluster(major).setting("wal_keep_size", "1GB").start();
+        let size = seg_size(&pg);
+        let bench = client_tool(major, "pgbench");
+        let out = Command::new(&bench)
+            .args(["-i", "-q", "-s", "1", "-d", &pg.conninfo("postgres")])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{ctx}: pgbench -i: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let scratch = scratch_dir();
+        let repo_dir = scratch.path().join("repo");
+        init_repo(&repo_dir);
+        let slot = "pgstream_kill";
+        for round in 0..3 {
+            let r = Receiver::start(
+                &repo_dir,
+                &pg,
+                &["--slot", slot, "--create-slot"],
+                scratch.path().join(format!("log{round}")),
+            );
+            let mut load = Command::new(&bench)
+                .args(["-n", "-T", "4", "-c", "2", "-d", &pg.conninfo("postgres")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(1500 + 500 * round));
+            pg.psql("SELECT pg_switch_wal()");
+            std::thread::sleep(Duration::from_millis(1200));
+            // What the server was told is durable, then kill -9 at once.
+            let flushed = reported_flush(&pg, slot);
+            r.kill9();
+            let _ = load.wait();
+            assert!(
+                flushed.0 > 0,
+                "{ctx}: nothing reported flushed in round {round}"
+            );
+            let end = archive_end(&repo_dir, size);
+            assert!(
+                end >= flushed,
+                "{ctx} round {round}: archive ends at {end}, but {flushed} was reported flushed"
+            );
+        }
+        // A last clean run catches up to the server.
+        let r = Receiver::start(
+            &repo_dir,
+            &pg,
+            &["--slot", slot],
+            scratch.path().join("last"),
+        );
+        pg.psql("SELECT pg_switch_wal()");
+        let target = lsn(&pg.psql("SELECT pg_current_wal_flush_lsn()"));
+        wait_for(
+            "the last run catches up",
+            60,
+            || reported_flush(&pg, slot) >= target,
+            || r.log(),
+        );
+        assert_eq!(r.stop_with("TERM"), 0, "{ctx}");
+        let repo = open_repo(&repo_dir);
+        let segs = archived_segments(&repo_dir, size);
+        assert!(segs.len() >= 3, "{ctx}: {segs:?}");
+        for seg in &segs {
+            assert!(
+                archived(&repo, seg).unwrap() == server_segment(&pg, seg),
+                "{ctx}: {seg} differs from the server's"
+            );
+        }
+        let next = segs.last().unwrap().next();
+        if let Some(p) = partial(&repo, &next) {
+            assert!(
+                server_segment(&pg, &next).starts_with(&p),
+                "{ctx}: the partial {next} differs"
+            );
+        }
+    }
+}
+
+#[test]
+fn synchronous_mode_keeps_every_committed_row() {
+    for major in test_majors() {
+        let ctx = format!("PostgreSQL {major}");
+        let app = "pgstream_rpo";
+        let pg = cluster(major)
+            .setting("synchronous_standby_names", app)
+            .setting("synchronous_commit", "on")
+            .start();
+        let size = seg_size(&pg);
+        let scratch = scratch_dir();
+        let repo_dir = scratch.path().join("repo");
+        init_repo(&repo_dir);
+        // No synchronous standby yet: this commit must not wait for one.
+        pg.psql(&format!(
+            "SET synchronous_commit = local;
+             CREATE TABLE rpo (id bigserial primary key, note text DEFAULT '{MARKER}')"
+        ));
+        // The base backup must not wait for a synchronous standby that is not there yet.
+        let run = pgstream(&[
+            "base",
+            "--repo",
+            repo_dir.to_str().unwrap(),
+            "--source",
+            &pg.conninfo("postgres"),
+        ]);
+        assert_eq!(run.code, 0, "{ctx}: base: {run:?}");
+        let r = Receiver::start(
+            &repo_dir,
+            &pg,
+            &[
+                "--slot",
+                "rpo",
+                "--create-slot",
+                "--synchronous",
+                "--application-name",
+                app,
+            ],
+            scratch.path().join("log"),
+        );
+        wait_for(
+            "receive-wal is the synchronous standby",
+            30,
+            || {
+                pg.psql(&format!(
+                    "SELECT sync_state FROM pg_stat_replication WHERE application_name = '{app}'"
+                )) == "sync"
+            },
+            || r.log(),
+        );
+        let script = scratch.path().join("insert.sql");
+        std::fs::write(&script, "INSERT INTO rpo DEFAULT VALUES;\n").unwrap();
+        let out = Command::new(client_tool(major, "pgbench"))
+            .args(["-n", "-t", "100", "-c", "4", "-f"])
+            .arg(&script)
+            .args(["-d", &pg.conninfo("postgres")])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{ctx}: pgbench: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let committed: u64 = pg.psql("SELECT count(*) FROM rpo").parse().unwrap();
+        assert_eq!(committed, 400, "{ctx}");
+        pg.stop_immediate();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(r.stop_with("TERM"), 0, "{ctx}");
+        assert_no_plaintext(&repo_dir, &ctx);
+
+        // Restore the base backup, add the archive's WAL, and let crash recovery replay it.
+        let target = scratch.path().join("restored");
+        let run = pgstream(&[
+            "restore",
+            "--repo",
+            repo_dir.to_str().unwrap(),
+            "--to",
+            target.to_str().unwrap(),
+        ]);
+        assert_eq!(run.code, 0, "{ctx}: restore: {run:?}");
+        let repo = open_repo(&repo_dir);
+        let segs = archived_segments(&repo_dir, size);
+        let pg_wal = target.join("pg_wal");
+        for seg in &segs {
+            std::fs::write(pg_wal.join(seg.to_string()), archived(&repo, seg).unwrap()).unwrap();
+        }
+        let next = segs.last().unwrap().next();
+        let mut tail = partial(&repo, &next).expect("the last segment is partial");
+        tail.resize(size.bytes() as usize, 0);
+        std::fs::write(pg_wal.join(next.to_string()), tail).unwrap();
+        if let integration::ServerUser::Switch { name, .. } = integration::server_user() {
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg(format!("{name}:"))
+                .arg(&target)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let restored = cluster(major).restored_data_dir(&target).start();
+        let recovered: u64 = restored.psql("SELECT count(*) FROM rpo").parse().unwrap();
+        assert!(
+            recovered >= committed,
+            "{ctx}: {recovered} of {committed} committed rows recovered"
+        );
+    }
+}
+
+#[test]
+fn wal_removed_from_the_server_is_a_clear_error() {
+    for major in test_majors() {
+        let ctx = format!("PostgreSQL {major}");
+        let pg = cluster(major).setting("wal_keep_size", "0").start();
+        let size = seg_size(&pg);
+        let scratch = scratch_dir();
+        let repo_dir = scratch.path().join("repo");
+        init_repo(&repo_dir);
+        let first = current_segment(&pg, size);
+        let r = Receiver::start(&repo_dir, &pg, &[], scratch.path().join("log1"));
+        wait_for(
+            "receive-wal streams",
+            30,
+            || partial(&open_repo(&repo_dir), &first).is_some(),
+            || r.log(),
+        );
+        assert!(
+            r.log().contains("no replication slot"),
+            "{ctx}: the missing slot is warned about"
+        );
+        assert_eq!(r.stop_with("TERM"), 0, "{ctx}");
+        for _ in 0..4 {
+            write_wal(&pg, 1);
+            pg.psql("CHECKPOINT");
+        }
+        let run = pgstream(&[
+            "receive-wal",
+            "--repo",
+            repo_dir.to_str().unwrap(),
+            "--source",
+            &pg.conninfo("postgres"),
+        ]);
+        assert_eq!(run.code, 4, "{ctx}: {run:?}");
+        assert!(run.stderr.contains("WAL is missing"), "{ctx}: {run:?}");
+        assert!(
+            run.stderr.contains(&first.to_string()),
+            "{ctx}: the error names the segment: {run:?}"
+        );
+        assert!(
+            run.stderr.contains("point-in-time recovery"),
+            "{ctx}: {run:?}"
+        );
+    }
+}
