@@ -6,6 +6,9 @@ use std::fmt;
 use std::io::{self, BufReader, Read, Write};
 use std::str::FromStr;
 
+mod lz4par;
+pub use lz4par::ParLz4Encoder;
+
 /// Highest zstd level accepted. Level 12 needs ~48 MiB of encoder state and level 15 over
 /// 64 MiB (measured streaming), which would break the 64 MiB peak-RSS promise.
 pub const MAX_ZSTD_LEVEL: i32 = 11;
@@ -21,7 +24,7 @@ const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 pub enum Compression {
     /// Stored as written.
     None,
-    /// LZ4 frame format with content checksum.
+    /// LZ4 frame format (256 KiB independent blocks; content checksum when unencrypted).
     #[default]
     Lz4,
     /// zstd frame with checksum, at a level 1..=MAX_ZSTD_LEVEL.
@@ -136,8 +139,8 @@ impl<'de> Deserialize<'de> for Compression {
 pub enum Encoder<W: Write> {
     /// Pass-through.
     None(W),
-    /// LZ4 frame.
-    Lz4(lz4_flex::frame::FrameEncoder<W>),
+    /// LZ4 frame, blocks compressed in parallel.
+    Lz4(ParLz4Encoder<W>),
     /// zstd frame.
     Zstd(zstd::stream::write::Encoder<'static, W>),
     /// gzip member.
@@ -145,15 +148,22 @@ pub enum Encoder<W: Write> {
 }
 
 impl<W: Write> Encoder<W> {
-    /// Starts a stream with the given compression.
+    /// Starts a stream with the given compression, with the lz4 content checksum (as the lz4
+    /// CLI writes it: a plain file then verifies itself).
     pub fn new(inner: W, compression: Compression) -> io::Result<Self> {
+        Self::with_lz4_checksum(inner, compression, true)
+    }
+
+    /// Like [`Encoder::new`]; `lz4_checksum` false leaves the lz4 content checksum out, for
+    /// streams that are then sealed by the AEAD, which already authenticates every byte.
+    pub fn with_lz4_checksum(
+        inner: W,
+        compression: Compression,
+        lz4_checksum: bool,
+    ) -> io::Result<Self> {
         Ok(match compression {
             Compression::None => Encoder::None(inner),
-            Compression::Lz4 => {
-                // Content checksum on, as the lz4 CLI does: plain files then self-verify.
-                let info = lz4_flex::frame::FrameInfo::new().content_checksum(true);
-                Encoder::Lz4(lz4_flex::frame::FrameEncoder::with_frame_info(info, inner))
-            }
+            Compression::Lz4 => Encoder::Lz4(ParLz4Encoder::new(inner, lz4_checksum)),
             Compression::Zstd(level) => {
                 let mut e = zstd::stream::write::Encoder::new(inner, level)?;
                 e.include_checksum(true)?;
@@ -170,7 +180,7 @@ impl<W: Write> Encoder<W> {
     pub fn finish(self) -> io::Result<W> {
         match self {
             Encoder::None(w) => Ok(w),
-            Encoder::Lz4(e) => e.finish().map_err(io::Error::other),
+            Encoder::Lz4(e) => e.finish(),
             Encoder::Zstd(e) => e.finish(),
             Encoder::Gzip(e) => e.finish(),
         }

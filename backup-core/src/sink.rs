@@ -181,6 +181,7 @@ impl FileSink {
             path: path.into(),
             source,
         };
+        let sealed = codec.encryption.is_some();
         let stage = match &codec.encryption {
             None => Stage::Plain(out),
             Some(enc) => Stage::Sealed(
@@ -198,7 +199,7 @@ impl FileSink {
         Ok(FileSink {
             path: path.into(),
             raw_bytes: 0,
-            encoder: Encoder::new(stage, codec.compression).map_err(werr)?,
+            encoder: Encoder::with_lz4_checksum(stage, codec.compression, !sealed).map_err(werr)?,
         })
     }
 

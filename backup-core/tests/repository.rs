@@ -52,7 +52,7 @@ fn defaults_are_lz4_and_aes_256_gcm_with_a_bounded_kdf() {
     assert_eq!(repo.config().compression, Compression::Lz4);
     assert_eq!(repo.aead(), Some(Aead::Aes256Gcm));
     let kdf = &repo.config().encryption.as_ref().unwrap().kdf;
-    assert_eq!((kdf.n, kdf.r, kdf.p), (1 << 15, 8, 4));
+    assert_eq!((kdf.n, kdf.r, kdf.p), (1 << 15, 8, 1));
     // Private: the directory and the config.
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir), 0o700);

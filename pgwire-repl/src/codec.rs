@@ -105,10 +105,19 @@ impl BackendMessage {
     }
 }
 
+/// Bytes the message at the front of `buf` occupies in all (tag and length included), once
+/// its header has arrived.
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    let header: [u8; 5] = buf.get(..5)?.try_into().ok()?;
+    let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+    usize::try_from(len).ok().map(|l| l + 1)
+}
+
 /// Takes one complete message off the front of `buf`.
 ///
-/// Returns `Ok(None)` and reserves room for the rest when the message is incomplete. A length
-/// below 4 or above `max_size` is an error: the stream cannot be resynchronised after it.
+/// Returns `Ok(None)` when the message is incomplete (the caller sizes its next read with
+/// [`frame_len`]). A length below 4 or above `max_size` is an error: the stream cannot be
+/// resynchronised after it.
 pub fn decode(
     buf: &mut BytesMut,
     max_size: usize,
@@ -135,7 +144,6 @@ pub fn decode(
     }
     let total = len + 1;
     if buf.len() < total {
-        buf.reserve(total - buf.len());
         return Ok(None);
     }
     buf.advance(5);

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::io;
 
 use bytes::BytesMut;
+use std::collections::VecDeque;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::codec::{self, BackendMessage};
@@ -26,6 +27,11 @@ pub use stream::Transport;
 
 /// Bytes asked of the socket per read. Bounded so a fast server cannot make one read balloon.
 const READ_CHUNK: usize = 128 * 1024;
+/// Smallest read worth a system call.
+const MIN_READ: usize = 8 * 1024;
+/// Read buffers kept for reuse: enough to cover the messages a consumer holds in its queues
+/// (a few MiB), at most `MAX_SPARE_READS × READ_CHUNK` bytes.
+const MAX_SPARE_READS: usize = 64;
 
 /// At most this many notices are kept for [`Connection::take_notices`]; all are logged.
 const MAX_KEPT_NOTICES: usize = 64;
@@ -66,6 +72,10 @@ impl std::fmt::Display for ServerVersion {
 pub struct Connection {
     transport: Transport,
     rbuf: BytesMut,
+    /// Earlier read buffers, oldest first, reused once every message cut from them is gone.
+    spare_reads: VecDeque<BytesMut>,
+    /// `rbuf` was allocated with `READ_CHUNK` bytes (and may join `spare_reads`).
+    rbuf_is_standard: bool,
     wbuf: BytesMut,
     max_message_size: usize,
     parameters: HashMap<String, String>,
@@ -206,7 +216,7 @@ impl Connection {
                 }
                 Ok(Some(m)) => return Ok(m),
                 Ok(None) => {
-                    self.rbuf.reserve(READ_CHUNK);
+                    self.make_read_room();
                     let n = match self.transport.read_buf(&mut self.rbuf).await {
                         Ok(n) => n,
                         Err(e) => return Err(self.lost(e)),
@@ -225,6 +235,45 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Ensures room to read the rest of the current message (at least `MIN_READ` bytes).
+    ///
+    /// Messages handed out share `rbuf`'s allocation. Growing it in place (`reserve`) would,
+    /// whenever those messages are gone, reallocate and copy everything received into it so
+    /// far; so a full buffer is instead set aside and the partial message moves to another:
+    /// the oldest set-aside buffer if every message cut from it has been dropped (memory the
+    /// process already has, instead of fresh pages from the allocator at every read), else a
+    /// new one.
+    fn make_read_room(&mut self) {
+        let need = codec::frame_len(&self.rbuf)
+            .unwrap_or(5)
+            .min(self.max_message_size + 1)
+            .max(self.rbuf.len() + MIN_READ);
+        if self.rbuf.capacity() >= need {
+            return;
+        }
+        let size = need.max(READ_CHUNK);
+        let reusable = size == READ_CHUNK
+            && self
+                .spare_reads
+                .front_mut()
+                .is_some_and(|oldest| oldest.try_reclaim(READ_CHUNK));
+        let mut next = match reusable {
+            true => self.spare_reads.pop_front().expect("front exists"),
+            false => BytesMut::with_capacity(size),
+        };
+        next.extend_from_slice(&self.rbuf);
+        let mut old = std::mem::replace(&mut self.rbuf, next);
+        // Only standard-size buffers are kept: a huge message's buffer is freed with it.
+        if self.rbuf_is_standard {
+            old.clear();
+            if self.spare_reads.len() == MAX_SPARE_READS {
+                self.spare_reads.pop_front();
+            }
+            self.spare_reads.push_back(old);
+        }
+        self.rbuf_is_standard = size == READ_CHUNK;
     }
 
     /// Queues and sends one CopyData message.

@@ -32,9 +32,11 @@ pub struct KdfParams {
 }
 
 impl KdfParams {
-    /// Defaults: N=2^15, r=8, p=4 — the work of N=2^17, p=1 within a 32 MiB working set.
+    /// Defaults: N=2^15, r=8, p=1 — scrypt's usual interactive cost: a 32 MiB working set and
+    /// about 70 ms of one core, paid by every command that opens the repository (p=4 cost a
+    /// quarter of a second per command; see docs/format.md 3.1).
     pub fn generate_default() -> Result<Self, CryptoError> {
-        Self::generate(15, 8, 4)
+        Self::generate(15, 8, 1)
     }
 
     /// Fresh salt with the given cost; fails if the cost is outside the accepted bounds.

@@ -32,12 +32,12 @@ pub struct KdfCost {
 }
 
 impl Default for KdfCost {
-    /// N=2^15, r=8, p=4: a 32 MiB working set, the work of N=2^17 with p=1.
+    /// N=2^15, r=8, p=1 (see `KdfParams::generate_default`).
     fn default() -> Self {
         KdfCost {
             log2_n: 15,
             r: 8,
-            p: 4,
+            p: 1,
         }
     }
 }

@@ -294,6 +294,8 @@ async fn connect_once(
     let mut conn = Connection {
         transport,
         rbuf: BytesMut::with_capacity(8192),
+        spare_reads: Default::default(),
+        rbuf_is_standard: false,
         wbuf: BytesMut::with_capacity(8192),
         max_message_size: codec::DEFAULT_MAX_MESSAGE_SIZE,
         parameters: HashMap::new(),
