@@ -14,6 +14,8 @@ use std::time::SystemTime;
 use pgwire_repl::{Lsn, TimelineId};
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::{self, DataKey};
+
 /// Version of the backup record format.
 pub const RECORD_FORMAT: u32 = 1;
 /// Name of the record inside a backup directory.
@@ -38,6 +40,9 @@ pub enum CatalogError {
     NoSuchBackup { id: String },
     #[error("the repository has no complete backup yet")]
     NoBackups,
+    /// The record's checksum or MAC does not match: damaged or altered.
+    #[error("backup record {path} is damaged or was altered: {reason}")]
+    Damaged { path: PathBuf, reason: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CatalogError + '_ {
@@ -116,6 +121,14 @@ pub struct BackupRecord {
     pub partial_wal_file: Option<PartialWal>,
     /// Timeline history files the backup needs (timelines above 1), in `wal/`.
     pub history_files: Vec<String>,
+    /// SHA-256 (hex) of the record serialized without `checksum` and `mac`: catches damage,
+    /// checked on every read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+    /// In encrypted repositories, HMAC-SHA256 (hex) of the same bytes under a key derived from
+    /// the data key: catches alteration, checked when the repository is opened with its keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// The unfinished segment at the end of a backup.
@@ -126,7 +139,71 @@ pub struct PartialWal {
     pub valid_bytes: u64,
 }
 
+/// HKDF info for the catalog MAC key (docs/format.md §8.2).
+const MAC_KEY_INFO: &[u8] = b"pgstream-catalog-record";
+
 impl BackupRecord {
+    /// The bytes the checksum and MAC cover: the record without them, as serialized.
+    fn sealed_body(&self) -> Vec<u8> {
+        let mut body = self.clone();
+        body.checksum = None;
+        body.mac = None;
+        serde_json::to_vec(&body).expect("a record always serializes")
+    }
+
+    fn mac_of(key: &DataKey, body: &[u8]) -> Result<String, CatalogError> {
+        let fail = |e: String| CatalogError::InvalidRecord {
+            path: PathBuf::from(RECORD_FILE),
+            reason: format!("computing its MAC: {e}"),
+        };
+        // An all-zero salt is RFC 5869's "no salt" (OpenSSL refuses an empty HMAC key).
+        let mac_key = crypto::hkdf_sha256(key.bytes(), &[0u8; 32], MAC_KEY_INFO)
+            .map_err(|e| fail(e.to_string()))?;
+        let mac = crypto::hmac_sha256(&mac_key, &[body]).map_err(|e| fail(e.to_string()))?;
+        Ok(hex::encode(mac))
+    }
+
+    /// Sets `checksum` (always) and `mac` (when `key` is given) before the record is written.
+    pub fn seal(&mut self, key: Option<&DataKey>) -> Result<(), CatalogError> {
+        let body = self.sealed_body();
+        self.checksum = Some(hex::encode(crypto::sha256(&[&body])));
+        self.mac = key.map(|k| Self::mac_of(k, &body)).transpose()?;
+        Ok(())
+    }
+
+    fn verify_checksum(&self, path: &Path) -> Result<(), CatalogError> {
+        let body = self.sealed_body();
+        match &self.checksum {
+            Some(c) if *c == hex::encode(crypto::sha256(&[&body])) => Ok(()),
+            Some(_) => Err(CatalogError::Damaged {
+                path: path.to_path_buf(),
+                reason: "its checksum does not match its contents".into(),
+            }),
+            None => Err(CatalogError::Damaged {
+                path: path.to_path_buf(),
+                reason: "it has no checksum".into(),
+            }),
+        }
+    }
+
+    /// Checks the MAC with the repository's data key (`None` for an unencrypted repository,
+    /// where only the checksum exists). `path` names the record in errors.
+    pub fn verify_mac(&self, key: Option<&DataKey>, path: &Path) -> Result<(), CatalogError> {
+        let Some(key) = key else { return Ok(()) };
+        let expected = Self::mac_of(key, &self.sealed_body())?;
+        match &self.mac {
+            Some(m) if crypto::constant_time_eq(m.as_bytes(), expected.as_bytes()) => Ok(()),
+            Some(_) => Err(CatalogError::Damaged {
+                path: path.to_path_buf(),
+                reason: "its MAC does not verify with this repository's key".into(),
+            }),
+            None => Err(CatalogError::Damaged {
+                path: path.to_path_buf(),
+                reason: "it has no MAC, but the repository is encrypted".into(),
+            }),
+        }
+    }
+
     pub fn start_timeline(&self) -> TimelineId {
         TimelineId(self.start_timeline)
     }
@@ -208,6 +285,11 @@ impl Catalog {
         &self.backups
     }
 
+    /// The path of a backup's record, for messages.
+    pub fn record_path(&self, id: &str) -> PathBuf {
+        self.backup_dir(id).join(RECORD_FILE)
+    }
+
     /// The directory of a complete backup.
     pub fn backup_dir(&self, id: &str) -> PathBuf {
         self.backups.join(id)
@@ -277,6 +359,7 @@ impl Catalog {
                 ),
             });
         }
+        record.verify_checksum(&path)?;
         if record.id != id {
             return Err(CatalogError::InvalidRecord {
                 path,

@@ -44,8 +44,25 @@ pub struct Classified {
 
 impl std::fmt::Display for Classified {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:#}", self.error)
+        f.write_str(&message(&self.error))
     }
+}
+
+/// The error and its causes on one line, `outer: inner: ...`. Many library errors already
+/// print their source in their own message; a cause whose text is already there is not
+/// repeated (`{:#}` would print "lost: closed unexpectedly: closed unexpectedly").
+pub fn message(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.is_empty() {
+            text = part;
+        } else if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+    }
+    text
 }
 
 impl std::error::Error for Classified {}
@@ -83,8 +100,8 @@ pub fn classify(err: &anyhow::Error) -> Failure {
         if cause.downcast_ref::<PassphraseError>().is_some() {
             return Failure::Usage;
         }
-        if cause.downcast_ref::<CatalogError>().is_some() {
-            return Failure::Repository;
+        if let Some(e) = cause.downcast_ref::<CatalogError>() {
+            return classify_catalog(e);
         }
         if let Some(e) = cause.downcast_ref::<std::io::Error>() {
             if e.kind() == std::io::ErrorKind::Interrupted {
@@ -101,7 +118,8 @@ fn classify_base(e: &BaseBackupError) -> Failure {
     match e {
         B::Client(c) => classify_client(c),
         B::Repo(r) => classify_repo(r),
-        B::Catalog(_) | B::WalConflict { .. } => Failure::Repository,
+        B::Catalog(c) => classify_catalog(c),
+        B::WalConflict { .. } => Failure::Repository,
         B::Fs(_) | B::Sink { .. } => Failure::LocalIo,
         B::Tar { .. }
         | B::Decompress { .. }
@@ -120,7 +138,7 @@ fn classify_base(e: &BaseBackupError) -> Failure {
 fn classify_restore(e: &RestoreError) -> Failure {
     use RestoreError as R;
     match e {
-        R::Catalog(_) => Failure::Repository,
+        R::Catalog(c) => classify_catalog(c),
         R::Repo(r) => classify_repo(r),
         R::Fs(_) => Failure::LocalIo,
         R::TargetNotEmpty { .. } | R::UnknownTablespace { .. } => Failure::Usage,
@@ -134,6 +152,14 @@ fn classify_restore(e: &RestoreError) -> Failure {
         },
         R::WalSize { .. } => Failure::Verification,
         R::Internal(_) => Failure::Other,
+    }
+}
+
+fn classify_catalog(e: &CatalogError) -> Failure {
+    match e {
+        CatalogError::Damaged { .. } | CatalogError::InvalidRecord { .. } => Failure::Verification,
+        CatalogError::Io { .. } => Failure::LocalIo,
+        CatalogError::NoSuchBackup { .. } | CatalogError::NoBackups => Failure::Repository,
     }
 }
 
@@ -188,6 +214,30 @@ mod tests {
     fn io_errors_are_local() {
         let e = anyhow::Error::new(std::io::Error::other("disk full")).context("writing");
         assert_eq!(classify(&e), Failure::LocalIo);
+    }
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        #[derive(Debug)]
+        struct Lost(std::io::Error);
+        impl std::fmt::Display for Lost {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "connection lost: {}", self.0)
+            }
+        }
+        impl std::error::Error for Lost {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = anyhow::Error::new(Lost(std::io::Error::other("closed unexpectedly")))
+            .context("base backup failed");
+        assert_eq!(
+            message(&e),
+            "base backup failed: connection lost: closed unexpectedly"
+        );
+        let e = classified(Failure::Usage, anyhow::anyhow!("bad flag")).context("parsing");
+        assert_eq!(message(&e), "parsing: bad flag");
     }
 
     #[test]

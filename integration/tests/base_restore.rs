@@ -255,14 +255,12 @@ fn flipped_byte_in_any_repository_file_fails_restore_naming_it() {
     let repo = scratch.path().join("repo");
     init_repo(&repo);
     base(&repo, &pg);
+    // Every file restore reads: data, manifest, WAL, the catalog record, the config.
     let files: Vec<PathBuf> = files_under(&repo)
         .into_iter()
-        .filter(|f| {
-            let name = f.file_name().unwrap().to_string_lossy();
-            name.ends_with(".enc")
-        })
+        .filter(|f| f.file_name().unwrap() != "lock")
         .collect();
-    assert!(files.len() >= 4, "{files:?}");
+    assert!(files.len() >= 6, "{files:?}");
     for (i, f) in files.iter().enumerate() {
         let original = std::fs::read(f).unwrap();
         let mut damaged = original.clone();
@@ -280,7 +278,9 @@ fn flipped_byte_in_any_repository_file_fails_restore_naming_it() {
         let run = pgstream(&args, Some(PASSPHRASE));
         std::fs::write(f, &original).unwrap();
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        assert_eq!(run.code, 6, "{name}: {run:?}");
+        // A damaged config is a repository problem (5); damaged contents fail verification (6).
+        let expected = if name == "pgstream.repo" { 5 } else { 6 };
+        assert_eq!(run.code, expected, "{name}: {run:?}");
         assert!(run.stderr.contains(&name), "{name} not named: {run:?}");
     }
     // With every file intact again, the restore works.

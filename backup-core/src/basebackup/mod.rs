@@ -206,6 +206,8 @@ pub async fn run(
             },
         )
         .await?;
+        let mut record = record;
+        record.seal(repo.codec().encryption.as_ref().map(|e| &*e.key))?;
         let bytes = serde_json::to_vec_pretty(&record)
             .map_err(|e| BaseBackupError::Internal(e.to_string()))?;
         fsutil::write_new_file_durably(&dir.join(RECORD_FILE), &bytes, PRIVATE_FILE_MODE)?;
@@ -296,6 +298,9 @@ async fn take(
         server_compression: plan.server_compression.clone(),
     };
     progress.phase(Phase::Checkpoint);
+    // The user's token stays apart: the WAL streamer cancels only this child when it fails,
+    // and its error, not "stopped", is then the one to report.
+    let user_cancel = cancel;
     let cancel = cancel.child_token();
     let mut stream = conn.base_backup(&options).await?;
     let mut streamer: Option<WalStreamer> = None;
@@ -399,7 +404,13 @@ async fn take(
     drop(stream);
     if let Err(e) = outcome {
         if let Some(s) = streamer {
-            s.abort().await;
+            if matches!(e, BaseBackupError::Cancelled) && !user_cancel.is_cancelled() {
+                if let Some(cause) = s.failure().await {
+                    return Err(cause);
+                }
+            } else {
+                s.abort().await;
+            }
         }
         return Err(e);
     }
@@ -426,7 +437,7 @@ async fn take(
     let manifest_stored = store_manifest(repo, id, &manifest_file, manifest).await?;
     let wal_outcome = tokio::select! {
         biased;
-        _ = cancel.cancelled() => return Err(BaseBackupError::Cancelled),
+        _ = user_cancel.cancelled() => return Err(BaseBackupError::Cancelled),
         r = streamer.finish(end_lsn) => r?,
     };
     let end_time = SystemTime::now();
@@ -465,6 +476,8 @@ async fn take(
         wal_segments: wal_outcome.segments,
         partial_wal_file: wal_outcome.partial,
         history_files: wal_outcome.history_files,
+        checksum: None,
+        mac: None,
     })
 }
 

@@ -28,13 +28,17 @@ fn record(id: &str) -> BackupRecord {
         wal_segments: vec!["000000010000000000000002".into()],
         partial_wal_file: None,
         history_files: vec![],
+        checksum: None,
+        mac: None,
     }
 }
 
 fn write_record(cat: &Catalog, r: &BackupRecord) {
+    let mut r = r.clone();
+    r.seal(None).unwrap();
     let dir = cat.backup_dir(&r.id);
     fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join(RECORD_FILE), serde_json::to_vec(r).unwrap()).unwrap();
+    fs::write(dir.join(RECORD_FILE), serde_json::to_vec(&r).unwrap()).unwrap();
 }
 
 #[test]
@@ -110,6 +114,7 @@ fn list_resolve_and_errors() {
     // A record claiming another id, or a newer format, is refused.
     let mut other = record("20261121T060000Z");
     other.id = "20261129T060000Z".into();
+    other.seal(None).unwrap();
     fs::write(
         cat.backup_dir("20261121T060000Z").join(RECORD_FILE),
         serde_json::to_vec(&other).unwrap(),
@@ -121,6 +126,7 @@ fn list_resolve_and_errors() {
     ));
     let mut newer = record("20261121T060000Z");
     newer.format = 99;
+    newer.seal(None).unwrap();
     fs::write(
         cat.backup_dir("20261121T060000Z").join(RECORD_FILE),
         serde_json::to_vec(&newer).unwrap(),
@@ -147,4 +153,69 @@ fn stale_in_progress_dirs_are_those_without_a_live_lock() {
     stale.sort();
     assert_eq!(stale, vec![dead, no_lock]);
     drop(held);
+}
+
+#[test]
+fn sealed_records_detect_damage_and_alteration() {
+    let repo = tempfile::tempdir().unwrap();
+    let cat = Catalog::new(repo.path());
+    let key = crate::crypto::keywrap::generate_data_key().unwrap();
+    let other_key = crate::crypto::keywrap::generate_data_key().unwrap();
+    let mut r = record("20261121T060000Z");
+    r.seal(Some(&key)).unwrap();
+    let dir = cat.backup_dir(&r.id);
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(RECORD_FILE);
+    let bytes = serde_json::to_vec_pretty(&r).unwrap();
+    fs::write(&path, &bytes).unwrap();
+    let read = cat.read(&r.id).unwrap();
+    read.verify_mac(Some(&key), &path).unwrap();
+    assert!(matches!(
+        read.verify_mac(Some(&other_key), &path),
+        Err(CatalogError::Damaged { .. })
+    ));
+
+    // One changed digit: the checksum catches it on any read.
+    let text = String::from_utf8(bytes.clone())
+        .unwrap()
+        .replace("\"raw_bytes\": 1000", "\"raw_bytes\": 1001");
+    fs::write(&path, &text).unwrap();
+    let err = cat.read(&r.id).unwrap_err().to_string();
+    assert!(
+        err.contains("damaged") && err.contains(RECORD_FILE),
+        "{err}"
+    );
+
+    // Changed and re-checksummed without the key: the MAC catches it.
+    let mut forged = r.clone();
+    forged.raw_bytes = 1001;
+    forged.seal(None).unwrap();
+    forged.mac = r.mac.clone();
+    fs::write(&path, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let read = cat.read(&r.id).unwrap();
+    assert!(matches!(
+        read.verify_mac(Some(&key), &path),
+        Err(CatalogError::Damaged { .. })
+    ));
+}
+
+/// Regression: without exact float parsing, a re-read `duration_seconds` could differ in its
+/// last bit and a fresh record failed its own checksum.
+#[test]
+fn sealed_record_with_awkward_float_survives_a_round_trip() {
+    for d in [
+        0.1 + 0.2,
+        1.0 / 3.0,
+        123.456_789_012_345_67,
+        2.0e-9,
+        86_399.999_999_9,
+    ] {
+        let mut r = record("20261121T060000Z");
+        r.duration_seconds = d;
+        r.seal(None).unwrap();
+        let back: BackupRecord =
+            serde_json::from_slice(&serde_json::to_vec_pretty(&r).unwrap()).unwrap();
+        back.verify_checksum(Path::new("x")).unwrap();
+        assert_eq!(back.duration_seconds.to_bits(), d.to_bits());
+    }
 }

@@ -181,7 +181,7 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N], CryptoError> {
     Ok(b)
 }
 
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Result<[u8; 32], ErrorStack> {
+pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Result<[u8; 32], ErrorStack> {
     let pkey = PKey::hmac(key)?;
     let mut signer = Signer::new(MessageDigest::sha256(), &pkey)?;
     for p in parts {
@@ -198,6 +198,11 @@ pub fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8]) -> Result<[u8; 32], Cry
     let okm = hmac_sha256(&prk, &[info, &[1u8]]);
     zeroize::Zeroize::zeroize(&mut prk);
     Ok(okm?)
+}
+
+/// Compares two byte strings in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && openssl::memcmp::eq(a, b)
 }
 
 /// SHA-256 of the concatenation of `parts`.

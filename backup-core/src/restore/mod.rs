@@ -90,7 +90,12 @@ pub enum RestoreError {
 /// Restores a backup. Blocking: call it from a blocking thread.
 pub fn run(repo: &Repository, plan: &RestorePlan) -> Result<RestoreSummary, RestoreError> {
     let started = Instant::now();
-    let record = Catalog::new(repo.dir()).resolve(&plan.backup)?;
+    let catalog = Catalog::new(repo.dir());
+    let record = catalog.resolve(&plan.backup)?;
+    record.verify_mac(
+        repo.codec().encryption.as_ref().map(|e| &*e.key),
+        &catalog.record_path(&record.id),
+    )?;
     let tablespaces = plan_tablespaces(&record, &plan.tablespace_map)?;
     // Check every destination before writing anything.
     ensure_empty_dir(&plan.target)?;
