@@ -356,3 +356,43 @@ fn password_on_the_command_line_is_refused() {
     assert!(run.stderr.contains("PGPASSWORD"), "{run:?}");
     assert!(!run.stderr.contains("hunter2"), "{run:?}");
 }
+
+#[test]
+fn rekey_keeps_backups_readable_with_the_new_passphrase_only() {
+    let major = *test_majors().last().unwrap();
+    let pg = cluster(major).start();
+    let scratch = scratch_dir();
+    let repo = scratch.path().join("repo");
+    init_repo(&repo);
+    base(&repo, &pg);
+    let before: Vec<(PathBuf, Vec<u8>)> = files_under(&repo)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "enc"))
+        .map(|f| {
+            let b = std::fs::read(&f).unwrap();
+            (f, b)
+        })
+        .collect();
+    let mut cmd = Command::new(support::pgstream_bin());
+    cmd.args(["rekey", "--repo", repo.to_str().unwrap()])
+        .env("PGSTREAM_PASSPHRASE", PASSPHRASE)
+        .env("PGSTREAM_NEW_PASSPHRASE", "a brand new passphrase");
+    let out = run_tool(cmd, "rekey");
+    assert!(out.contains("no data was rewritten"), "{out}");
+    // No data file changed.
+    for (f, bytes) in &before {
+        assert!(
+            std::fs::read(f).unwrap() == *bytes,
+            "{} changed",
+            f.display()
+        );
+    }
+    let target = scratch.path().join("restored");
+    let old = pgstream(&args_restore(&repo, &target), Some(PASSPHRASE));
+    assert_eq!(old.code, 5, "the old passphrase still works: {old:?}");
+    let new = pgstream(
+        &args_restore(&repo, &target),
+        Some("a brand new passphrase"),
+    );
+    assert_eq!(new.code, 0, "{new:?}");
+}
