@@ -148,6 +148,36 @@ pub enum BaseBackupError {
 
 /// Runs a base backup into `repo` and returns its catalog record.
 pub async fn run(
+    repo: Repository,
+    plan: BaseBackupPlan,
+    cancel: CancellationToken,
+    progress: Arc<dyn Progress>,
+) -> Result<BackupRecord, BaseBackupError> {
+    // On a runtime worker, the task reading the server polls the socket itself; left on the
+    // caller's `block_on` thread, every readiness event would be relayed to it by a worker
+    // (a wake-up of two threads per read: measured 13% of pgstream's CPU).
+    let task = tokio::spawn(run_here(repo, plan, cancel, progress));
+    let abort = task.abort_handle();
+    let _abort_if_dropped = AbortOnDrop(abort);
+    match task.await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(BaseBackupError::Internal(format!(
+            "the backup task ended: {e}"
+        ))),
+    }
+}
+
+/// Stops the spawned backup when its caller's future is dropped, as before it was spawned.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn run_here(
     mut repo: Repository,
     plan: BaseBackupPlan,
     cancel: CancellationToken,

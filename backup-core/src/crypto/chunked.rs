@@ -206,11 +206,50 @@ pub fn validate_identity(identity: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// One AEAD context per file: the key schedule is set up once, each chunk only sets its
+/// nonce, and the ciphertext goes straight into the output buffer.
+struct SealCtx {
+    ctx: openssl::cipher_ctx::CipherCtx,
+}
+
+impl SealCtx {
+    fn new(aead: Aead, key: &DataKey) -> io::Result<SealCtx> {
+        let cipher = match aead {
+            Aead::Aes256Gcm => openssl::cipher::Cipher::aes_256_gcm(),
+            Aead::ChaCha20Poly1305 => openssl::cipher::Cipher::chacha20_poly1305(),
+        };
+        let mut ctx = openssl::cipher_ctx::CipherCtx::new().map_err(io::Error::other)?;
+        ctx.encrypt_init(Some(cipher), Some(key.bytes()), None)
+            .map_err(io::Error::other)?;
+        Ok(SealCtx { ctx })
+    }
+
+    /// Appends ciphertext then the tag of `plain` to `out`.
+    fn seal(
+        &mut self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), openssl::error::ErrorStack> {
+        self.ctx.encrypt_init(None, None, Some(nonce))?;
+        self.ctx.cipher_update(aad, None)?;
+        let start = out.len();
+        // Stream ciphers in AEAD mode emit exactly as many bytes as they take.
+        out.resize(start + plain.len() + TAG_LEN, 0);
+        let n = self.ctx.cipher_update(plain, Some(&mut out[start..]))?;
+        let m = self.ctx.cipher_final(&mut out[start + n..])?;
+        let end = start + n + m;
+        self.ctx.tag(&mut out[end..end + TAG_LEN])?;
+        out.truncate(end + TAG_LEN);
+        Ok(())
+    }
+}
+
 /// Encrypting writer: header first, then sealed chunks; `finish` seals the final chunk.
 pub struct ChunkSealer<W: Write> {
     inner: W,
-    aead: Aead,
-    key: DataKey,
+    ctx: SealCtx,
     header_hash: [u8; 32],
     chunk_size: usize,
     buf: Vec<u8>,
@@ -269,8 +308,7 @@ impl<W: Write> ChunkSealer<W> {
         let key = file_key(data_key, &salt, identity).map_err(io::Error::other)?;
         Ok(ChunkSealer {
             inner,
-            aead,
-            key,
+            ctx: SealCtx::new(aead, &key)?,
             header_hash: sha256(&[&header]),
             chunk_size: chunk_size as usize,
             buf: Vec::with_capacity(chunk_size as usize),
@@ -281,9 +319,8 @@ impl<W: Write> ChunkSealer<W> {
 
     fn seal_chunk(&mut self, last: bool) -> io::Result<()> {
         self.sealed.clear();
-        self.aead
+        self.ctx
             .seal(
-                self.key.bytes(),
                 &chunk_nonce(self.index),
                 &chunk_aad(&self.header_hash, self.index, last),
                 &self.buf,

@@ -53,12 +53,45 @@ fn parse_args() -> Options {
 struct Sample {
     wall: f64,
     cpu: f64,
+    /// CPU the server spent meanwhile (the walsender and the checkpoint).
+    server_cpu: f64,
     max_rss_kb: u64,
     stored_bytes: u64,
 }
 
+/// CPU seconds of the postmaster and its reaped children (a finished walsender's time lands
+/// in the postmaster's cutime/cstime), plus the live children's.
+fn server_cpu(pg: &Cluster) -> f64 {
+    let pid_file = std::fs::read_to_string(pg.data_dir().join("postmaster.pid")).unwrap();
+    let postmaster: u32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
+    let ticks = 100.0; // USER_HZ
+    let stat = |pid: u32| -> Option<(u32, f64, f64)> {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+        let n = |i: usize| f[i].parse::<f64>().unwrap_or(0.0);
+        // After the command: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
+        Some((f[1].parse().ok()?, n(11) + n(12), n(13) + n(14)))
+    };
+    let mut total = 0.0;
+    if let Some((_, own, reaped)) = stat(postmaster) {
+        total += own + reaped;
+    }
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some((ppid, own, _)) = stat(pid) {
+            if ppid == postmaster {
+                total += own;
+            }
+        }
+    }
+    total / ticks
+}
+
 /// Runs `cmd` under GNU time and returns its measurements.
-fn measure(cmd: Command, output: &Path) -> Sample {
+fn measure(cmd: Command, output: &Path, pg: &Cluster) -> Sample {
+    let server_before = server_cpu(pg);
     let stats = tempfile::NamedTempFile::new().unwrap();
     let mut timed = Command::new("/usr/bin/time");
     timed
@@ -84,12 +117,14 @@ fn measure(cmd: Command, output: &Path) -> Sample {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    let server = server_cpu(pg) - server_before;
     let text = std::fs::read_to_string(stats.path()).unwrap();
     let f: Vec<&str> = text.split_whitespace().collect();
     let num = |i: usize| f[i].parse::<f64>().unwrap();
     Sample {
         wall: num(0),
         cpu: num(1) + num(2),
+        server_cpu: server,
         max_rss_kb: f[3].parse().unwrap(),
         stored_bytes: dir_size(output),
     }
@@ -129,6 +164,9 @@ impl Row {
     fn cpu(&self) -> f64 {
         median(self.samples.iter().map(|s| s.cpu).collect())
     }
+    fn server_cpu(&self) -> f64 {
+        median(self.samples.iter().map(|s| s.server_cpu).collect())
+    }
     fn rss_mb(&self) -> f64 {
         self.samples.iter().map(|s| s.max_rss_kb).max().unwrap() as f64 / 1024.0
     }
@@ -164,7 +202,7 @@ fn bench_dataset(o: &Options, pg: &Cluster, dataset: &str, rows: &mut Vec<Row>) 
                     .arg(&dir)
                     .arg("-d")
                     .arg(&conninfo);
-                basebackup.push(measure(cmd, &dir));
+                basebackup.push(measure(cmd, &dir, pg));
             } else {
                 let init = Command::new(&o.pgstream)
                     .args(["init", "--repo"])
@@ -184,7 +222,7 @@ fn bench_dataset(o: &Options, pg: &Cluster, dataset: &str, rows: &mut Vec<Row>) 
                     .arg(&conninfo)
                     .env("PGSTREAM_PASSPHRASE", passphrase)
                     .env("PGSTREAM_LOG", "warn");
-                pgstream.push(measure(cmd, &dir));
+                pgstream.push(measure(cmd, &dir, pg));
             }
             std::fs::remove_dir_all(&dir).ok();
             std::thread::sleep(Duration::from_secs(1));
@@ -220,25 +258,27 @@ fn report(o: &Options, rows: &[Row]) -> String {
     writeln!(s, "## Base backup: pgstream base vs pg_basebackup\n").unwrap();
     writeln!(
         s,
-        "Measured by `just bench` (integration/src/bin/bench.rs): PostgreSQL {}, {} runs per tool, alternating, medians shown (peak RSS: the maximum). Machine: {cores} cores, {cpu_model}. Both write to the same local disk and fsync.\n",
+        "Measured by `just bench` (integration/src/bin/bench.rs): PostgreSQL {}, {} runs per tool, alternating, medians shown (peak RSS: the maximum). Machine: {cores} cores, {cpu_model}. Both write to the same local disk and fsync. CPU is the client process's (user + system); server CPU is what the PostgreSQL processes used meanwhile (walsender, checkpoint), on the same machine.\n",
         o.major, o.runs
     )
     .unwrap();
     writeln!(
         s,
-        "| dataset | database size | tool | wall (s) | CPU (s) | peak RSS (MiB) | stored (MiB) |"
+        "| dataset | database size | tool | wall (s) | MiB/s | CPU (s) | server CPU (s) | peak RSS (MiB) | stored (MiB) |"
     )
     .unwrap();
-    writeln!(s, "|---|---|---|---|---|---|---|").unwrap();
+    writeln!(s, "|---|---|---|---|---|---|---|---|---|").unwrap();
     for r in rows {
         writeln!(
             s,
-            "| {} | {:.0} MiB | {} | {:.2} | {:.2} | {:.1} | {:.0} |",
+            "| {} | {:.0} MiB | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.1} | {:.0} |",
             r.dataset,
             r.db_bytes as f64 / 1048576.0,
             r.tool,
             r.wall(),
+            r.db_bytes as f64 / 1048576.0 / r.wall(),
             r.cpu(),
+            r.server_cpu(),
             r.rss_mb(),
             r.stored_mb()
         )
