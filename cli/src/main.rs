@@ -38,7 +38,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let failure = exit::classify(&e);
-            eprintln!("pgstream: error: {e:#}");
+            eprintln!("pgstream: error: {}", exit::message(&e));
             failure.code()
         }
     }

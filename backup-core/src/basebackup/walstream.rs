@@ -120,7 +120,19 @@ impl WalStreamer {
         }
     }
 
-    /// The streamer's error if it already stopped, without waiting otherwise.
+    /// Why the streamer failed, once it cancelled the backup because of it; `None` if it
+    /// stopped without an error of its own.
+    pub async fn failure(self) -> Option<BaseBackupError> {
+        match self.task.await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e),
+            Err(e) => Some(BaseBackupError::Internal(format!(
+                "WAL streamer failed: {e}"
+            ))),
+        }
+    }
+
+    /// Stops the streamer without waiting for it to finish its work.
     pub async fn abort(self) {
         self.task.abort();
         let _ = self.task.await;

@@ -168,3 +168,19 @@ pub fn pgstream(args: &[&str], passphrase: Option<&str>) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// An unstarted `pgstream` command with `args`, the passphrase (if any), and none of the
+/// caller's PG* or PGSTREAM_* variables: for tests that spawn, signal or wrap the process.
+pub fn pgstream_command(args: &[&str], passphrase: Option<&str>) -> std::process::Command {
+    let mut cmd = std::process::Command::new(pgstream_bin());
+    cmd.args(args);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("PG") {
+            cmd.env_remove(&k);
+        }
+    }
+    if let Some(p) = passphrase {
+        cmd.env("PGSTREAM_PASSPHRASE", p);
+    }
+    cmd
+}
