@@ -557,6 +557,22 @@ impl<'a> WalArchive<'a> {
                 bytes,
             });
         }
+        // The segment `receive-wal` is writing: everything it has received (and fsynced).
+        if let Some(mut partial) =
+            crate::receive::open_partial(self.repo, &segment).map_err(|e| {
+                WalArchiveError::Source {
+                    name: name.to_string(),
+                    source: std::io::Error::other(e.to_string()),
+                }
+            })?
+        {
+            let stored =
+                crate::receive::partial_file(&segment, self.repo.codec().encryption.is_some());
+            let bytes = copy_reader(&mut partial, &stored, dest, None, Some(seg_bytes))?;
+            if bytes > 0 {
+                return Ok(FetchOutcome::FromPartial { stored, bytes });
+            }
+        }
         let segment_text = segment.to_string();
         let best = Catalog::new(self.repo.dir())
             .list()?
@@ -585,13 +601,27 @@ impl<'a> WalArchive<'a> {
         pad_to: Option<u64>,
     ) -> Result<u64, WalArchiveError> {
         let mut reader = self.repo.open_file(stored)?;
+        copy_reader(&mut reader, stored, dest, expected, pad_to)
+    }
+}
+
+/// Copies `reader` (the content of `stored`) into `dest`, checking its length against
+/// `expected` and padding it with zeros to `pad_to`. Returns the bytes `reader` held.
+fn copy_reader(
+    reader: &mut dyn Read,
+    stored: &str,
+    dest: &Path,
+    expected: Option<u64>,
+    pad_to: Option<u64>,
+) -> Result<u64, WalArchiveError> {
+    {
         // restore_command's %p may be an existing file (RECOVERYXLOG): replacing it is intended.
         let mut out = DurableFile::create(dest)?;
         let mut buf = vec![0u8; BUFFER];
         let mut len = 0u64;
         let limit = pad_to.or(expected);
         loop {
-            let n = read_some(&mut reader, &mut buf).map_err(|source| WalArchiveError::Stored {
+            let n = read_some(reader, &mut buf).map_err(|source| WalArchiveError::Stored {
                 stored: stored.to_string(),
                 source,
             })?;
@@ -1080,5 +1110,49 @@ mod tests {
         );
         assert_eq!(segment_cluster(&[0u8; 40]), None);
         assert_eq!(segment_cluster(&s[..39]), None);
+    }
+
+    /// The segment `receive-wal` is still writing is served, zero-padded, so recovery reaches
+    /// the last byte received; once a later segment exists it is a gap instead.
+    #[test]
+    fn fetch_serves_receive_wal_partial_padded() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path(), true);
+        let archive = WalArchive::new(&repo);
+        let seg_size = WalSegmentSize::new(MIB.into()).unwrap();
+        let seg = SegmentName::new(pgwire_repl::TimelineId(1), 5, seg_size);
+        let data = segment_bytes_prefix(5, 3 * 8192);
+        let identity = crate::receive::partial_file(&seg, true);
+        let path = repo.resolve(&identity).unwrap();
+        crate::fsutil::create_dir_all_durably(path.parent().unwrap()).unwrap();
+        let mut w =
+            crate::receive::partial::PartialWriter::create(&path, &identity, seg, repo.codec())
+                .unwrap();
+        w.append(&data).unwrap();
+        w.sync().unwrap();
+        drop(w);
+        let dest = dir.path().join("RECOVERYXLOG");
+        match archive.fetch(&seg.to_string(), &dest).unwrap() {
+            FetchOutcome::FromPartial { bytes, .. } => assert_eq!(bytes, data.len() as u64),
+            other => panic!("{other:?}"),
+        }
+        let got = std::fs::read(&dest).unwrap();
+        assert_eq!(got.len(), MIB as usize);
+        assert_eq!(&got[..data.len()], &data[..]);
+        assert!(got[data.len()..].iter().all(|&b| b == 0));
+
+        // A later complete segment makes the partial's segment a gap, not a short answer.
+        let later = segment(SYSID, 1, 6, 128);
+        archive
+            .store(&name(&seg_name(1, 6)), &mut &later[..])
+            .unwrap();
+        assert!(matches!(
+            archive.fetch(&seg.to_string(), &dest),
+            Err(WalArchiveError::Gap { .. })
+        ));
+    }
+
+    fn segment_bytes_prefix(segno: u64, len: usize) -> Vec<u8> {
+        segment(SYSID, 1, segno, len / 8192)[..len].to_vec()
     }
 }
