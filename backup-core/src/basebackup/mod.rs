@@ -41,6 +41,11 @@ use crate::wal::WalSegmentSize;
 use archive::{ArchiveWriter, TablespaceOf};
 use walstream::WalStreamer;
 
+/// A point on the backup's timeline, logged at debug level (`PGSTREAM_LOG=debug` shows where
+/// the wall time goes: connections, checkpoint, streaming, finishing).
+fn mark(phase: &'static str) {
+    tracing::debug!(phase, "base backup timeline");
+}
 /// The oldest server pgstream backs up (backup manifests arrived in 13).
 pub const MIN_SERVER_MAJOR: u32 = 13;
 
@@ -146,6 +151,57 @@ pub enum BaseBackupError {
     Internal(String),
 }
 
+/// Both replication connections of a backup, checked to reach the same cluster, with the
+/// WAL the backup will need already reserved by a temporary slot on the second.
+pub struct Connected {
+    conn: Connection,
+    identity: pgwire_repl::commands::SystemIdentity,
+    major: u32,
+    server_version: String,
+    seg_bytes: u64,
+    wal: walstream::PreparedStream,
+}
+
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connected")
+            .field("major", &self.major)
+            .field("system_id", &self.identity.system_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens both connections at once and reserves WAL. Needs no repository, so a caller can
+/// open the repository (a deliberately slow key derivation) meanwhile: see [`run_connected`].
+pub async fn connect(plan: &BaseBackupPlan) -> Result<Connected, BaseBackupError> {
+    let mut source = plan.source.clone();
+    source.replication = ReplicationMode::Physical;
+    let first = async {
+        let mut conn = Connection::connect(&source).await?;
+        let major = conn.server_version().major;
+        if major < MIN_SERVER_MAJOR {
+            return Err(BaseBackupError::UnsupportedServer { major });
+        }
+        let identity = conn.identify_system().await?;
+        let seg_bytes = conn.wal_segment_size().await?;
+        Ok((conn, major, identity, seg_bytes))
+    };
+    let ((conn, major, identity, seg_bytes), second) =
+        tokio::try_join!(first, walstream::connect(&source))?;
+    mark("connected");
+    let wal = walstream::prepare(second, identity.system_id).await?;
+    mark("WAL reserved");
+    let server_version = conn.parameter("server_version").unwrap_or("").to_string();
+    Ok(Connected {
+        conn,
+        identity,
+        major,
+        server_version,
+        seg_bytes,
+        wal,
+    })
+}
+
 /// Runs a base backup into `repo` and returns its catalog record.
 pub async fn run(
     repo: Repository,
@@ -153,10 +209,27 @@ pub async fn run(
     cancel: CancellationToken,
     progress: Arc<dyn Progress>,
 ) -> Result<BackupRecord, BaseBackupError> {
+    progress.phase(Phase::Connecting);
+    let connected = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => return Err(BaseBackupError::Cancelled),
+        c = connect(&plan) => c?,
+    };
+    run_connected(repo, plan, connected, cancel, progress).await
+}
+
+/// [`run`] over connections [`connect`] opened.
+pub async fn run_connected(
+    repo: Repository,
+    plan: BaseBackupPlan,
+    connected: Connected,
+    cancel: CancellationToken,
+    progress: Arc<dyn Progress>,
+) -> Result<BackupRecord, BaseBackupError> {
     // On a runtime worker, the task reading the server polls the socket itself; left on the
     // caller's `block_on` thread, every readiness event would be relayed to it by a worker
     // (a wake-up of two threads per read: measured 13% of pgstream's CPU).
-    let task = tokio::spawn(run_here(repo, plan, cancel, progress));
+    let task = tokio::spawn(run_here(repo, plan, connected, cancel, progress));
     let abort = task.abort_handle();
     let _abort_if_dropped = AbortOnDrop(abort);
     match task.await {
@@ -180,22 +253,20 @@ impl Drop for AbortOnDrop {
 async fn run_here(
     mut repo: Repository,
     plan: BaseBackupPlan,
+    connected: Connected,
     cancel: CancellationToken,
     progress: Arc<dyn Progress>,
 ) -> Result<BackupRecord, BaseBackupError> {
+    let Connected {
+        mut conn,
+        identity,
+        major,
+        server_version,
+        seg_bytes,
+        wal,
+    } = connected;
     let catalog = Catalog::new(repo.dir());
     remove_stale(&catalog);
-    progress.phase(Phase::Connecting);
-    let mut source = plan.source.clone();
-    source.replication = ReplicationMode::Physical;
-    let mut conn = Connection::connect(&source).await?;
-    let major = conn.server_version().major;
-    if major < MIN_SERVER_MAJOR {
-        return Err(BaseBackupError::UnsupportedServer { major });
-    }
-    let identity = conn.identify_system().await?;
-    let server_version = conn.parameter("server_version").unwrap_or("").to_string();
-    let seg_bytes = conn.wal_segment_size().await?;
     let seg_size = WalSegmentSize::new(seg_bytes)
         .map_err(|e| BaseBackupError::Internal(format!("wal_segment_size: {e}")))?;
     repo.bind_cluster(ClusterIdentity {
@@ -204,6 +275,7 @@ async fn run_here(
         wal_segment_size: seg_bytes as u32,
     })?;
     let repo = Arc::new(repo);
+    mark("repository bound");
     let start_time = SystemTime::now();
     let started = Instant::now();
     let id = catalog::new_backup_id(start_time, |id| catalog.id_taken(id));
@@ -217,7 +289,6 @@ async fn run_here(
         // Held until the backup ends, so a concurrent run does not take this directory for
         // a dead one.
         let lock = lock_in_progress(&dir)?;
-        let wal = walstream::prepare(&source, identity.system_id).await?;
         let record = take(
             &mut conn,
             &repo,
@@ -243,6 +314,7 @@ async fn run_here(
         fsutil::write_new_file_durably(&dir.join(RECORD_FILE), &bytes, PRIVATE_FILE_MODE)?;
         drop(lock);
         fsutil::rename_durably(&dir, &catalog.backup_dir(&id))?;
+        mark("record durable");
         Ok(record)
     }
     .await;
@@ -333,6 +405,8 @@ async fn take(
     let user_cancel = cancel;
     let cancel = cancel.child_token();
     let mut stream = conn.base_backup(&options).await?;
+    mark("BASE_BACKUP sent");
+    let mut first_data = true;
     let mut streamer: Option<WalStreamer> = None;
     let mut wal = Some(wal);
     let mut tablespaces = Vec::new();
@@ -356,6 +430,7 @@ async fn take(
             let Some(ev) = ev else { break };
             match ev {
                 BaseBackupEvent::Started { start_lsn, timeline } => {
+                    mark("checkpoint done");
                     tracing::info!(start = %start_lsn, timeline = %timeline, "checkpoint done, streaming");
                     start = Some((start_lsn, timeline));
                     let prepared = wal.take().expect("Started comes once");
@@ -395,6 +470,10 @@ async fn take(
                     current = Some(ArchiveWriter::start(Arc::clone(repo), id, name, tablespace));
                 }
                 BaseBackupEvent::ArchiveData(data) => {
+                    if first_data {
+                        first_data = false;
+                        mark("first data");
+                    }
                     received += data.len() as u64;
                     if !server_progress {
                         progress.bytes(received);
@@ -412,7 +491,9 @@ async fn take(
                     let writer = current.take().ok_or_else(|| {
                         BaseBackupError::Internal("archive end outside an archive".into())
                     })?;
+                    mark("archive received");
                     let out = writer.finish().await?;
+                    mark("archive durable and walked");
                     tracing::info!(archive = %out.record.name, bytes = out.record.raw_bytes, files = out.seen.len(), "archive stored");
                     seen.extend(out.seen);
                     archives.push(out.record);
@@ -463,6 +544,7 @@ async fn take(
             return Err(e);
         }
     };
+    mark("manifest verified");
     let manifest_file = format!("backup_manifest{}", layout::suffix(repo.codec()));
     let manifest_stored = store_manifest(repo, id, &manifest_file, manifest).await?;
     let wal_outcome = tokio::select! {
@@ -470,6 +552,7 @@ async fn take(
         _ = user_cancel.cancelled() => return Err(BaseBackupError::Cancelled),
         r = streamer.finish(end_lsn) => r?,
     };
+    mark("WAL stored");
     let end_time = SystemTime::now();
     let raw_bytes = archives.iter().map(|a| a.raw_bytes).sum();
     let stored_bytes = archives.iter().map(|a| a.stored_bytes).sum::<u64>()

@@ -48,14 +48,19 @@ pub(crate) struct PreparedStream {
     slot: String,
 }
 
-/// Connects the second replication connection and reserves WAL with a temporary slot.
-pub(crate) async fn prepare(
-    source: &Config,
-    system_id: u64,
-) -> Result<PreparedStream, BaseBackupError> {
+/// Opens the second replication connection.
+pub(crate) async fn connect(source: &Config) -> Result<Connection, BaseBackupError> {
     let mut cfg = source.clone();
     cfg.replication = ReplicationMode::Physical;
-    let mut conn = Connection::connect(&cfg).await?;
+    Ok(Connection::connect(&cfg).await?)
+}
+
+/// Checks the second connection reaches the cluster `system_id` and reserves WAL on it with a
+/// temporary slot.
+pub(crate) async fn prepare(
+    mut conn: Connection,
+    system_id: u64,
+) -> Result<PreparedStream, BaseBackupError> {
     let id = conn.identify_system().await?;
     if id.system_id != system_id {
         return Err(BaseBackupError::DifferentClusters {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use backup_core::basebackup::{self, BaseBackupPlan};
+use backup_core::basebackup::{self, BaseBackupPlan, Progress as _};
 use pgwire_repl::basebackup::options::{Checkpoint, CompressionMethod, ServerCompression};
 use pgwire_repl::Config;
 
@@ -36,10 +36,39 @@ pub async fn run(args: BaseArgs) -> anyhow::Result<()> {
             })?,
         verify_checksums: !args.no_verify_checksums,
     };
-    let repo = super::open_repo(&args.repo)?;
     let cancel = crate::signals::install().context("installing signal handlers")?;
     let reporter = Arc::new(Reporter::new(!args.no_progress, "base backup"));
-    let result = basebackup::run(repo, plan, cancel, reporter.clone()).await;
+    // Unlocking the repository (scrypt, ~0.1 s of CPU) overlaps with connecting and
+    // reserving WAL; a repository problem is still the one reported when both fail.
+    let repo_args = args.repo.clone();
+    let mut opening = tokio::task::spawn_blocking(move || super::open_repo(&repo_args));
+    let connecting = {
+        let (plan, cancel) = (plan.clone(), cancel.clone());
+        async move {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => Err(basebackup::BaseBackupError::Cancelled),
+                c = basebackup::connect(&plan) => c,
+            }
+        }
+    };
+    tokio::pin!(connecting);
+    reporter.phase(basebackup::Phase::Connecting);
+    let (repo, connected) = tokio::select! {
+        opened = &mut opening => {
+            let repo = opened.context("opening the repository")??;
+            (repo, connecting.await)
+        }
+        connected = &mut connecting => {
+            (opening.await.context("opening the repository")??, connected)
+        }
+    };
+    let result = match connected {
+        Ok(connected) => {
+            basebackup::run_connected(repo, plan, connected, cancel, reporter.clone()).await
+        }
+        Err(e) => Err(e),
+    };
     reporter.done();
     let record = result.context("base backup failed")?;
     if args.json {
