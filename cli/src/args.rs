@@ -141,22 +141,73 @@ pub enum CheckpointArg {
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("recovery_target").multiple(false)))]
 pub struct RestoreArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
 
-    /// The directory to restore into. It must not exist or be empty.
+    /// The directory to restore into. It must not exist or be empty (see --force).
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
 
-    /// The backup to restore: its id, or `latest`.
-    #[arg(long, default_value = "latest", value_name = "ID")]
-    pub backup: String,
+    /// The backup to restore: its id, or `latest`. Without it: the newest backup, or with
+    /// --target-time/--target-lsn the newest that ends before the target.
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
 
     /// Restore the tablespace that was at OLD into NEW (repeatable). Tablespaces not
     /// mapped go back to their original location, which must then be empty.
     #[arg(long = "tablespace-map", value_name = "OLD=NEW")]
     pub tablespace_map: Vec<String>,
+
+    /// Point-in-time recovery: stop at the first commit after this time, which needs an
+    /// explicit offset (2024-05-01T12:34:56+02:00, 2024-05-01 10:34:56.5Z).
+    #[arg(long, value_name = "TIME", group = "recovery_target")]
+    pub target_time: Option<String>,
+
+    /// Point-in-time recovery: stop at this WAL location (X/X).
+    #[arg(long, value_name = "LSN", group = "recovery_target")]
+    pub target_lsn: Option<String>,
+
+    /// Point-in-time recovery: stop at the commit of this transaction id.
+    #[arg(long, value_name = "XID", group = "recovery_target")]
+    pub target_xid: Option<u64>,
+
+    /// Point-in-time recovery: stop at this restore point (pgstream restore-point).
+    #[arg(long, value_name = "NAME", group = "recovery_target")]
+    pub target_name: Option<String>,
+
+    /// Recovery that stops as soon as the backup is consistent (its end).
+    #[arg(long, group = "recovery_target")]
+    pub target_immediate: bool,
+
+    /// Recovery through all archived WAL (the target when any other recovery option is given
+    /// without a target).
+    #[arg(long, group = "recovery_target")]
+    pub target_latest: bool,
+
+    /// What the server does at the target: pause (the server's default), promote or shutdown.
+    #[arg(long, value_name = "ACTION", value_parser = ["pause", "promote", "shutdown"])]
+    pub target_action: Option<String>,
+
+    /// The timeline to recover along: latest (default), current (the backup's) or a number.
+    #[arg(long, value_name = "latest|current|N")]
+    pub target_timeline: Option<String>,
+
+    /// Whether recovery stops just after (on, the default) or just before the target
+    /// (time, LSN and xid targets).
+    #[arg(long, value_name = "on|off", value_parser = clap::builder::BoolishValueParser::new())]
+    pub target_inclusive: Option<bool>,
+
+    /// Copy the WAL recovery needs into pg_wal/ so the directory stands alone (no
+    /// restore_command reading the repository).
+    #[arg(long)]
+    pub copy_wal: bool,
+
+    /// Empty a non-empty --to directory (and --tablespace-map destinations) first. Original
+    /// tablespace locations are never emptied.
+    #[arg(long)]
+    pub force: bool,
 
     /// Print a JSON summary on stdout.
     #[arg(long)]

@@ -6,6 +6,8 @@
 //! tablespace locations is touched, and those must be empty: a restore never overwrites.
 
 pub mod extract;
+pub mod pitr;
+pub mod window;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -34,6 +36,19 @@ pub struct RestorePlan {
     pub target: PathBuf,
     /// Tablespace locations to change: original location → new location.
     pub tablespace_map: BTreeMap<PathBuf, PathBuf>,
+    /// Empty a non-empty target (and tablespace locations) first instead of refusing.
+    pub force: bool,
+    /// What goes into `pg_wal/`.
+    pub wal: WalPlacement,
+}
+
+/// What a restore puts into `pg_wal/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalPlacement {
+    /// The backup's own WAL: a stand-alone copy, consistent at the backup's end.
+    BackupWal,
+    /// Nothing: recovery fetches every segment (or a later step copies them in).
+    Empty,
 }
 
 /// What a restore did.
@@ -59,7 +74,7 @@ pub enum RestoreError {
     #[error(transparent)]
     Fs(#[from] FsError),
     #[error(
-        "{path} is not empty; restore only into a new or empty directory (nothing was written)"
+        "{path} is not empty; restore only into a new or empty directory, or pass --force to empty it first (nothing was written)"
     )]
     TargetNotEmpty { path: PathBuf },
     #[error("--tablespace-map {old}: backup {backup} has no tablespace there (its tablespaces: {known})")]
@@ -97,10 +112,20 @@ pub fn run(repo: &Repository, plan: &RestorePlan) -> Result<RestoreSummary, Rest
         &catalog.record_path(&record.id),
     )?;
     let tablespaces = plan_tablespaces(&record, &plan.tablespace_map)?;
-    // Check every destination before writing anything.
-    ensure_empty_dir(&plan.target)?;
-    for location in tablespaces.values() {
-        ensure_empty_dir(location)?;
+    // Check every destination before writing anything; with --force, empty them only once
+    // all are known to be usable.
+    let mut to_empty = Vec::new();
+    for dir in std::iter::once(&plan.target).chain(tablespaces.values()) {
+        // --force never empties a tablespace's original location: it may be a live server's.
+        let force =
+            plan.force && (dir == &plan.target || plan.tablespace_map.values().any(|v| v == dir));
+        if !ensure_empty_dir(dir, force)? {
+            to_empty.push(dir.clone());
+        }
+    }
+    for dir in &to_empty {
+        tracing::warn!(dir = %dir.display(), "--force: removing the directory's contents");
+        empty_dir(dir)?;
     }
     let span = tracing::info_span!("restore", backup_id = %record.id);
     let _enter = span.enter();
@@ -152,7 +177,13 @@ pub fn run(repo: &Repository, plan: &RestorePlan) -> Result<RestoreSummary, Rest
         bytes += summary.bytes;
         tracing::info!(archive = %archive.name, files = summary.files, "unpacked");
     }
-    let segments = restore_wal(repo, &record, &plan.target)?;
+    let segments = match plan.wal {
+        WalPlacement::BackupWal => restore_wal(repo, &record, &plan.target)?,
+        WalPlacement::Empty => {
+            empty_pg_wal(&plan.target)?;
+            0
+        }
+    };
     copy_out(
         repo,
         &layout::backup_file(&record.id, &record.manifest_file),
@@ -183,7 +214,7 @@ fn server_family(family: &str) -> Result<Compression, RestoreError> {
 }
 
 /// Where each tablespace goes: mapped, or back to its original location.
-fn plan_tablespaces(
+pub(crate) fn plan_tablespaces(
     record: &BackupRecord,
     map: &BTreeMap<PathBuf, PathBuf>,
 ) -> Result<BTreeMap<u32, PathBuf>, RestoreError> {
@@ -222,21 +253,57 @@ fn plan_tablespaces(
     Ok(out)
 }
 
-/// Creates `dir` (0700) if missing; refuses one with anything in it.
-fn ensure_empty_dir(dir: &Path) -> Result<(), RestoreError> {
+/// Creates `dir` (0700) if missing and returns whether it is empty; refuses one with anything
+/// in it unless `force`.
+fn ensure_empty_dir(dir: &Path, force: bool) -> Result<bool, RestoreError> {
     match fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
-                return Err(RestoreError::TargetNotEmpty { path: dir.into() });
+                if !force {
+                    return Err(RestoreError::TargetNotEmpty { path: dir.into() });
+                }
+                return Ok(false);
             }
-            Ok(())
+            Ok(true)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fsutil::create_dir_all_durably(dir)?;
-            Ok(())
+            Ok(true)
         }
         Err(e) => Err(FsError::new("opening directory", dir, e).into()),
     }
+}
+
+/// Removes everything inside `dir`, never following symbolic links (a link is removed, not
+/// what it points at), and fsyncs `dir`.
+fn empty_dir(dir: &Path) -> Result<(), RestoreError> {
+    let entries = fs::read_dir(dir).map_err(|e| FsError::new("opening directory", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| FsError::new("reading directory", dir, e))?;
+        let path = entry.path();
+        let kind = entry
+            .file_type()
+            .map_err(|e| FsError::new("inspecting", &path, e))?;
+        let removed = if kind.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        removed.map_err(|e| FsError::new("removing", &path, e))?;
+    }
+    fsutil::fsync_dir(dir)?;
+    Ok(())
+}
+
+/// Leaves `pg_wal/` (and `pg_wal/archive_status/`) present and empty: whatever WAL the tar held
+/// is stale for a recovery that fetches its WAL.
+fn empty_pg_wal(target: &Path) -> Result<(), RestoreError> {
+    let pg_wal = target.join("pg_wal");
+    fsutil::create_dir_all_durably(&pg_wal)?;
+    empty_dir(&pg_wal)?;
+    fsutil::create_dir_durably(&pg_wal.join("archive_status"))?;
+    fsutil::fsync_dir(&pg_wal)?;
+    Ok(())
 }
 
 /// Reads on this thread, unpacks on another: decryption and writing overlap.

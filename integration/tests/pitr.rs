@@ -1,0 +1,371 @@
+//! `pgstream restore` with recovery targets, end to end against real servers: the runbook drill
+//! (base backup, then test1 / T1, test2 / its xid / a restore point, test3, switch WAL) restored
+//! to a time, a restore point, an LSN, an xid and the latest state, each started and queried;
+//! targets outside the recoverable window refused with the window stated; a non-empty target
+//! refused without --force and emptied with it; recovery along a new timeline (a promoted
+//! server archiving 00000002.history); and --copy-wal recovering with the repository moved away.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use integration::{cluster, scratch_dir, server_user, test_majors, Cluster};
+use support::Run;
+
+const PASSPHRASE: &str = "pitr drill passphrase";
+const RESTORE_POINT: &str = "drill after test2";
+
+/// A scratch directory the server user owns, with a copy of the binary (restore_command runs it),
+/// a private passphrase file and a repository.
+struct Setup {
+    scratch: tempfile::TempDir,
+    bin: PathBuf,
+    pass: PathBuf,
+    repo: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let scratch = scratch_dir();
+        let bin = scratch.path().join("pgstream");
+        std::fs::copy(support::pgstream_bin(), &bin).expect("copying the pgstream binary");
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let pass = scratch.path().join("passphrase");
+        std::fs::write(&pass, format!("{PASSPHRASE}\n")).unwrap();
+        std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
+        server_user().chown(&pass);
+        let repo = scratch.path().join("repo");
+        let setup = Setup {
+            scratch,
+            bin,
+            pass,
+            repo,
+        };
+        ok(setup.run(&["init", "--repo", s(&setup.repo)], true), "init");
+        setup
+    }
+
+    /// pgstream as the server user, with `--passphrase-file` appended when `pass`, and none of
+    /// the caller's PG* variables.
+    fn run(&self, args: &[&str], pass: bool) -> Run {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args).current_dir(self.scratch.path());
+        if pass {
+            cmd.arg("--passphrase-file").arg(&self.pass);
+        }
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("PG") {
+                cmd.env_remove(&k);
+            }
+        }
+        server_user().apply(&mut cmd);
+        let out = cmd.output().expect("running pgstream");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn archive_command(&self) -> String {
+        format!(
+            "{} archive-push --repo {} --passphrase-file {} %p",
+            s(&self.bin),
+            s(&self.repo),
+            s(&self.pass)
+        )
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.scratch.path().join(name)
+    }
+
+    /// `pgstream restore --repo REPO --to DIR ARGS... --passphrase-file FILE`.
+    fn restore(&self, dir: &Path, args: &[&str]) -> Run {
+        let mut all = vec!["restore", "--repo", s(&self.repo), "--to", s(dir)];
+        all.extend_from_slice(args);
+        self.run(&all, true)
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+fn ok(run: Run, what: &str) -> Run {
+    assert_eq!(run.code, 0, "{what} failed: {run:?}");
+    run
+}
+
+/// Polls `check` every 200 ms for up to 60 s; the server log's tail when it never holds.
+fn wait_for(pg: &Cluster, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let log = pg.server_log();
+    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+    panic!(
+        "PostgreSQL {}: timed out waiting until {what}; server log tail:\n{}",
+        pg.major(),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// Switches WAL on `pg` and waits until the segment it was writing is archived.
+fn switch_and_archive(pg: &Cluster) {
+    let current = pg.psql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    ok(
+        support::pgstream(&["switch-wal", "--source", &pg.conninfo("postgres")], None),
+        "switch-wal",
+    );
+    wait_for(pg, &format!("{current} is archived"), || {
+        pg.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
+            .as_str()
+            >= current.as_str()
+    });
+}
+
+/// Starts the restored directory, waits for the end of recovery (promotion) and returns the
+/// drill rows, in order.
+fn recovered_rows(major: u32, dir: &Path, settings: &[(&str, &str)]) -> (Cluster, String) {
+    let mut builder = cluster(major).restored_data_dir(dir);
+    for (k, v) in settings {
+        builder = builder.setting(k, v);
+    }
+    let pg = builder.start();
+    wait_for(&pg, "recovery ends", || {
+        pg.try_psql("SELECT pg_is_in_recovery()").as_deref() == Ok("f")
+    });
+    let rows = pg.psql("SELECT string_agg(note, ',' ORDER BY id) FROM drill");
+    (pg, rows)
+}
+
+#[test]
+fn runbook_drill_point_in_time_restores() {
+    for major in test_majors() {
+        let started = std::time::Instant::now();
+        let ctx = format!("PostgreSQL {major}");
+        let setup = Setup::new();
+        let pg = cluster(major)
+            .setting("archive_mode", "on")
+            .setting("archive_command", &setup.archive_command())
+            .start();
+        pg.psql("CREATE TABLE drill (id int PRIMARY KEY, note text)");
+        ok(
+            setup.run(
+                &[
+                    "base",
+                    "--repo",
+                    s(&setup.repo),
+                    "--source",
+                    &pg.conninfo("postgres"),
+                    "--no-progress",
+                ],
+                true,
+            ),
+            "base",
+        );
+        pg.psql("INSERT INTO drill VALUES (1, 'test1')");
+        let lsn1 = pg.psql("SELECT pg_current_wal_lsn()");
+        // now() with the session's offset (timestamptz output always carries one).
+        let t1 = pg.psql("SELECT now()");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let xid2 = pg.psql("INSERT INTO drill VALUES (2, 'test2') RETURNING txid_current()");
+        ok(
+            support::pgstream(
+                &[
+                    "restore-point",
+                    "--source",
+                    &pg.conninfo("postgres"),
+                    RESTORE_POINT,
+                ],
+                None,
+            ),
+            "restore-point",
+        );
+        pg.psql("INSERT INTO drill VALUES (3, 'test3')");
+        switch_and_archive(&pg);
+
+        // Each target gives exactly the expected rows.
+        let cases: [(&str, Vec<&str>, &str); 4] = [
+            ("time", vec!["--target-time", &t1], "test1"),
+            ("name", vec!["--target-name", RESTORE_POINT], "test1,test2"),
+            ("lsn", vec!["--target-lsn", &lsn1], "test1"),
+            ("xid", vec!["--target-xid", &xid2], "test1,test2"),
+        ];
+        for (what, args, expected) in cases {
+            let dir = setup.path(&format!("restore-{what}"));
+            let mut args = args.clone();
+            args.extend(["--target-action", "promote"]);
+            if what == "xid" {
+                // A non-empty target is refused untouched; --force empties it (only it).
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join("junk"), b"old").unwrap();
+                std::fs::write(setup.path("beside-target"), b"keep").unwrap();
+                server_user().chown(&dir);
+                let refused = setup.restore(&dir, &args);
+                assert_eq!(refused.code, 2, "{ctx}: non-empty target: {refused:?}");
+                assert!(refused.stderr.contains("not empty"), "{ctx}: {refused:?}");
+                assert!(
+                    dir.join("junk").exists(),
+                    "{ctx}: the refused restore touched it"
+                );
+                args.push("--force");
+            }
+            let run = ok(
+                setup.restore(&dir, &args),
+                &format!("{ctx}: restore --target-{what}"),
+            );
+            assert!(
+                run.stdout.contains("start it with: pg_ctl -D")
+                    && run.stdout.contains("recoverable window for timeline 1"),
+                "{ctx}: {run:?}"
+            );
+            assert!(!dir.join("junk").exists(), "{ctx}: --force left old files");
+            let auto = std::fs::read_to_string(dir.join("postgresql.auto.conf")).unwrap();
+            assert!(
+                auto.contains("wal-fetch") && auto.contains("--passphrase-file"),
+                "{ctx}: {auto}"
+            );
+            assert!(
+                !auto.contains(PASSPHRASE),
+                "{ctx}: the passphrase was written"
+            );
+            assert!(dir.join("recovery.signal").exists(), "{ctx}");
+            let wal_files = std::fs::read_dir(dir.join("pg_wal"))
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_type().unwrap().is_file())
+                .count();
+            assert_eq!(wal_files, 0, "{ctx}: pg_wal is not empty");
+            let (restored, rows) = recovered_rows(major, &dir, &[]);
+            assert_eq!(
+                rows, expected,
+                "{ctx}: rows after recovery to the {what} target"
+            );
+            drop(restored);
+        }
+        assert_eq!(
+            std::fs::read(setup.path("beside-target")).unwrap(),
+            b"keep",
+            "{ctx}: --force touched a file outside the target"
+        );
+
+        // Targets outside the window: refused, the window stated, nothing written.
+        let outside = setup.path("outside");
+        for (args, expect) in [
+            (
+                vec!["--target-lsn", "FF/0"],
+                "recoverable window for timeline 1",
+            ),
+            (
+                vec!["--target-time", "2000-01-01T00:00:00Z"],
+                "before the end of every backup",
+            ),
+            (vec!["--target-time", "2030-01-01 00:00:00"], "offset"),
+        ] {
+            let run = setup.restore(&outside, &args);
+            assert_eq!(run.code, 2, "{ctx}: {args:?}: {run:?}");
+            assert!(run.stderr.contains(expect), "{ctx}: {args:?}: {run:?}");
+            assert!(
+                !outside.exists(),
+                "{ctx}: a refused restore created its target"
+            );
+        }
+        let run = setup.restore(&outside, &["--target-lsn", "FF/0"]);
+        assert!(
+            run.stderr.contains("is outside it") && run.stderr.contains("(end of backup"),
+            "{ctx}: {run:?}"
+        );
+        // An encrypted repository without a passphrase file: restore_command could not work.
+        let run = support::pgstream(
+            &[
+                "restore",
+                "--repo",
+                s(&setup.repo),
+                "--to",
+                s(&outside),
+                "--target-latest",
+            ],
+            Some(PASSPHRASE),
+        );
+        assert_eq!(run.code, 2, "{ctx}: {run:?}");
+        assert!(run.stderr.contains("--passphrase-file"), "{ctx}: {run:?}");
+        assert!(!outside.exists(), "{ctx}");
+
+        // The latest state; the promoted copy archives into the same repository, so its new
+        // timeline (00000002.history and its segments) lands there.
+        let latest = setup.path("restore-latest");
+        ok(
+            setup.restore(&latest, &["--target-latest"]),
+            "restore latest",
+        );
+        let (promoted, rows) = recovered_rows(
+            major,
+            &latest,
+            &[
+                ("archive_mode", "on"),
+                ("archive_command", &setup.archive_command()),
+            ],
+        );
+        assert_eq!(rows, "test1,test2,test3", "{ctx}: latest");
+        promoted.psql("INSERT INTO drill VALUES (4, 'test4 on timeline 2')");
+        switch_and_archive(&promoted);
+        let history = std::fs::read(latest.join("pg_wal/00000002.history")).unwrap();
+        drop(promoted);
+        assert!(!history.is_empty(), "{ctx}");
+
+        // Across the timeline switch: latest follows timeline 2.
+        let tl2 = setup.path("restore-timeline-2");
+        let run = ok(
+            setup.restore(&tl2, &["--target-latest"]),
+            "restore timeline 2",
+        );
+        assert!(
+            run.stdout
+                .contains("recoverable window for timeline 2 (timeline path 1 -> 2)"),
+            "{ctx}: {run:?}"
+        );
+        let (restored, rows) = recovered_rows(major, &tl2, &[]);
+        assert_eq!(rows, "test1,test2,test3,test4 on timeline 2", "{ctx}");
+        drop(restored);
+        // --target-timeline current stays on timeline 1.
+        let tl1 = setup.path("restore-timeline-1");
+        ok(
+            setup.restore(&tl1, &["--target-timeline", "current"]),
+            "restore timeline current",
+        );
+        let (restored, rows) = recovered_rows(major, &tl1, &[]);
+        assert_eq!(rows, "test1,test2,test3", "{ctx}: timeline current");
+        drop(restored);
+
+        // --copy-wal: the directory recovers with the repository gone.
+        drop(pg);
+        let copied = setup.path("restore-copy-wal");
+        let run = ok(
+            setup.restore(&copied, &["--copy-wal"]),
+            "restore --copy-wal",
+        );
+        assert!(run.stdout.contains("copied"), "{ctx}: {run:?}");
+        let auto = std::fs::read_to_string(copied.join("postgresql.auto.conf")).unwrap();
+        assert!(
+            auto.contains("restore_command = 'false'") && !auto.contains("wal-fetch"),
+            "{ctx}: {auto}"
+        );
+        let moved = setup.path("repo-moved-away");
+        std::fs::rename(&setup.repo, &moved).unwrap();
+        let (restored, rows) = recovered_rows(major, &copied, &[]);
+        assert_eq!(
+            rows, "test1,test2,test3,test4 on timeline 2",
+            "{ctx}: --copy-wal"
+        );
+        drop(restored);
+        std::fs::rename(&moved, &setup.repo).unwrap();
+        eprintln!("{ctx}: drill took {:.1} s", started.elapsed().as_secs_f64());
+    }
+}
