@@ -350,7 +350,8 @@ pub fn run(repo: &Repository, plan: &PitrPlan) -> Result<PitrSummary, PitrError>
     let catalog = Catalog::new(repo.dir());
     let Some(recovery) = &plan.recovery else {
         check_force_safe(repo, plan, None)?;
-        let restore = super::run(repo, &restore_plan(plan, "latest", WalPlacement::BackupWal))?;
+        let backup = plan.backup.as_deref().unwrap_or("latest");
+        let restore = super::run(repo, &restore_plan(plan, backup, WalPlacement::BackupWal))?;
         return Ok(PitrSummary {
             restore,
             recovery: None,
@@ -393,7 +394,7 @@ pub fn run(repo: &Repository, plan: &PitrPlan) -> Result<PitrSummary, PitrError>
 
 fn restore_plan(plan: &PitrPlan, backup: &str, wal: WalPlacement) -> RestorePlan {
     RestorePlan {
-        backup: plan.backup.clone().unwrap_or_else(|| backup.to_string()),
+        backup: backup.to_string(),
         target: plan.target.clone(),
         tablespace_map: plan.tablespace_map.clone(),
         force: plan.force,
