@@ -38,6 +38,7 @@ bench *ARGS:
     bash scripts/install-postgres.sh 16
     cargo build --release -p pgstream-cli -p integration
     target/release/bench {{ARGS}}
+    target/release/bench_wal
 
 # The main job on a throwaway local cluster: back up, restore, verify, start, compare.
 demo:
