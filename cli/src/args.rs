@@ -25,7 +25,7 @@ pub enum Command {
     Rekey(RekeyArgs),
     /// Take a base backup of a (remote) server into the repository.
     Base(BaseArgs),
-    /// Restore a backup into an empty directory.
+    /// Restore a backup into an empty directory, optionally to a point in time.
     Restore(RestoreArgs),
     /// List the repository's backups.
     List(ListArgs),
