@@ -33,7 +33,7 @@ use crate::layout;
 use crate::repo::config::ClusterIdentity;
 use crate::repo::{RepoError, Repository};
 use crate::wal::archive::{StoreOutcome, WalArchive, WalArchiveError};
-use crate::wal::{SegmentName, WalFileName, WalSegmentSize};
+use crate::wal::{SegmentName, TimelineHistory, WalFileName, WalSegmentSize};
 pub use partial::{PartialEnd, PartialError, PartialReader, PartialWriter};
 use start::{ArchiveState, Newest};
 
@@ -112,11 +112,16 @@ pub enum ReceiveError {
     },
     #[error(
         "replication slot {slot:?} was invalidated (the server removed WAL it reserved, \
-         max_slot_wal_keep_size): the archive is complete up to {from} only; point-in-time \
-         recovery cannot go past {from} with the existing base backups. Drop and recreate the \
-         slot, take a new base backup, then restart receive-wal"
+         max_slot_wal_keep_size): WAL from {from} (segment {segment}) on is missing. The archive \
+         is complete up to {from} only; point-in-time recovery cannot go past {from} with the \
+         existing base backups. Drop and recreate the slot, take a new base backup, then restart \
+         receive-wal"
     )]
-    SlotInvalidated { slot: String, from: Lsn },
+    SlotInvalidated {
+        slot: String,
+        from: Lsn,
+        segment: String,
+    },
     #[error("replication slot {slot:?} does not exist; create it with --create-slot")]
     SlotMissing { slot: String },
     #[error("the server broke the replication protocol: {0}")]
@@ -130,25 +135,27 @@ pub enum ReceiveError {
 impl ReceiveError {
     /// Whether reconnecting may help (a lost connection, a restarting server, a failover).
     pub fn is_transient(&self) -> bool {
-        use pgwire_repl::Error as E;
         match self {
             ReceiveError::ServerShutdown => true,
-            ReceiveError::Client(e) => match e {
-                E::ConnectionLost(_)
-                | E::Connect { .. }
-                | E::ConnectTimeout { .. }
-                | E::AllHostsFailed(_)
-                | E::SessionAttrs { .. } => true,
-                // Shutting down / starting up / crash recovery (57P01..57P03) and other FATALs
-                // that end the session; not authentication failures.
-                E::Server(db) => {
-                    db.code.starts_with("57P")
-                        || (e.is_connection_lost() && !db.code.starts_with("28"))
-                }
-                _ => false,
-            },
+            ReceiveError::Client(e) => client_error_is_transient(e),
             _ => false,
         }
+    }
+}
+
+fn client_error_is_transient(e: &pgwire_repl::Error) -> bool {
+    use pgwire_repl::Error as E;
+    match e {
+        E::ConnectionLost(_) | E::Connect { .. } | E::ConnectTimeout { .. } => true,
+        E::SessionAttrs { .. } => true,
+        // Not when every host refused us for good (authentication, TLS).
+        E::AllHostsFailed(all) => all.iter().any(client_error_is_transient),
+        // Shutting down / starting up / crash recovery (57P01..57P03) and other FATALs that
+        // end the session; not authentication failures.
+        E::Server(db) => {
+            db.code.starts_with("57P") || (e.is_connection_lost() && !db.code.starts_with("28"))
+        }
+        _ => false,
     }
 }
 
@@ -161,11 +168,12 @@ pub struct ReceiveSummary {
 }
 
 /// Runs until `cancel` (then fsyncs, sends a final status and returns) or a permanent error.
+/// `None`: cancelled before streaming began.
 pub async fn run(
     mut repo: Repository,
     options: ReceiveOptions,
     cancel: CancellationToken,
-) -> Result<ReceiveSummary, ReceiveError> {
+) -> Result<Option<ReceiveSummary>, ReceiveError> {
     let mut source = options.source.clone();
     source.replication = ReplicationMode::Physical;
     if options.slot.is_none() {
@@ -174,14 +182,23 @@ pub async fn run(
              (use --slot NAME --create-slot)"
         );
     }
-    // The first connection binds the repository to the cluster (or refuses another one).
-    let mut conn = Connection::connect(&source).await?;
+    // The first connection binds the repository to the cluster (or refuses another one). A
+    // server that is not up yet is waited for like a lost connection: a service may start
+    // before its server.
+    let mut attempt = 0u32;
+    let (conn, identity, seg_bytes) = loop {
+        match first_connection(&source).await {
+            Ok(first) => break first,
+            Err(e) if e.is_transient() && options.reconnect => {
+                attempt += 1;
+                if !wait_to_retry(&e, attempt, &cancel).await {
+                    return Ok(None);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let major = conn.server_version().major;
-    if major < MIN_SERVER_MAJOR {
-        return Err(ReceiveError::UnsupportedServer { major });
-    }
-    let identity = conn.identify_system().await?;
-    let seg_bytes = conn.wal_segment_size().await?;
     let seg_size = WalSegmentSize::new(seg_bytes)
         .map_err(|e| ReceiveError::Internal(format!("wal_segment_size: {e}")))?;
     repo.bind_cluster(ClusterIdentity {
@@ -189,17 +206,6 @@ pub async fn run(
         major,
         wal_segment_size: seg_bytes as u32,
     })?;
-    if let (Some(slot), true) = (&options.slot, options.create_slot) {
-        match conn.create_physical_slot(slot, false, true).await {
-            Ok(_) => tracing::info!(slot = %slot, "created replication slot (RESERVE_WAL)"),
-            Err(pgwire_repl::Error::Server(db))
-                if db.code == pgwire_repl::commands::SQLSTATE_DUPLICATE_OBJECT =>
-            {
-                tracing::info!(slot = %slot, "replication slot exists already");
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
     let repo = Arc::new(repo);
     let mut receiver = Receiver {
         repo,
@@ -214,35 +220,51 @@ pub async fn run(
     let mut attempt = 0u32;
     loop {
         let result = receiver.session(first.take()).await;
+        let summary = receiver
+            .flushed
+            .map(|(timeline, flushed)| ReceiveSummary { timeline, flushed });
         match result {
-            Ok(()) => {
-                let (timeline, flushed) = receiver.flushed.unwrap_or((identity.timeline, Lsn(0)));
-                return Ok(ReceiveSummary { timeline, flushed });
-            }
+            Ok(()) => return Ok(summary),
             Err(e) if e.is_transient() && receiver.options.reconnect => {
                 if receiver.cancel.is_cancelled() {
-                    let (timeline, flushed) =
-                        receiver.flushed.unwrap_or((identity.timeline, Lsn(0)));
-                    return Ok(ReceiveSummary { timeline, flushed });
+                    return Ok(summary);
                 }
                 attempt = if receiver.progressed { 1 } else { attempt + 1 };
                 receiver.progressed = false;
-                let delay = backoff(attempt);
-                tracing::warn!(
-                    "{e}; reconnecting in {:.1} s (attempt {attempt})",
-                    delay.as_secs_f64()
-                );
-                tokio::select! {
-                    _ = receiver.cancel.cancelled() => {
-                        let (timeline, flushed) =
-                            receiver.flushed.unwrap_or((identity.timeline, Lsn(0)));
-                        return Ok(ReceiveSummary { timeline, flushed });
-                    }
-                    _ = tokio::time::sleep(delay) => {}
+                if !wait_to_retry(&e, attempt, &receiver.cancel).await {
+                    return Ok(summary);
                 }
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// Connects and reads what binding the repository needs: (connection, identity, segment size).
+async fn first_connection(
+    source: &Config,
+) -> Result<(Connection, pgwire_repl::commands::SystemIdentity, u64), ReceiveError> {
+    tracing::info!("connecting to {}", source.redacted());
+    let mut conn = Connection::connect(source).await?;
+    let major = conn.server_version().major;
+    if major < MIN_SERVER_MAJOR {
+        return Err(ReceiveError::UnsupportedServer { major });
+    }
+    let identity = conn.identify_system().await?;
+    let seg_bytes = conn.wal_segment_size().await?;
+    Ok((conn, identity, seg_bytes))
+}
+
+/// Logs `e` and waits the backoff of `attempt`; false when cancelled meanwhile.
+async fn wait_to_retry(e: &ReceiveError, attempt: u32, cancel: &CancellationToken) -> bool {
+    let delay = backoff(attempt);
+    tracing::warn!(
+        "{e}; reconnecting in {:.1} s (attempt {attempt})",
+        delay.as_secs_f64()
+    );
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(delay) => true,
     }
 }
 
@@ -304,6 +326,18 @@ impl Receiver {
                 },
             }
             .into());
+        }
+        // On every connection: after a failover the new primary may lack the slot.
+        if let (Some(slot), true) = (&self.options.slot, self.options.create_slot) {
+            match conn.create_physical_slot(slot, false, true).await {
+                Ok(_) => tracing::info!(slot = %slot, "created replication slot (RESERVE_WAL)"),
+                Err(pgwire_repl::Error::Server(db))
+                    if db.code == pgwire_repl::commands::SQLSTATE_DUPLICATE_OBJECT =>
+                {
+                    tracing::info!(slot = %slot, "replication slot exists already");
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         self.archive_histories(&mut conn, identity.timeline).await?;
         let mut start = self.decide_start(&mut conn, &identity).await?;
@@ -448,6 +482,7 @@ impl Receiver {
                             return Err(ReceiveError::SlotInvalidated {
                                 slot: name.clone(),
                                 from: Lsn(0),
+                                segment: "(none archived yet)".into(),
                             })
                         }
                     },
@@ -474,15 +509,62 @@ impl Receiver {
                 }
             }
         };
+        let start = self.follow_fork(conn, identity.timeline, start).await?;
         if let (Some(s), Some(name)) = (&slot_state, &self.options.slot) {
             if s.restart_lsn.is_none() {
                 return Err(ReceiveError::SlotInvalidated {
                     slot: name.clone(),
                     from: start.lsn,
+                    segment: SegmentName::from_lsn(start.timeline, start.lsn, self.seg_size)
+                        .to_string(),
                 });
             }
         }
         Ok(start)
+    }
+
+    /// When the archive's timeline is an ancestor of the server's, but the archive holds WAL of
+    /// it past the point where the server's history forked (the old primary sent us WAL that
+    /// its standby never got before the failover), continues on the child timeline from the
+    /// fork point's segment. That WAL is not part of the server's history; the old timeline's
+    /// file stays in the archive as its last segment. (Otherwise START_REPLICATION fails: "not
+    /// in this server's history".)
+    async fn follow_fork(
+        &self,
+        conn: &mut Connection,
+        server: TimelineId,
+        start: Start,
+    ) -> Result<Start, ReceiveError> {
+        if start.timeline >= server {
+            return Ok(start);
+        }
+        let content = conn.timeline_history(server).await?.content;
+        let history = TimelineHistory::parse(server, &content)
+            .map_err(|e| ReceiveError::Protocol(e.to_string()))?;
+        let entries = history.entries();
+        let Some(i) = entries.iter().position(|e| e.parent == start.timeline) else {
+            return Ok(start);
+        };
+        let fork = entries[i].switch_point;
+        if start.lsn <= fork {
+            return Ok(start);
+        }
+        let child = entries.get(i + 1).map_or(server, |e| e.parent);
+        tracing::warn!(
+            "the archive holds WAL of timeline {} up to {}, past {fork}, where the server's \
+             timeline {} forked from it: that WAL never became part of the server's history \
+             (the old primary had not sent it to its standby before the failover). Keeping it \
+             in the archive and continuing on timeline {} from {fork}",
+            start.timeline.0,
+            start.lsn,
+            child.0,
+            child.0
+        );
+        Ok(Start {
+            timeline: child,
+            lsn: fork.segment_start(self.seg_size.bytes()),
+            writer: None,
+        })
     }
 
     async fn stream_timeline(
@@ -667,6 +749,7 @@ impl Receiver {
                     return ReceiveError::SlotInvalidated {
                         slot: slot.clone(),
                         from: at,
+                        segment: SegmentName::from_lsn(tli, at, self.seg_size).to_string(),
                     };
                 }
             }
@@ -869,6 +952,31 @@ mod tests {
             let base = Duration::from_secs(1 << (attempt - 1).min(6)).min(BACKOFF_MAX);
             assert!(d >= base && d <= base.mul_f64(1.5) && d <= BACKOFF_MAX.mul_f64(1.5));
         }
+    }
+
+    #[test]
+    fn all_hosts_refusing_authentication_is_not_retried() {
+        use pgwire_repl::{DbError, Error as E};
+        let fatal = |code: &str| {
+            E::Server(Box::new(DbError {
+                severity: "FATAL".into(),
+                code: code.into(),
+                ..DbError::default()
+            }))
+        };
+        let refused = || E::Connect {
+            target: "127.0.0.1:1".into(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        let transient = |e: E| ReceiveError::Client(e).is_transient();
+        assert!(transient(refused()));
+        assert!(transient(fatal("57P03")));
+        assert!(!transient(fatal("28P01")));
+        assert!(transient(E::AllHostsFailed(vec![fatal("28P01"), refused()])));
+        assert!(!transient(E::AllHostsFailed(vec![
+            fatal("28P01"),
+            fatal("28000")
+        ])));
     }
 
     #[test]

@@ -38,11 +38,15 @@ pub async fn run(args: ReceiveWalArgs) -> anyhow::Result<()> {
     let repo = super::open_repo(&args.repo)?;
     let cancel = crate::signals::install().context("installing signal handlers")?;
     match receive::run(repo, options, cancel).await {
-        Ok(summary) => {
+        Ok(Some(summary)) => {
             eprintln!(
                 "receive-wal stopped: WAL up to {} on timeline {} is durably archived",
                 summary.flushed, summary.timeline.0
             );
+            Ok(())
+        }
+        Ok(None) => {
+            eprintln!("receive-wal stopped before it could start streaming");
             Ok(())
         }
         Err(e) => {

@@ -1,0 +1,593 @@
+//! `pgstream receive-wal` across timelines, end to end through the binary:
+//! - streaming from a standby that is promoted: it follows timeline 2, archives
+//!   00000002.history (equal to the server's), keeps timeline 1's last partial segment, and
+//!   the segments of timeline 2 equal the server's;
+//! - a failover with a multi-host conninfo (`target_session_attrs=primary`): the primary is
+//!   stopped (immediate), the standby promoted; it reconnects to the new primary, creates its
+//!   slot there (`--create-slot`), follows timeline 2, and the archive has no gap along the
+//!   timeline history;
+//! - the same failover when receive-wal had received WAL the standby never got (asynchronous
+//!   replication): it continues on timeline 2 from the fork point instead of failing, and says
+//!   that the WAL after the fork was lost with the old primary.
+//!
+//! What a DBA must do for failover: list every host in the conninfo with
+//! `target_session_attrs=primary`, and either pass `--create-slot` (the slot is created on
+//! whichever primary receive-wal connects to, so on the new one right after the failover) or
+//! create the slot on the new primary before pointing receive-wal at it. A slot created in
+//! advance on a standby is not advanced while receive-wal streams from the primary, so that
+//! standby keeps all WAL from then on.
+//!
+//! Timeline switches, standby detection (13 has no in_hot_standby) and READ_REPLICATION_SLOT
+//! (15+) differ by version: the promotion and failover tests run on the oldest and the newest
+//! major of PGSTREAM_TEST_MAJORS (a standby per major makes all six too slow); the "ahead of
+//! the standby" case on the newest.
+
+mod support;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use backup_core::receive::start::ArchiveState;
+use backup_core::receive::{partial_file, PartialReader};
+use backup_core::wal::{SegmentName, TimelineHistory, WalSegmentSize};
+use backup_core::{layout, Repository, Secret};
+use integration::{client_tool, cluster, scratch_dir, test_majors, Cluster};
+use pgwire_repl::{Lsn, TimelineId};
+
+const PASSPHRASE: &str = "receive-wal timelines test passphrase";
+
+/// The oldest and the newest of the majors under test.
+fn edge_majors() -> Vec<u32> {
+    let mut majors = test_majors();
+    majors.sort_unstable();
+    let (oldest, newest) = (majors[0], majors[majors.len() - 1]);
+    if oldest == newest {
+        vec![newest]
+    } else {
+        vec![oldest, newest]
+    }
+}
+
+fn pgstream(args: &[&str]) -> support::Run {
+    support::pgstream(args, Some(PASSPHRASE))
+}
+
+fn init_repo(repo: &Path) {
+    let run = pgstream(&["init", "--repo", repo.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "init: {run:?}");
+}
+
+/// A running `pgstream receive-wal`, its stderr in a log file.
+struct Receiver {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Receiver {
+    fn start(repo: &Path, conninfo: &str, extra: &[&str], log: PathBuf) -> Receiver {
+        let mut args = vec![
+            "receive-wal",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--source",
+            conninfo,
+            "--status-interval",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        let mut cmd = support::pgstream_command(&args, Some(PASSPHRASE));
+        let file = std::fs::File::create(&log).unwrap();
+        cmd.stdout(Stdio::null()).stderr(file);
+        Receiver {
+            child: cmd.spawn().expect("spawning receive-wal"),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until it streams: without a slot position (before 15) it starts at the server's
+    /// current segment, so WAL written before then would not be received.
+    fn wait_streaming(&self) {
+        wait_for(
+            "receive-wal streams",
+            30,
+            || self.log().contains("streaming from"),
+            || self.log(),
+        );
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    fn terminate(mut self) -> i32 {
+        let status = Command::new("kill")
+            .args(["-s", "TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "receive-wal did not stop on SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn open_repo(repo: &Path) -> Repository {
+    Repository::open(repo, Some(&Secret::new(PASSPHRASE.as_bytes().to_vec()))).unwrap()
+}
+
+fn lsn(text: &str) -> Lsn {
+    text.trim().parse().unwrap()
+}
+
+fn wait_for(what: &str, secs: u64, mut check: impl FnMut() -> bool, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "timed out waiting until {what}; receive-wal log:\n{}",
+        log()
+    );
+}
+
+fn archived(repo: &Repository, seg: &SegmentName) -> Option<Vec<u8>> {
+    let name = layout::wal_segment_file(seg, repo.codec());
+    if !repo.resolve(&name).unwrap().exists() {
+        return None;
+    }
+    let mut out = Vec::new();
+    repo.open_file(&name)
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    Some(out)
+}
+
+/// The valid bytes of receive-wal's partial for `seg`, if any.
+fn partial(repo: &Repository, seg: &SegmentName) -> Option<Vec<u8>> {
+    let name = partial_file(seg, true);
+    let path = repo.resolve(&name).unwrap();
+    if !path.exists() {
+        return None;
+    }
+    let mut out = Vec::new();
+    PartialReader::open(&path, &name, repo.codec())
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    Some(out)
+}
+
+/// A primary and a standby streaming from it through a physical slot. Fields drop in order:
+/// the standby's server stops before its data directory (in `scratch`) is removed.
+struct Pair {
+    standby: Cluster,
+    _scratch: tempfile::TempDir,
+    primary: Cluster,
+}
+
+/// A throwaway primary plus a pg_basebackup -R standby (as in timelines.rs). wal_keep_size on
+/// both keeps the segments compared at the end.
+fn primary_with_standby(major: u32) -> Pair {
+    let primary = cluster(major)
+        .setting("fsync", "off")
+        .setting("wal_keep_size", "512MB")
+        .start();
+    let scratch = scratch_dir();
+    let standby_dir = scratch.path().join("standby");
+    let out = Command::new(client_tool(major, "pg_basebackup"))
+        .arg("-D")
+        .arg(&standby_dir)
+        .args(["-d", &primary.conninfo("postgres")])
+        .args(["-X", "stream", "-R", "-c", "fast", "-C", "-S", "standby"])
+        .arg("--no-sync")
+        .output()
+        .unwrap_or_else(|e| panic!("PostgreSQL {major}: cannot run pg_basebackup: {e}"));
+    assert!(
+        out.status.success(),
+        "PostgreSQL {major}: pg_basebackup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // -R writes the newer client's libpq options into primary_conninfo, which an older
+    // server's walreceiver may not know: a later line wins, so name just what is needed.
+    let auto_conf = standby_dir.join("postgresql.auto.conf");
+    let mut text = std::fs::read_to_string(&auto_conf).unwrap();
+    text.push_str(&format!(
+        "primary_conninfo = 'host={} port={} user=postgres sslmode=disable application_name=standby'\n",
+        primary.host(),
+        primary.port()
+    ));
+    std::fs::write(&auto_conf, text).unwrap();
+    let standby = cluster(major)
+        .restored_data_dir(&standby_dir)
+        .setting("fsync", "off")
+        .setting("wal_keep_size", "512MB")
+        .start();
+    support::wait_until(&format!("PostgreSQL {major}: the standby streams"), || {
+        primary.psql(
+            "SELECT count(*) FROM pg_stat_replication \
+             WHERE application_name = 'standby' AND state = 'streaming'",
+        ) == "1"
+    });
+    Pair {
+        standby,
+        _scratch: scratch,
+        primary,
+    }
+}
+
+/// Waits until `standby` has replayed everything `primary` has flushed so far.
+fn wait_for_replay(primary: &Cluster, standby: &Cluster) {
+    let target = lsn(&primary.psql("SELECT pg_current_wal_flush_lsn()"));
+    support::wait_until(
+        &format!(
+            "PostgreSQL {}: the standby replays {target}",
+            standby.major()
+        ),
+        || {
+            standby.psql(&format!(
+                "SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn"
+            )) == "t"
+        },
+    );
+}
+
+fn write_wal(pg: &Cluster, rows: u32, switches: usize) {
+    pg.psql(&format!(
+        "CREATE TABLE IF NOT EXISTS t (id serial, note text);
+         INSERT INTO t (note) SELECT 'row ' || g FROM generate_series(1, {rows}) g;"
+    ));
+    for _ in 0..switches {
+        pg.psql(
+            "INSERT INTO t (note) SELECT 'more' FROM generate_series(1, 500);
+             SELECT pg_switch_wal();",
+        );
+    }
+}
+
+/// The segment of `tli` being written on `pg` now.
+fn current_segment(pg: &Cluster, tli: u32, size: WalSegmentSize) -> SegmentName {
+    SegmentName::from_lsn(
+        TimelineId(tli),
+        lsn(&pg.psql("SELECT pg_current_wal_lsn()")),
+        size,
+    )
+}
+
+fn wait_archived(repo_dir: &Path, seg: SegmentName, r: &Receiver) {
+    wait_for(
+        &format!("{seg} is archived"),
+        40,
+        || archived(&open_repo(repo_dir), &seg).is_some(),
+        || r.log(),
+    );
+}
+
+/// What the server was told is durably received through `slot`.
+fn slot_flush(pg: &Cluster, slot: &str) -> Lsn {
+    let v = pg.psql(&format!(
+        "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"
+    ));
+    if v.is_empty() {
+        Lsn(0)
+    } else {
+        lsn(&v)
+    }
+}
+
+fn wait_caught_up(pg: &Cluster, slot: &str, r: &Receiver) {
+    let target = lsn(&pg.psql("SELECT pg_current_wal_flush_lsn()"));
+    wait_for(
+        &format!("receive-wal reports {target} flushed"),
+        30,
+        || slot_flush(pg, slot) >= target,
+        || r.log(),
+    );
+}
+
+/// `00000002.history` through `pgstream wal-fetch`, checked equal to the new primary's file.
+fn fetched_history(repo_dir: &Path, new_primary: &Cluster, dir: &Path, ctx: &str) -> Vec<u8> {
+    let dest = dir.join("fetched.history");
+    let run = pgstream(&[
+        "wal-fetch",
+        "--repo",
+        repo_dir.to_str().unwrap(),
+        "00000002.history",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{ctx}: wal-fetch 00000002.history: {run:?}");
+    let ours = std::fs::read(&dest).unwrap();
+    let theirs = std::fs::read(new_primary.data_dir().join("pg_wal/00000002.history")).unwrap();
+    assert_eq!(ours, theirs, "{ctx}: 00000002.history differs");
+    ours
+}
+
+/// Walks segment names along the history of timeline 2, from the first archived segment up to
+/// `last`: each must be archived complete on the timeline recovery reads it from (the newest
+/// one that began by then), and equal to that timeline's server file (`old` wrote timeline 1,
+/// `new` timeline 2). Returns the fork point.
+fn walk_history(
+    repo_dir: &Path,
+    history: &[u8],
+    last: SegmentName,
+    old: &Cluster,
+    new: &Cluster,
+    ctx: &str,
+) -> Lsn {
+    let size = last.seg_size;
+    let history = TimelineHistory::parse(TimelineId(2), history).unwrap();
+    assert_eq!(history.parent(), Some(TimelineId(1)), "{ctx}");
+    let fork = history.fork_point();
+    let fork_seg = SegmentName::from_lsn(TimelineId(1), fork, size);
+    let repo = open_repo(repo_dir);
+    let state = ArchiveState::scan(repo_dir, size).unwrap();
+    let first = state
+        .complete
+        .iter()
+        .map(|s| s.segno)
+        .min()
+        .expect("segments archived");
+    assert!(
+        first < fork_seg.segno && last.segno > fork_seg.segno,
+        "{ctx}: the archive spans the fork at {fork}: {first:X}..={}",
+        last
+    );
+    for segno in first..=last.segno {
+        let tli = history
+            .spans()
+            .iter()
+            .rev()
+            .find(|span| span.begin.0 / size.bytes() <= segno)
+            .unwrap()
+            .timeline;
+        let seg = SegmentName::new(tli, segno, size);
+        let ours = archived(&repo, &seg)
+            .unwrap_or_else(|| panic!("{ctx}: {seg} is missing: archive {state:?}"));
+        let server = if tli == TimelineId(1) { old } else { new };
+        let theirs = std::fs::read(server.data_dir().join("pg_wal").join(seg.to_string()))
+            .unwrap_or_else(|e| panic!("{ctx}: the server's {seg}: {e}"));
+        assert!(ours == theirs, "{ctx}: {seg} differs from the server's");
+    }
+    fork
+}
+
+/// Timeline 1's last segment (the one holding the fork point) stays as a partial whose bytes
+/// up to the fork are the old primary's.
+fn assert_old_partial_kept(repo_dir: &Path, fork: Lsn, old: &Cluster, ctx: &str) {
+    let seg = SegmentName::from_lsn(TimelineId(1), fork, WalSegmentSize::DEFAULT);
+    let held = partial(&open_repo(repo_dir), &seg)
+        .or_else(|| archived(&open_repo(repo_dir), &seg))
+        .unwrap_or_else(|| panic!("{ctx}: timeline 1's last segment {seg} was not kept"));
+    let upto = (fork.0 - seg.start_lsn().0) as usize;
+    assert!(
+        held.len() >= upto,
+        "{ctx}: {seg} holds {} bytes",
+        held.len()
+    );
+    let theirs = std::fs::read(old.data_dir().join("pg_wal").join(seg.to_string())).unwrap();
+    assert!(
+        held[..upto] == theirs[..upto],
+        "{ctx}: timeline 1's {seg} differs from the old primary's before {fork}"
+    );
+}
+
+#[test]
+fn promoted_standby_is_followed_to_timeline_2() {
+    for major in edge_majors() {
+        let ctx = format!("PostgreSQL {major} promotion");
+        let pair = primary_with_standby(major);
+        let (primary, standby) = (&pair.primary, &pair.standby);
+        let size = WalSegmentSize::DEFAULT;
+        let scratch = scratch_dir();
+        let repo_dir = scratch.path().join("repo");
+        init_repo(&repo_dir);
+        let source = format!("{} target_session_attrs=any", standby.conninfo("postgres"));
+        let r = Receiver::start(
+            &repo_dir,
+            &source,
+            &["--slot", "archiver", "--create-slot"],
+            scratch.path().join("log"),
+        );
+        r.wait_streaming();
+        write_wal(primary, 2000, 2);
+        let cur = current_segment(primary, 1, size);
+        wait_for_replay(primary, standby);
+        wait_archived(
+            &repo_dir,
+            SegmentName::new(TimelineId(1), cur.segno - 1, size),
+            &r,
+        );
+        // The fork point lands inside a segment.
+        write_wal(primary, 3000, 0);
+        wait_for_replay(primary, standby);
+
+        standby.promote();
+        write_wal(standby, 2000, 2);
+        let last = current_segment(standby, 2, size);
+        let last = SegmentName::new(TimelineId(2), last.segno - 1, size);
+        wait_archived(&repo_dir, last, &r);
+        let log = r.log();
+        assert_eq!(r.terminate(), 0, "{ctx}: SIGTERM");
+        assert!(
+            log.contains("continuing on timeline 2")
+                && log.contains("as the last partial segment of timeline 1")
+                && !log.contains("reconnecting"),
+            "{ctx}: the switch is followed on the same connection:\n{log}"
+        );
+
+        let history = fetched_history(&repo_dir, standby, scratch.path(), &ctx);
+        let fork = walk_history(&repo_dir, &history, last, primary, standby, &ctx);
+        assert_old_partial_kept(&repo_dir, fork, primary, &ctx);
+        let fork_seg = SegmentName::from_lsn(TimelineId(1), fork, size);
+        assert!(
+            partial(&open_repo(&repo_dir), &fork_seg).is_some(),
+            "{ctx}: {fork_seg} stays a partial"
+        );
+    }
+}
+
+#[test]
+fn failover_with_a_multi_host_conninfo_follows_the_new_primary() {
+    for major in edge_majors() {
+        let ctx = format!("PostgreSQL {major} failover");
+        let pair = primary_with_standby(major);
+        let (primary, standby) = (&pair.primary, &pair.standby);
+        let size = WalSegmentSize::DEFAULT;
+        let scratch = scratch_dir();
+        let repo_dir = scratch.path().join("repo");
+        init_repo(&repo_dir);
+        let slot = "archiver";
+        let source = format!(
+            "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname=postgres \
+             sslmode=disable target_session_attrs=primary",
+            primary.port(),
+            standby.port()
+        );
+        let r = Receiver::start(
+            &repo_dir,
+            &source,
+            &["--slot", slot, "--create-slot"],
+            scratch.path().join("log"),
+        );
+        r.wait_streaming();
+        write_wal(primary, 2000, 2);
+        let cur = current_segment(primary, 1, size);
+        wait_archived(
+            &repo_dir,
+            SegmentName::new(TimelineId(1), cur.segno - 1, size),
+            &r,
+        );
+        write_wal(primary, 3000, 0);
+        wait_for_replay(primary, standby);
+        wait_caught_up(primary, slot, &r);
+        assert_eq!(
+            standby.psql("SELECT count(*) FROM pg_replication_slots"),
+            "0",
+            "{ctx}: no slot on the standby beforehand"
+        );
+
+        primary.stop_immediate();
+        standby.promote();
+        write_wal(standby, 2000, 2);
+        let last = current_segment(standby, 2, size);
+        let last = SegmentName::new(TimelineId(2), last.segno - 1, size);
+        wait_archived(&repo_dir, last, &r);
+        let log = r.log();
+        assert_eq!(r.terminate(), 0, "{ctx}: SIGTERM");
+        assert!(
+            log.contains("reconnecting in") && log.contains("continuing on timeline 2"),
+            "{ctx}: reconnected and followed timeline 2:\n{log}"
+        );
+        assert!(
+            slot_flush(standby, slot) >= last.end_lsn(),
+            "{ctx}: the slot on the new primary advances"
+        );
+
+        let history = fetched_history(&repo_dir, standby, scratch.path(), &ctx);
+        let fork = walk_history(&repo_dir, &history, last, primary, standby, &ctx);
+        assert_old_partial_kept(&repo_dir, fork, primary, &ctx);
+    }
+}
+
+#[test]
+fn failover_after_wal_the_standby_never_got_continues_at_the_fork() {
+    let major = *test_majors().last().unwrap();
+    let ctx = format!("PostgreSQL {major} failover, receive-wal ahead of the standby");
+    let pair = primary_with_standby(major);
+    let (primary, standby) = (&pair.primary, &pair.standby);
+    let size = WalSegmentSize::DEFAULT;
+    let scratch = scratch_dir();
+    let repo_dir = scratch.path().join("repo");
+    init_repo(&repo_dir);
+    let slot = "archiver";
+    let source = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname=postgres \
+         sslmode=disable target_session_attrs=primary",
+        primary.port(),
+        standby.port()
+    );
+    let r = Receiver::start(
+        &repo_dir,
+        &source,
+        &["--slot", slot, "--create-slot"],
+        scratch.path().join("log"),
+    );
+    r.wait_streaming();
+    write_wal(primary, 2000, 1);
+    wait_for_replay(primary, standby);
+    wait_caught_up(primary, slot, &r);
+
+    // The standby stops receiving; the primary goes on, and receive-wal gets it all.
+    standby.psql("ALTER SYSTEM SET primary_conninfo = ''");
+    standby.reload();
+    support::wait_until(&format!("{ctx}: the standby disconnects"), || {
+        primary.psql("SELECT count(*) FROM pg_stat_replication WHERE application_name = 'standby'")
+            == "0"
+    });
+    write_wal(primary, 3000, 1);
+    write_wal(primary, 1000, 0);
+    wait_caught_up(primary, slot, &r);
+    let ahead = slot_flush(primary, slot);
+
+    primary.stop_immediate();
+    standby.promote();
+    write_wal(standby, 2000, 3);
+    let last = current_segment(standby, 2, size);
+    let last = SegmentName::new(TimelineId(2), last.segno - 1, size);
+    wait_archived(&repo_dir, last, &r);
+    let log = r.log();
+    assert_eq!(r.terminate(), 0, "{ctx}: SIGTERM");
+
+    let history = fetched_history(&repo_dir, standby, scratch.path(), &ctx);
+    let fork = walk_history(&repo_dir, &history, last, primary, standby, &ctx);
+    assert!(fork < ahead, "{ctx}: fork {fork}, received {ahead}");
+    assert!(
+        log.contains("never became part of the server's history")
+            && log.contains(&format!("continuing on timeline 2 from {fork}")),
+        "{ctx}: the lost WAL is named:\n{log}"
+    );
+    assert_old_partial_kept(&repo_dir, fork, primary, &ctx);
+
+    // The next start resumes on timeline 2, not on the longer timeline 1.
+    let r = Receiver::start(
+        &repo_dir,
+        &source,
+        &["--slot", slot],
+        scratch.path().join("log2"),
+    );
+    r.wait_streaming();
+    wait_for(
+        "the restart streams",
+        30,
+        || r.log().contains("streaming from"),
+        || r.log(),
+    );
+    let log = r.log();
+    assert_eq!(r.terminate(), 0, "{ctx}: SIGTERM after the restart");
+    assert!(
+        log.contains("archive holds 00000002") || log.contains("resuming partial segment 00000002"),
+        "{ctx}:\n{log}"
+    );
+}
