@@ -972,7 +972,10 @@ mod tests {
         assert!(transient(refused()));
         assert!(transient(fatal("57P03")));
         assert!(!transient(fatal("28P01")));
-        assert!(transient(E::AllHostsFailed(vec![fatal("28P01"), refused()])));
+        assert!(transient(E::AllHostsFailed(vec![
+            fatal("28P01"),
+            refused()
+        ])));
         assert!(!transient(E::AllHostsFailed(vec![
             fatal("28P01"),
             fatal("28000")
