@@ -318,17 +318,25 @@ impl<W: Write> ChunkSealer<W> {
     }
 
     fn seal_chunk(&mut self, last: bool) -> io::Result<()> {
+        let plain = std::mem::take(&mut self.buf);
+        let r = self.seal_from(&plain, last);
+        self.buf = plain;
+        self.buf.clear();
+        r
+    }
+
+    /// Seals `plain` as the next chunk and writes it.
+    fn seal_from(&mut self, plain: &[u8], last: bool) -> io::Result<()> {
         self.sealed.clear();
         self.ctx
             .seal(
                 &chunk_nonce(self.index),
                 &chunk_aad(&self.header_hash, self.index, last),
-                &self.buf,
+                plain,
                 &mut self.sealed,
             )
             .map_err(io::Error::other)?;
         self.inner.write_all(&self.sealed)?;
-        self.buf.clear();
         self.index = self
             .index
             .checked_add(1)
@@ -348,6 +356,12 @@ impl<W: Write> Write for ChunkSealer<W> {
         // A full buffer is sealed only once more data arrives: until then it may be the last.
         if self.buf.len() == self.chunk_size && !data.is_empty() {
             self.seal_chunk(false)?;
+        }
+        // A whole chunk with more after it is not the last: sealed straight from the
+        // caller's buffer, without copying it into ours first.
+        if self.buf.is_empty() && data.len() > self.chunk_size {
+            self.seal_from(&data[..self.chunk_size], false)?;
+            return Ok(self.chunk_size);
         }
         let take = (self.chunk_size - self.buf.len()).min(data.len());
         self.buf.extend_from_slice(&data[..take]);
