@@ -815,7 +815,10 @@ impl StreamState {
         Ok(())
     }
 
-    /// Sends write and flush; only when they moved, unless `force`.
+    /// Sends write and flush when the flush position moved (or `force`). Only a new flush
+    /// position is news to the server (slot, synchronous commit); the write position alone
+    /// would send a message per batch for nothing, and goes out with the next one or at the
+    /// status interval (which forces).
     async fn report(
         &mut self,
         stream: &mut ReplicationStream<'_>,
@@ -823,7 +826,7 @@ impl StreamState {
         force: bool,
     ) -> Result<(), ReceiveError> {
         let now = (self.pos, self.flushed());
-        if !force && now == self.reported {
+        if !force && now.1 == self.reported.1 {
             return Ok(());
         }
         stream
