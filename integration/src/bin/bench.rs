@@ -5,7 +5,13 @@
 //! CPU and peak RSS of each run with GNU time, and writes medians and ratios to
 //! docs/BENCHMARKS.md. Numbers are measured, never asserted: this is not a test.
 //!
-//! Usage: bench [--major N] [--scale S] [--noise-mb M] [--runs R] [--out FILE] [--pgstream PATH]
+//! Usage: bench [--quick] [--major N] [--scale S] [--noise-mb M] [--runs R] [--out FILE]
+//! [--pgstream PATH]
+//!
+//! Default datasets are sized like a small production database (pgbench scale 100, about
+//! 1.5 GiB, and 1.5 GB of poorly compressible rows) so the ~0.1-0.2 s fixed cost of a backup
+//! (process start, connections, checkpoint, key derivation) does not dominate; `--quick`
+//! uses scale 30 and 400 MB.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -26,8 +32,8 @@ struct Options {
 fn parse_args() -> Options {
     let mut o = Options {
         major: 16,
-        scale: 30,
-        noise_mb: 400,
+        scale: 100,
+        noise_mb: 1500,
         runs: 3,
         out: PathBuf::from("docs/BENCHMARKS.md"),
         pgstream: PathBuf::from("target/release/pgstream"),
@@ -36,6 +42,10 @@ fn parse_args() -> Options {
     while let Some(a) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
         match a.as_str() {
+            "--quick" => {
+                o.scale = 30;
+                o.noise_mb = 400;
+            }
             "--major" => o.major = value().parse().expect("--major N"),
             "--scale" => o.scale = value().parse().expect("--scale S"),
             "--noise-mb" => o.noise_mb = value().parse().expect("--noise-mb M"),
@@ -145,6 +155,81 @@ fn dir_size(p: &Path) -> u64 {
     total
 }
 
+/// Seconds since midnight UTC of an RFC 3339 timestamp such as `2026-11-21T07:06:45.921014Z`.
+fn seconds_of_day(stamp: &str) -> Option<f64> {
+    let time = stamp.split('T').nth(1)?.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// One more pgstream run with the backup's debug timeline on: seconds from process start to
+/// each mark, and to exit.
+fn timeline(o: &Options, conninfo: &str, dir: &Path, passphrase: &str) -> Vec<(String, f64)> {
+    let init = Command::new(&o.pgstream)
+        .args(["init", "--repo"])
+        .arg(dir)
+        .env("PGSTREAM_PASSPHRASE", passphrase)
+        .output()
+        .expect("pgstream init");
+    assert!(init.status.success());
+    let now_of_day = || {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        t % 86400.0
+    };
+    let start = now_of_day();
+    let out = Command::new(&o.pgstream)
+        .args(["base", "--no-progress", "--checkpoint", "fast", "--repo"])
+        .arg(dir)
+        .arg("--source")
+        .arg(conninfo)
+        .env("PGSTREAM_PASSPHRASE", passphrase)
+        .env("PGSTREAM_LOG", "warn,backup_core::basebackup=debug")
+        .output()
+        .expect("pgstream base");
+    let end = now_of_day();
+    assert!(out.status.success());
+    let since = |t: f64| {
+        if t < start {
+            t + 86400.0 - start
+        } else {
+            t - start
+        }
+    };
+    let mut marks = Vec::new();
+    for line in String::from_utf8_lossy(&out.stderr).lines() {
+        // Strip ANSI colours.
+        let mut plain = String::new();
+        let mut in_escape = false;
+        for c in line.chars() {
+            match (in_escape, c) {
+                (false, '\u{1b}') => in_escape = true,
+                (true, 'm') => in_escape = false,
+                (true, _) => {}
+                (false, c) => plain.push(c),
+            }
+        }
+        if !plain.contains("base backup timeline") {
+            continue;
+        }
+        let Some(at) = plain.split_whitespace().next().and_then(seconds_of_day) else {
+            continue;
+        };
+        let Some(phase) = plain.split("phase=").nth(1) else {
+            continue;
+        };
+        marks.push((phase.trim_matches('"').to_string(), since(at)));
+    }
+    marks.push(("exit".to_string(), since(end)));
+    std::fs::remove_dir_all(dir).ok();
+    marks
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -155,6 +240,8 @@ struct Row {
     db_bytes: u64,
     tool: &'static str,
     samples: Vec<Sample>,
+    /// pgstream's timeline of one extra run (empty for pg_basebackup).
+    timeline: Vec<(String, f64)>,
 }
 
 impl Row {
@@ -228,17 +315,20 @@ fn bench_dataset(o: &Options, pg: &Cluster, dataset: &str, rows: &mut Vec<Row>) 
             std::thread::sleep(Duration::from_secs(1));
         }
     }
+    let timeline = timeline(o, &conninfo, &scratch.path().join("timeline"), passphrase);
     rows.push(Row {
         dataset: dataset.to_string(),
         db_bytes,
         tool: "pg_basebackup -Ft -Xs --compress=client-lz4",
         samples: basebackup,
+        timeline: Vec::new(),
     });
     rows.push(Row {
         dataset: dataset.to_string(),
         db_bytes,
         tool: "pgstream base (lz4, AES-256-GCM)",
         samples: pgstream,
+        timeline,
     });
 }
 
@@ -301,6 +391,46 @@ fn report(o: &Options, rows: &[Row]) -> String {
             ps.rss_mb() / pg.rss_mb()
         )
         .unwrap();
+    }
+    writeln!(
+        s,
+        "\nWhere one more pgstream run's wall time went (its debug timeline; seconds from process start to the end of each phase, duration in brackets):\n"
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "| dataset | connected, repository unlocked, BASE_BACKUP sent | checkpoint done | last archive received | archives durable, manifest verified, WAL stored | record durable | exit |"
+    )
+    .unwrap();
+    writeln!(s, "|---|---|---|---|---|---|---|").unwrap();
+    for r in rows.iter().filter(|r| !r.timeline.is_empty()) {
+        let at = |phase: &str| {
+            r.timeline
+                .iter()
+                .rev()
+                .find(|(p, _)| p == phase)
+                .map(|(_, t)| *t)
+        };
+        let steps = [
+            at("BASE_BACKUP sent"),
+            at("checkpoint done"),
+            at("archive received"),
+            at("WAL stored"),
+            at("record durable"),
+            at("exit"),
+        ];
+        let mut cells = Vec::new();
+        let mut prev = 0.0;
+        for t in steps {
+            match t {
+                Some(t) => {
+                    cells.push(format!("{t:.2} ({:.2})", t - prev));
+                    prev = t;
+                }
+                None => cells.push("?".into()),
+            }
+        }
+        writeln!(s, "| {} | {} |", r.dataset, cells.join(" | ")).unwrap();
     }
     s
 }
