@@ -195,10 +195,20 @@ async fn stream(
     loop {
         if let Some(e) = end {
             if pos >= e {
-                let at_boundary = pos.segment_offset(seg_bytes) == 0;
+                // The segment holding the backup's last WAL byte is complete once the stream
+                // reaches its end, or has gone past it: other sessions (autovacuum after a
+                // bulk load) keep writing WAL, and waiting for an exact boundary then
+                // cost the whole SEGMENT_TAIL_WAIT.
+                let end_segment_done =
+                    Lsn(e.0.saturating_sub(1)).segment_start(seg_bytes).0 + seg_bytes;
                 let deadline = *tail_deadline
                     .get_or_insert_with(|| tokio::time::Instant::now() + SEGMENT_TAIL_WAIT);
-                if at_boundary || tokio::time::Instant::now() >= deadline {
+                if pos.0 >= end_segment_done {
+                    super::mark("WAL: end segment complete");
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    super::mark("WAL: gave up waiting for the end segment's tail");
                     break;
                 }
             }
