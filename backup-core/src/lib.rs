@@ -23,6 +23,7 @@ pub mod repo;
 pub mod restore;
 pub mod sink;
 pub mod tarwalk;
+pub mod verify;
 pub mod wal;
 
 pub use compress::Compression;

@@ -40,6 +40,9 @@ pub enum Command {
     /// Stream WAL into the repository continuously, as a long-lived service (like
     /// pg_receivewal, but encrypted and durable).
     ReceiveWal(ReceiveWalArgs),
+    /// Read back and authenticate every file: backups against their manifests, and the WAL
+    /// chain from each backup to the end of the archive. Exit 6 naming every bad or missing file.
+    Verify(VerifyArgs),
 }
 
 /// Where the repository is and how to unlock it.
@@ -308,4 +311,19 @@ pub struct ReceiveWalArgs {
     /// Exit on a lost connection instead of reconnecting.
     #[arg(long)]
     pub no_reconnect: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// Verify only this backup (its id, or `latest`) and the WAL chain from it; every file in
+    /// the WAL archive is still authenticated.
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
+
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use backup_core::basebackup::BaseBackupError;
 use backup_core::catalog::CatalogError;
 use backup_core::restore::RestoreError;
+use backup_core::verify::VerifyError;
 use backup_core::{FileError, PassphraseError, RepoError};
 
 /// What kind of failure ended the command.
@@ -91,6 +92,9 @@ pub fn classify(err: &anyhow::Error) -> Failure {
         if let Some(e) = cause.downcast_ref::<RestoreError>() {
             return classify_restore(e);
         }
+        if let Some(e) = cause.downcast_ref::<VerifyError>() {
+            return classify_verify(e);
+        }
         if let Some(e) = cause.downcast_ref::<RepoError>() {
             return classify_repo(e);
         }
@@ -152,6 +156,14 @@ fn classify_restore(e: &RestoreError) -> Failure {
         },
         R::WalSize { .. } => Failure::Verification,
         R::Internal(_) => Failure::Other,
+    }
+}
+
+fn classify_verify(e: &VerifyError) -> Failure {
+    match e {
+        VerifyError::Catalog(c) => classify_catalog(c),
+        VerifyError::Repo(r) => classify_repo(r),
+        VerifyError::List { .. } => Failure::LocalIo,
     }
 }
 

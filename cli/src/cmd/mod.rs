@@ -8,6 +8,7 @@ mod receive_wal;
 mod rekey;
 mod restore;
 mod switch_wal;
+mod verify;
 mod wal_fetch;
 
 pub use base::human_bytes;
@@ -27,6 +28,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::SwitchWal(a) => switch_wal::switch_wal(a).await,
         Command::RestorePoint(a) => switch_wal::restore_point(a).await,
         Command::ReceiveWal(a) => receive_wal::run(a).await,
+        Command::Verify(a) => verify::run(a).await,
     }
 }
 
