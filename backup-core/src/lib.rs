@@ -16,6 +16,7 @@ pub mod compress;
 pub mod crypto;
 pub mod file_error;
 pub mod fsutil;
+pub mod health;
 pub mod layout;
 pub mod manifest;
 pub mod receive;

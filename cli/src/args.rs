@@ -40,6 +40,12 @@ pub enum Command {
     /// Stream WAL into the repository continuously, as a long-lived service (like
     /// pg_receivewal, but encrypted and durable).
     ReceiveWal(ReceiveWalArgs),
+    /// Repository health, and with --source the server's: for people and monitoring
+    /// (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+    Status(StatusArgs),
+    /// Check the server's settings, role and pg_hba.conf for pgstream, printing the fix for
+    /// each problem (exit 10 when problems are found).
+    Check(CheckArgs),
     /// Read back and authenticate every file: backups against their manifests, and the WAL
     /// chain from each backup to the end of the archive. Exit 6 naming every bad or missing file.
     Verify(VerifyArgs),
@@ -326,4 +332,56 @@ pub struct VerifyArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The repository directory. No passphrase is needed.
+    #[arg(long, env = "PGSTREAM_REPO", value_name = "DIR")]
+    pub repo: PathBuf,
+
+    /// Also check the server: reachability (an ordinary connection), and with --slot the slot.
+    #[arg(long, env = "PGSTREAM_SOURCE", value_name = "CONNINFO")]
+    pub source: Option<String>,
+
+    /// The replication slot to report on (active, restart_lsn lag, wal_status); needs --source.
+    #[arg(long, value_name = "NAME", requires = "source")]
+    pub slot: Option<String>,
+
+    /// WARNING when the newest backup ended longer ago than this (90m, 26h, 2d).
+    #[arg(long, default_value = "26h", value_name = "AGE", value_parser = crate::cmd::parse_duration)]
+    pub warn_backup_age: std::time::Duration,
+
+    /// CRITICAL when the newest backup ended longer ago than this.
+    #[arg(long, default_value = "50h", value_name = "AGE", value_parser = crate::cmd::parse_duration)]
+    pub crit_backup_age: std::time::Duration,
+
+    /// WARNING when no WAL was archived (or received) for longer than this.
+    #[arg(long, default_value = "15m", value_name = "AGE", value_parser = crate::cmd::parse_duration)]
+    pub warn_wal_age: std::time::Duration,
+
+    /// CRITICAL when no WAL was archived (or received) for longer than this.
+    #[arg(long, default_value = "1h", value_name = "AGE", value_parser = crate::cmd::parse_duration)]
+    pub crit_wal_age: std::time::Duration,
+
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// The server to check, as a libpq connection string or URI, with the role pgstream uses.
+    /// Passwords belong in PGPASSWORD or .pgpass.
+    #[arg(long, env = "PGSTREAM_SOURCE", value_name = "CONNINFO")]
+    pub source: String,
+
+    /// Also check this replication slot: it exists, is physical, and has not lost WAL.
+    #[arg(long, value_name = "NAME")]
+    pub slot: Option<String>,
+
+    /// The server archives with `pgstream archive-push`: check archive_mode and
+    /// archive_command.
+    #[arg(long)]
+    pub archive_push: bool,
 }

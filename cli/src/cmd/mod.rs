@@ -2,16 +2,19 @@
 
 mod archive_push;
 mod base;
+mod check;
 mod init;
 mod list;
 mod receive_wal;
 mod rekey;
 mod restore;
+mod status;
 mod switch_wal;
 mod verify;
 mod wal_fetch;
 
 pub use base::human_bytes;
+pub use status::parse_duration;
 
 use crate::args::Command;
 
@@ -28,6 +31,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::SwitchWal(a) => switch_wal::switch_wal(a).await,
         Command::RestorePoint(a) => switch_wal::restore_point(a).await,
         Command::ReceiveWal(a) => receive_wal::run(a).await,
+        Command::Status(a) => status::run(a).await,
+        Command::Check(a) => check::run(a).await,
         Command::Verify(a) => verify::run(a).await,
     }
 }
