@@ -8,147 +8,17 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use integration::{cluster, scratch_dir, server_user, test_majors, Cluster};
-use support::Run;
+use integration::{cluster, server_user, test_majors, Cluster};
+use support::setup::Setup;
+use support::{ok, s, wait_for_server as wait_for};
 
 const PASSPHRASE: &str = "archive command passphrase";
 const SEG: usize = 16 << 20;
 /// The PITR target; the quote and backslash check the quoting on the way to the server.
 const RESTORE_POINT: &str = "pitr 'target' \\ one";
 
-/// A scratch directory the server user owns, with a copy of the binary (the server runs it from
-/// archive_command and restore_command), a private passphrase file and a repository.
-struct Setup {
-    scratch: tempfile::TempDir,
-    bin: PathBuf,
-    pass: PathBuf,
-    repo: PathBuf,
-}
-
-impl Setup {
-    fn new() -> Setup {
-        let scratch = scratch_dir();
-        let bin = scratch.path().join("pgstream");
-        std::fs::copy(support::pgstream_bin(), &bin).expect("copying the pgstream binary");
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let pass = scratch.path().join("passphrase");
-        std::fs::write(&pass, format!("{PASSPHRASE}\n")).unwrap();
-        std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
-        server_user().chown(&pass);
-        let repo = scratch.path().join("repo");
-        let s = Setup {
-            scratch,
-            bin,
-            pass,
-            repo,
-        };
-        s.init(&s.repo);
-        s
-    }
-
-    fn init(&self, repo: &Path) {
-        ok(self.run(&["init", "--repo", s(repo)], true), "init");
-    }
-
-    fn dir(&self, name: &str) -> PathBuf {
-        let d = self.scratch.path().join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        server_user().chown(&d);
-        d
-    }
-
-    /// pgstream as the server user (as archive_command and restore_command run it), with
-    /// `--passphrase-file` appended when `pass`, and none of the caller's PG* variables.
-    fn run(&self, args: &[&str], pass: bool) -> Run {
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(args).current_dir(self.scratch.path());
-        if pass {
-            cmd.arg("--passphrase-file").arg(&self.pass);
-        }
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("PG") {
-                cmd.env_remove(&k);
-            }
-        }
-        server_user().apply(&mut cmd);
-        let out = cmd.output().expect("running pgstream");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn push(&self, path: &Path) -> Run {
-        self.run(&["archive-push", "--repo", s(&self.repo), s(path)], true)
-    }
-
-    /// wal-fetch into a fresh file; its content when found.
-    fn fetch_from(&self, repo: &Path, name: &str) -> (Run, Option<Vec<u8>>) {
-        let dest = self
-            .dir("fetched")
-            .join(format!("{name}.{}", rand_suffix()));
-        let run = self.run(&["wal-fetch", "--repo", s(repo), name, s(&dest)], true);
-        let content = (run.code == 0).then(|| std::fs::read(&dest).expect("fetched file"));
-        (run, content)
-    }
-
-    fn fetch(&self, name: &str) -> Vec<u8> {
-        let (run, content) = self.fetch_from(&self.repo, name);
-        ok(run, &format!("wal-fetch {name}"));
-        content.unwrap()
-    }
-
-    /// The archive_command (or restore_command) line for this setup.
-    fn command(&self, sub: &str, args: &str) -> String {
-        format!(
-            "{} {sub} --repo {} --passphrase-file {} {args}",
-            s(&self.bin),
-            s(&self.repo),
-            s(&self.pass)
-        )
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-}
-
-fn ok(run: Run, what: &str) -> Run {
-    assert_eq!(run.code, 0, "{what} failed: {run:?}");
-    run
-}
-
 fn psql(pg: &Cluster, sql: &str) -> String {
     pg.psql(sql)
-}
-
-/// Polls `check` every 200 ms for up to 60 s; the server log's tail when it never holds.
-fn wait_for(pg: &Cluster, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::time::Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let log = pg.server_log();
-    let tail: Vec<&str> = log.lines().rev().take(40).collect();
-    panic!(
-        "PostgreSQL {}: timed out waiting until {what}; server log tail:\n{}",
-        pg.major(),
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-    );
 }
 
 /// Waits until the server has archived `segment` (names on one timeline sort in WAL order).
@@ -217,7 +87,7 @@ fn standby_of(setup: &Setup, pg: &Cluster) -> Cluster {
 fn archive_command_restore_command_and_point_in_time_restore() {
     for major in test_majors() {
         let ctx = format!("PostgreSQL {major}");
-        let setup = Setup::new();
+        let setup = Setup::new(PASSPHRASE);
         let pg = cluster(major)
             .setting("archive_mode", "on")
             .setting("archive_command", &setup.command("archive-push", "%p"))
@@ -301,20 +171,7 @@ fn archive_command_restore_command_and_point_in_time_restore() {
 
         // A base backup (its backup history file is archived too), then a named restore point
         // between rows that must come back and rows that must not.
-        let backup = ok(
-            setup.run(
-                &[
-                    "base",
-                    "--repo",
-                    s(&setup.repo),
-                    "--source",
-                    &pg.conninfo("postgres"),
-                    "--no-progress",
-                ],
-                true,
-            ),
-            "base",
-        );
+        let backup = ok(setup.base(&pg.conninfo("postgres")), "base");
         assert!(backup.stdout.contains("complete"), "{ctx}: {backup:?}");
         psql(
             &pg,

@@ -8,32 +8,18 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use integration::{cluster, scratch_dir, test_majors, Cluster};
-use support::{pgstream, pgstream_command, Run};
+use integration::{cluster, scratch_dir, Cluster};
+use support::proxy::Proxy;
+use support::{newest_major, ok, pgstream, pgstream_command, Run};
 
 const PASSPHRASE: &str = "correct horse battery staple";
 
-fn newest_major() -> u32 {
-    *test_majors().last().unwrap()
-}
-
-fn ok(run: Run, what: &str) -> Run {
-    assert_eq!(run.code, 0, "{what} failed: {run:?}");
-    run
-}
-
 fn init_repo(dir: &Path) {
-    ok(
-        pgstream(&["init", "--repo", dir.to_str().unwrap()], Some(PASSPHRASE)),
-        "init",
-    );
+    support::init_repo(dir, PASSPHRASE);
 }
 
 fn base_args<'a>(repo: &'a Path, conninfo: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
@@ -330,65 +316,6 @@ fn server_stopped_mid_backup_fails_as_connection_lost() {
     // Temporary slots do not survive a restart, but check anyway.
     assert_no_slot_soon(&pg, &ctx);
     next_backup_succeeds(&repo, &pg, &ctx);
-}
-
-/// A TCP proxy on 127.0.0.1 in front of a server port; `cut` drops every connection through it.
-struct Proxy {
-    port: u16,
-    sockets: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Proxy {
-    fn start(target_port: u16) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the proxy");
-        let port = listener.local_addr().unwrap().port();
-        let sockets: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let held = Arc::clone(&sockets);
-        // The accept thread lives as long as the test process; it only forwards.
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)) else {
-                    continue;
-                };
-                let mut list = held.lock().unwrap();
-                list.push(client.try_clone().unwrap());
-                list.push(server.try_clone().unwrap());
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
-            }
-        });
-        Proxy { port, sockets }
-    }
-
-    fn connections(&self) -> usize {
-        self.sockets.lock().unwrap().len() / 2
-    }
-
-    /// Shuts both directions of every proxied connection down, on both sides.
-    fn cut(&self) {
-        for s in self.sockets.lock().unwrap().drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if to.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = to.shutdown(Shutdown::Both);
-        let _ = from.shutdown(Shutdown::Both);
-    });
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use integration::{client_tool, client_tool_major, cluster, scratch_dir, test_majors, Cluster};
-use support::{pgstream, Run};
+use support::{files_under, pgstream, Run};
 
 const PASSPHRASE: &str = "correct horse battery staple";
 /// Written into the database; must appear in no repository file when encrypted.
@@ -90,20 +90,6 @@ fn chown_to_server_user(dir: &Path) {
         cmd.arg("-R").arg(format!("{name}:")).arg(dir);
         run_tool(cmd, "chown");
     }
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]

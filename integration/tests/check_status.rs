@@ -3,14 +3,10 @@
 
 mod support;
 
-use integration::{cluster, scratch_dir, test_majors};
-use support::{pgstream, Run};
+use integration::{cluster, scratch_dir};
+use support::{newest_major as newest, pgstream, Run};
 
 const PASSPHRASE: &str = "status check passphrase";
-
-fn newest() -> u32 {
-    *test_majors().last().unwrap()
-}
 
 fn check(conninfo: &str, extra: &[&str]) -> Run {
     let mut args = vec!["check", "--source", conninfo];

@@ -8,115 +8,14 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use integration::{cluster, scratch_dir, server_user, test_majors, Cluster};
-use support::Run;
+use integration::{cluster, server_user, test_majors, Cluster};
+use support::setup::Setup;
+use support::{ok, s, wait_for_server as wait_for};
 
 const PASSPHRASE: &str = "pitr drill passphrase";
 const RESTORE_POINT: &str = "drill after test2";
-
-/// A scratch directory the server user owns, with a copy of the binary (restore_command runs it),
-/// a private passphrase file and a repository.
-struct Setup {
-    scratch: tempfile::TempDir,
-    bin: PathBuf,
-    pass: PathBuf,
-    repo: PathBuf,
-}
-
-impl Setup {
-    fn new() -> Setup {
-        let scratch = scratch_dir();
-        let bin = scratch.path().join("pgstream");
-        std::fs::copy(support::pgstream_bin(), &bin).expect("copying the pgstream binary");
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let pass = scratch.path().join("passphrase");
-        std::fs::write(&pass, format!("{PASSPHRASE}\n")).unwrap();
-        std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).unwrap();
-        server_user().chown(&pass);
-        let repo = scratch.path().join("repo");
-        let setup = Setup {
-            scratch,
-            bin,
-            pass,
-            repo,
-        };
-        ok(setup.run(&["init", "--repo", s(&setup.repo)], true), "init");
-        setup
-    }
-
-    /// pgstream as the server user, with `--passphrase-file` appended when `pass`, and none of
-    /// the caller's PG* variables.
-    fn run(&self, args: &[&str], pass: bool) -> Run {
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(args).current_dir(self.scratch.path());
-        if pass {
-            cmd.arg("--passphrase-file").arg(&self.pass);
-        }
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("PG") {
-                cmd.env_remove(&k);
-            }
-        }
-        server_user().apply(&mut cmd);
-        let out = cmd.output().expect("running pgstream");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn archive_command(&self) -> String {
-        format!(
-            "{} archive-push --repo {} --passphrase-file {} %p",
-            s(&self.bin),
-            s(&self.repo),
-            s(&self.pass)
-        )
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.scratch.path().join(name)
-    }
-
-    /// `pgstream restore --repo REPO --to DIR ARGS... --passphrase-file FILE`.
-    fn restore(&self, dir: &Path, args: &[&str]) -> Run {
-        let mut all = vec!["restore", "--repo", s(&self.repo), "--to", s(dir)];
-        all.extend_from_slice(args);
-        self.run(&all, true)
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
-
-fn ok(run: Run, what: &str) -> Run {
-    assert_eq!(run.code, 0, "{what} failed: {run:?}");
-    run
-}
-
-/// Polls `check` every 200 ms for up to 60 s; the server log's tail when it never holds.
-fn wait_for(pg: &Cluster, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::time::Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let log = pg.server_log();
-    let tail: Vec<&str> = log.lines().rev().take(40).collect();
-    panic!(
-        "PostgreSQL {}: timed out waiting until {what}; server log tail:\n{}",
-        pg.major(),
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-    );
-}
 
 /// Switches WAL on `pg` and waits until the segment it was writing is archived.
 fn switch_and_archive(pg: &Cluster) {
@@ -166,26 +65,13 @@ fn runbook_drill_point_in_time_restores() {
     for major in drill_majors() {
         let started = std::time::Instant::now();
         let ctx = format!("PostgreSQL {major}");
-        let setup = Setup::new();
+        let setup = Setup::new(PASSPHRASE);
         let pg = cluster(major)
             .setting("archive_mode", "on")
             .setting("archive_command", &setup.archive_command())
             .start();
         pg.psql("CREATE TABLE drill (id int PRIMARY KEY, note text)");
-        ok(
-            setup.run(
-                &[
-                    "base",
-                    "--repo",
-                    s(&setup.repo),
-                    "--source",
-                    &pg.conninfo("postgres"),
-                    "--no-progress",
-                ],
-                true,
-            ),
-            "base",
-        );
+        ok(setup.base(&pg.conninfo("postgres")), "base");
         pg.psql("INSERT INTO drill VALUES (1, 'test1')");
         let lsn1 = pg.psql("SELECT pg_current_wal_lsn()");
         // now() with the session's offset (timestamptz output always carries one).

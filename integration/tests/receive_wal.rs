@@ -9,172 +9,50 @@
 
 mod support;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use backup_core::receive::{partial_file, PartialReader};
 use backup_core::wal::{SegmentName, WalSegmentSize};
-use backup_core::{layout, Repository, Secret};
+use backup_core::Repository;
 use integration::{client_tool, cluster, scratch_dir, test_majors, Cluster};
-use pgwire_repl::{Lsn, TimelineId};
+use pgwire_repl::Lsn;
+use support::files_under;
+use support::receiver::{wait_for, LogFile, Receiver};
+use support::wal::{archived, lsn, partial, seg_size};
 
 const PASSPHRASE: &str = "receive-wal test passphrase";
 /// Written into the database; must appear in no repository file.
 const MARKER: &str = "pgstream-receive-marker-8e21a7";
 
 fn pgstream(args: &[&str]) -> support::Run {
-    let mut cmd = Command::new(support::pgstream_bin());
-    cmd.args(args);
-    clean_env(&mut cmd);
-    let out = cmd.output().expect("running pgstream");
-    support::Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn clean_env(cmd: &mut Command) {
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("PG") {
-            cmd.env_remove(&k);
-        }
-    }
-    cmd.env("PGSTREAM_PASSPHRASE", PASSPHRASE);
+    support::pgstream(args, Some(PASSPHRASE))
 }
 
 fn init_repo(repo: &Path) {
-    let run = pgstream(&["init", "--repo", repo.to_str().unwrap()]);
-    assert_eq!(run.code, 0, "init: {run:?}");
-}
-
-/// A running `pgstream receive-wal`, its stderr in a log file.
-struct Receiver {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Receiver {
-    fn start(repo: &Path, pg: &Cluster, extra: &[&str], log: PathBuf) -> Receiver {
-        let mut cmd = Command::new(support::pgstream_bin());
-        cmd.args([
-            "--log-level",
-            "debug",
-            "receive-wal",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--source",
-            &pg.conninfo("postgres"),
-            "--status-interval",
-            "1",
-        ])
-        .args(extra);
-        clean_env(&mut cmd);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
-        cmd.stdout(Stdio::null()).stderr(file);
-        Receiver {
-            child: cmd.spawn().expect("spawning receive-wal"),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args(["-s", sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Sends `sig` and waits for the exit code.
-    fn stop_with(mut self, sig: &str) -> i32 {
-        self.signal(sig);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "receive-wal did not stop on {sig}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    support::init_repo(repo, PASSPHRASE);
 }
 
 fn open_repo(repo: &Path) -> Repository {
-    Repository::open(repo, Some(&Secret::new(PASSPHRASE.as_bytes().to_vec()))).unwrap()
+    support::wal::open_repo(repo, PASSPHRASE)
 }
 
-fn seg_size(pg: &Cluster) -> WalSegmentSize {
-    let bytes: u64 = pg
-        .psql("SELECT setting::bigint * 1 FROM pg_settings WHERE name = 'wal_segment_size'")
-        .parse()
-        .unwrap();
-    // Reported in bytes from 11 on.
-    WalSegmentSize::new(bytes).unwrap()
-}
-
-fn lsn(text: &str) -> Lsn {
-    text.trim().parse().unwrap()
-}
-
-/// The segment currently being written on the server.
+/// The segment currently being written on the server (timeline 1).
 fn current_segment(pg: &Cluster, size: WalSegmentSize) -> SegmentName {
-    let at = lsn(&pg.psql("SELECT pg_current_wal_lsn()"));
-    SegmentName::from_lsn(TimelineId(1), at, size)
+    support::wal::current_segment(pg, 1, size)
 }
 
-fn archived(repo: &Repository, seg: &SegmentName) -> Option<Vec<u8>> {
-    let name = layout::wal_segment_file(seg, repo.codec());
-    if !repo.resolve(&name).unwrap().exists() {
-        return None;
-    }
-    let mut out = Vec::new();
-    repo.open_file(&name)
-        .unwrap()
-        .read_to_end(&mut out)
-        .unwrap();
-    Some(out)
-}
-
-/// The valid bytes of receive-wal's partial for `seg`, if any.
-fn partial(repo: &Repository, seg: &SegmentName) -> Option<Vec<u8>> {
-    let name = partial_file(seg, true);
-    let path = repo.resolve(&name).unwrap();
-    if !path.exists() {
-        return None;
-    }
-    let mut out = Vec::new();
-    PartialReader::open(&path, &name, repo.codec())
-        .unwrap()
-        .read_to_end(&mut out)
-        .unwrap();
-    Some(out)
+/// receive-wal from `pg` with debug logging, all runs of a test appending to `log`.
+fn start_receiver(repo: &Path, pg: &Cluster, extra: &[&str], log: PathBuf) -> Receiver {
+    Receiver::spawn(
+        &["--log-level", "debug"],
+        repo,
+        &pg.conninfo("postgres"),
+        PASSPHRASE,
+        extra,
+        log,
+        LogFile::Append,
+    )
 }
 
 /// Complete segments in the archive, in order, checked to be contiguous.
@@ -204,33 +82,6 @@ fn archive_end(repo_dir: &Path, size: WalSegmentSize) -> Lsn {
         Some(p) => Lsn(last.end_lsn().0 + p.len() as u64),
         None => last.end_lsn(),
     }
-}
-
-fn wait_for(what: &str, secs: u64, mut check: impl FnMut() -> bool, log: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "timed out waiting until {what}; receive-wal log:\n{}",
-        log()
-    );
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 fn assert_no_plaintext(repo: &Path, ctx: &str) {
@@ -278,7 +129,7 @@ fn segments_equal_pg_receivewal_and_restarts_resume_without_gap() {
             .spawn()
             .unwrap();
         let first = current_segment(&pg, size);
-        let r = Receiver::start(
+        let r = start_receiver(
             &repo_dir,
             &pg,
             &["--slot", "pgstream_eq", "--create-slot"],
@@ -312,7 +163,7 @@ fn segments_equal_pg_receivewal_and_restarts_resume_without_gap() {
         let end_first_run = archive_end(&repo_dir, size);
 
         // Restart: resumes from the partial (or the next segment), no gap.
-        let r = Receiver::start(
+        let r = start_receiver(
             &repo_dir,
             &pg,
             &["--slot", "pgstream_eq"],
@@ -417,7 +268,7 @@ fn kill_9_under_load_loses_nothing_reported_flushed() {
         init_repo(&repo_dir);
         let slot = "pgstream_kill";
         for round in 0..3 {
-            let r = Receiver::start(
+            let r = start_receiver(
                 &repo_dir,
                 &pg,
                 &["--slot", slot, "--create-slot"],
@@ -447,7 +298,7 @@ fn kill_9_under_load_loses_nothing_reported_flushed() {
             );
         }
         // A last clean run catches up to the server.
-        let r = Receiver::start(
+        let r = start_receiver(
             &repo_dir,
             &pg,
             &["--slot", slot],
@@ -508,7 +359,7 @@ fn synchronous_mode_keeps_every_committed_row() {
             &pg.conninfo("postgres"),
         ]);
         assert_eq!(run.code, 0, "{ctx}: base: {run:?}");
-        let r = Receiver::start(
+        let r = start_receiver(
             &repo_dir,
             &pg,
             &[
@@ -599,7 +450,7 @@ fn wal_removed_from_the_server_is_a_clear_error() {
         let repo_dir = scratch.path().join("repo");
         init_repo(&repo_dir);
         let first = current_segment(&pg, size);
-        let r = Receiver::start(&repo_dir, &pg, &[], scratch.path().join("log1"));
+        let r = start_receiver(&repo_dir, &pg, &[], scratch.path().join("log1"));
         wait_for(
             "receive-wal streams",
             30,

@@ -16,209 +16,35 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backup_core::receive::start::ArchiveState;
-use backup_core::receive::{partial_file, PartialReader};
-use backup_core::wal::{SegmentName, WalSegmentSize};
-use backup_core::{layout, Repository, Secret};
+use backup_core::wal::SegmentName;
+use backup_core::Repository;
 use integration::{cluster, scratch_dir, test_majors, Cluster};
 use pgwire_repl::{Lsn, TimelineId};
+use support::newest_major;
+use support::proxy::Proxy;
+use support::receiver::{wait_caught_up, wait_for, Receiver};
+use support::wal::{archived, current_segment, partial, seg_size, write_wal};
 
 const PASSPHRASE: &str = "receive-wal reconnect test passphrase";
-
-fn newest_major() -> u32 {
-    *test_majors().last().unwrap()
-}
 
 fn pgstream(args: &[&str]) -> support::Run {
     support::pgstream(args, Some(PASSPHRASE))
 }
 
 fn init_repo(repo: &Path) {
-    let run = pgstream(&["init", "--repo", repo.to_str().unwrap()]);
-    assert_eq!(run.code, 0, "init: {run:?}");
-}
-
-/// A running `pgstream receive-wal`, its stderr in a log file.
-struct Receiver {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Receiver {
-    fn start(repo: &Path, conninfo: &str, extra: &[&str], log: PathBuf) -> Receiver {
-        let mut args = vec![
-            "receive-wal",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--source",
-            conninfo,
-            "--status-interval",
-            "1",
-        ];
-        args.extend_from_slice(extra);
-        let mut cmd = support::pgstream_command(&args, Some(PASSPHRASE));
-        let file = std::fs::File::create(&log).unwrap();
-        cmd.stdout(Stdio::null()).stderr(file);
-        Receiver {
-            child: cmd.spawn().expect("spawning receive-wal"),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until it streams: without a slot position (before 15) it starts at the server's
-    /// current segment, so WAL written before then would not be received.
-    fn wait_streaming(&self) {
-        wait_for(
-            "receive-wal streams",
-            30,
-            || self.log().contains("streaming from"),
-            || self.log(),
-        );
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// Sends SIGTERM and waits for the exit code.
-    fn terminate(mut self) -> i32 {
-        let status = Command::new("kill")
-            .args(["-s", "TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "receive-wal did not stop on SIGTERM:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    support::init_repo(repo, PASSPHRASE);
 }
 
 fn open_repo(repo: &Path) -> Repository {
-    Repository::open(repo, Some(&Secret::new(PASSPHRASE.as_bytes().to_vec()))).unwrap()
+    support::wal::open_repo(repo, PASSPHRASE)
 }
 
-fn seg_size(pg: &Cluster) -> WalSegmentSize {
-    let bytes: u64 = pg
-        .psql("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'")
-        .parse()
-        .unwrap();
-    WalSegmentSize::new(bytes).unwrap()
-}
-
-fn lsn(text: &str) -> Lsn {
-    text.trim().parse().unwrap()
-}
-
-fn current_segment(pg: &Cluster, size: WalSegmentSize) -> SegmentName {
-    SegmentName::from_lsn(
-        TimelineId(1),
-        lsn(&pg.psql("SELECT pg_current_wal_lsn()")),
-        size,
-    )
-}
-
-fn archived(repo: &Repository, seg: &SegmentName) -> Option<Vec<u8>> {
-    let name = layout::wal_segment_file(seg, repo.codec());
-    if !repo.resolve(&name).unwrap().exists() {
-        return None;
-    }
-    let mut out = Vec::new();
-    repo.open_file(&name)
-        .unwrap()
-        .read_to_end(&mut out)
-        .unwrap();
-    Some(out)
-}
-
-/// The valid bytes of receive-wal's partial for `seg`, if any.
-fn partial(repo: &Repository, seg: &SegmentName) -> Option<Vec<u8>> {
-    let name = partial_file(seg, true);
-    let path = repo.resolve(&name).unwrap();
-    if !path.exists() {
-        return None;
-    }
-    let mut out = Vec::new();
-    PartialReader::open(&path, &name, repo.codec())
-        .unwrap()
-        .read_to_end(&mut out)
-        .unwrap();
-    Some(out)
-}
-
-fn wait_for(what: &str, secs: u64, mut check: impl FnMut() -> bool, log: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "timed out waiting until {what}; receive-wal log:\n{}",
-        log()
-    );
-}
-
-/// What the server was told is durably received through `slot`.
-fn slot_flush(pg: &Cluster, slot: &str) -> Lsn {
-    let v = pg.psql(&format!(
-        "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"
-    ));
-    if v.is_empty() {
-        Lsn(0)
-    } else {
-        lsn(&v)
-    }
-}
-
-/// Waits until receive-wal has reported everything the server flushed so far as durable.
-fn wait_caught_up(pg: &Cluster, slot: &str, r: &Receiver) -> Lsn {
-    let target = lsn(&pg.psql("SELECT pg_current_wal_flush_lsn()"));
-    wait_for(
-        &format!("receive-wal reports {target} flushed"),
-        30,
-        || slot_flush(pg, slot) >= target,
-        || r.log(),
-    );
-    target
-}
-
-fn write_wal(pg: &Cluster, rows: u32, switches: usize) {
-    pg.psql(&format!(
-        "CREATE TABLE IF NOT EXISTS t (id serial, note text);
-         INSERT INTO t (note) SELECT 'row ' || g FROM generate_series(1, {rows}) g;"
-    ));
-    for _ in 0..switches {
-        pg.psql("INSERT INTO t (note) SELECT 'more' FROM generate_series(1, 500); SELECT pg_switch_wal();");
-    }
+fn start_receiver(repo: &Path, conninfo: &str, extra: &[&str], log: PathBuf) -> Receiver {
+    Receiver::start(repo, conninfo, PASSPHRASE, extra, log)
 }
 
 /// Checks the archive against the server's own WAL: complete segments contiguous from `first`
@@ -286,8 +112,8 @@ fn server_restart_and_stop_start_resume_without_gap() {
     let repo_dir = scratch.path().join("repo");
     init_repo(&repo_dir);
     let slot = "restarts";
-    let first = current_segment(&pg, size);
-    let r = Receiver::start(
+    let first = current_segment(&pg, 1, size);
+    let r = start_receiver(
         &repo_dir,
         &pg.conninfo("postgres"),
         &["--slot", slot, "--create-slot"],
@@ -332,88 +158,6 @@ fn server_restart_and_stop_start_resume_without_gap() {
     );
 }
 
-/// A TCP proxy on 127.0.0.1 in front of a server port: `cut` drops every connection through
-/// it, `refuse` makes it close new connections at once (the server "unreachable").
-struct Proxy {
-    port: u16,
-    sockets: Arc<Mutex<Vec<TcpStream>>>,
-    refusing: Arc<AtomicBool>,
-    accepted: Arc<Mutex<usize>>,
-}
-
-impl Proxy {
-    fn start(target_port: u16) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding the proxy");
-        let port = listener.local_addr().unwrap().port();
-        let sockets: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let refusing: Arc<AtomicBool> = Arc::default();
-        let accepted: Arc<Mutex<usize>> = Arc::default();
-        let (held, refuse, n) = (
-            Arc::clone(&sockets),
-            Arc::clone(&refusing),
-            Arc::clone(&accepted),
-        );
-        // The accept thread lives as long as the test process; it only forwards.
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                if refuse.load(Ordering::SeqCst) {
-                    let _ = client.shutdown(Shutdown::Both);
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)) else {
-                    continue;
-                };
-                *n.lock().unwrap() += 1;
-                let mut list = held.lock().unwrap();
-                list.push(client.try_clone().unwrap());
-                list.push(server.try_clone().unwrap());
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
-            }
-        });
-        Proxy {
-            port,
-            sockets,
-            refusing,
-            accepted,
-        }
-    }
-
-    fn connections(&self) -> usize {
-        *self.accepted.lock().unwrap()
-    }
-
-    fn refuse(&self, on: bool) {
-        self.refusing.store(on, Ordering::SeqCst);
-    }
-
-    /// Shuts both directions of every proxied connection down, on both sides.
-    fn cut(&self) {
-        for s in self.sockets.lock().unwrap().drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if to.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = to.shutdown(Shutdown::Both);
-        let _ = from.shutdown(Shutdown::Both);
-    });
-}
-
 #[test]
 fn connection_cut_mid_segment_resumes_the_partial() {
     let major = newest_major();
@@ -431,8 +175,8 @@ fn connection_cut_mid_segment_resumes_the_partial() {
     let slot = "cut";
     // Start on a fresh segment, so the cut is well inside the one being received.
     pg.psql("SELECT pg_switch_wal()");
-    let first = current_segment(&pg, size);
-    let r = Receiver::start(
+    let first = current_segment(&pg, 1, size);
+    let r = start_receiver(
         &repo_dir,
         &via_proxy,
         &["--slot", slot, "--create-slot"],
@@ -511,7 +255,7 @@ fn first_connection_is_retried_unless_no_reconnect() {
     assert!(started.elapsed() < Duration::from_secs(10), "{ctx}");
 
     // SIGTERM while waiting for the server: exit 0, nothing in the archive.
-    let mut r = Receiver::start(&repo_dir, &source, &[], scratch.path().join("log0"));
+    let mut r = start_receiver(&repo_dir, &source, &[], scratch.path().join("log0"));
     wait_for(
         "the first attempt fails",
         30,
@@ -534,7 +278,7 @@ fn first_connection_is_retried_unless_no_reconnect() {
 
     // By default it retries with backoff, logging each attempt, until the server is up.
     let slot = "late";
-    let mut r = Receiver::start(
+    let mut r = start_receiver(
         &repo_dir,
         &source,
         &["--slot", slot, "--create-slot"],
@@ -551,7 +295,7 @@ fn first_connection_is_retried_unless_no_reconnect() {
     );
     pg.start();
     r.wait_streaming();
-    let first = current_segment(&pg, size);
+    let first = current_segment(&pg, 1, size);
     write_wal(&pg, 2000, 1);
     wait_caught_up(&pg, slot, &r);
     assert_eq!(r.terminate(), 0, "{ctx}");
@@ -573,7 +317,7 @@ fn invalidated_slot_is_a_clear_error() {
         let repo_dir = scratch.path().join("repo");
         init_repo(&repo_dir);
         let slot = "doomed";
-        let r = Receiver::start(
+        let r = start_receiver(
             &repo_dir,
             &pg.conninfo("postgres"),
             &["--slot", slot, "--create-slot"],

@@ -24,17 +24,16 @@
 
 mod support;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use backup_core::receive::start::ArchiveState;
-use backup_core::receive::{partial_file, PartialReader};
 use backup_core::wal::{SegmentName, TimelineHistory, WalSegmentSize};
-use backup_core::{layout, Repository, Secret};
-use integration::{client_tool, cluster, scratch_dir, test_majors, Cluster};
+use backup_core::Repository;
+use integration::{scratch_dir, test_majors, Cluster};
 use pgwire_repl::{Lsn, TimelineId};
+use support::receiver::{wait_caught_up, wait_for, Receiver};
+use support::standby::{wait_for_replay, Pair};
+use support::wal::{archived, current_segment, partial, slot_flush, write_wal};
 
 const PASSPHRASE: &str = "receive-wal timelines test passphrase";
 
@@ -55,225 +54,21 @@ fn pgstream(args: &[&str]) -> support::Run {
 }
 
 fn init_repo(repo: &Path) {
-    let run = pgstream(&["init", "--repo", repo.to_str().unwrap()]);
-    assert_eq!(run.code, 0, "init: {run:?}");
-}
-
-/// A running `pgstream receive-wal`, its stderr in a log file.
-struct Receiver {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Receiver {
-    fn start(repo: &Path, conninfo: &str, extra: &[&str], log: PathBuf) -> Receiver {
-        let mut args = vec![
-            "receive-wal",
-            "--repo",
-            repo.to_str().unwrap(),
-            "--source",
-            conninfo,
-            "--status-interval",
-            "1",
-        ];
-        args.extend_from_slice(extra);
-        let mut cmd = support::pgstream_command(&args, Some(PASSPHRASE));
-        let file = std::fs::File::create(&log).unwrap();
-        cmd.stdout(Stdio::null()).stderr(file);
-        Receiver {
-            child: cmd.spawn().expect("spawning receive-wal"),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until it streams: without a slot position (before 15) it starts at the server's
-    /// current segment, so WAL written before then would not be received.
-    fn wait_streaming(&self) {
-        wait_for(
-            "receive-wal streams",
-            30,
-            || self.log().contains("streaming from"),
-            || self.log(),
-        );
-    }
-
-    /// Sends SIGTERM and waits for the exit code.
-    fn terminate(mut self) -> i32 {
-        let status = Command::new("kill")
-            .args(["-s", "TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "receive-wal did not stop on SIGTERM:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    support::init_repo(repo, PASSPHRASE);
 }
 
 fn open_repo(repo: &Path) -> Repository {
-    Repository::open(repo, Some(&Secret::new(PASSPHRASE.as_bytes().to_vec()))).unwrap()
+    support::wal::open_repo(repo, PASSPHRASE)
 }
 
-fn lsn(text: &str) -> Lsn {
-    text.trim().parse().unwrap()
+fn start_receiver(repo: &Path, conninfo: &str, extra: &[&str], log: PathBuf) -> Receiver {
+    Receiver::start(repo, conninfo, PASSPHRASE, extra, log)
 }
 
-fn wait_for(what: &str, secs: u64, mut check: impl FnMut() -> bool, log: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "timed out waiting until {what}; receive-wal log:\n{}",
-        log()
-    );
-}
-
-fn archived(repo: &Repository, seg: &SegmentName) -> Option<Vec<u8>> {
-    let name = layout::wal_segment_file(seg, repo.codec());
-    if !repo.resolve(&name).unwrap().exists() {
-        return None;
-    }
-    let mut out = Vec::new();
-    repo.open_file(&name)
-        .unwrap()
-        .read_to_end(&mut out)
-        .unwrap();
-    Some(out)
-}
-
-/// The valid bytes of receive-wal's partial for `seg`, if any.
-fn partial(repo: &Repository, seg: &SegmentName) -> Option<Vec<u8>> {
-    let name = partial_file(seg, true);
-    let path = repo.resolve(&name).unwrap();
-    if !path.exists() {
-        return None;
-    }
-    let mut out = Vec::new();
-    PartialReader::open(&path, &name, repo.codec())
-        .unwrap()
-        .read_to_end(&mut out)
-        .unwrap();
-    Some(out)
-}
-
-/// A primary and a standby streaming from it through a physical slot. Fields drop in order:
-/// the standby's server stops before its data directory (in `scratch`) is removed.
-struct Pair {
-    standby: Cluster,
-    _scratch: tempfile::TempDir,
-    primary: Cluster,
-}
-
-/// A throwaway primary plus a pg_basebackup -R standby (as in timelines.rs). wal_keep_size on
-/// both keeps the segments compared at the end.
+/// A primary and a pg_basebackup -R standby (as in timelines.rs). wal_keep_size on both keeps
+/// the segments compared at the end.
 fn primary_with_standby(major: u32) -> Pair {
-    let primary = cluster(major)
-        .setting("fsync", "off")
-        .setting("wal_keep_size", "512MB")
-        .start();
-    let scratch = scratch_dir();
-    let standby_dir = scratch.path().join("standby");
-    let out = Command::new(client_tool(major, "pg_basebackup"))
-        .arg("-D")
-        .arg(&standby_dir)
-        .args(["-d", &primary.conninfo("postgres")])
-        .args(["-X", "stream", "-R", "-c", "fast", "-C", "-S", "standby"])
-        .arg("--no-sync")
-        .output()
-        .unwrap_or_else(|e| panic!("PostgreSQL {major}: cannot run pg_basebackup: {e}"));
-    assert!(
-        out.status.success(),
-        "PostgreSQL {major}: pg_basebackup failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // -R writes the newer client's libpq options into primary_conninfo, which an older
-    // server's walreceiver may not know: a later line wins, so name just what is needed.
-    let auto_conf = standby_dir.join("postgresql.auto.conf");
-    let mut text = std::fs::read_to_string(&auto_conf).unwrap();
-    text.push_str(&format!(
-        "primary_conninfo = 'host={} port={} user=postgres sslmode=disable application_name=standby'\n",
-        primary.host(),
-        primary.port()
-    ));
-    std::fs::write(&auto_conf, text).unwrap();
-    let standby = cluster(major)
-        .restored_data_dir(&standby_dir)
-        .setting("fsync", "off")
-        .setting("wal_keep_size", "512MB")
-        .start();
-    support::wait_until(&format!("PostgreSQL {major}: the standby streams"), || {
-        primary.psql(
-            "SELECT count(*) FROM pg_stat_replication \
-             WHERE application_name = 'standby' AND state = 'streaming'",
-        ) == "1"
-    });
-    Pair {
-        standby,
-        _scratch: scratch,
-        primary,
-    }
-}
-
-/// Waits until `standby` has replayed everything `primary` has flushed so far.
-fn wait_for_replay(primary: &Cluster, standby: &Cluster) {
-    let target = lsn(&primary.psql("SELECT pg_current_wal_flush_lsn()"));
-    support::wait_until(
-        &format!(
-            "PostgreSQL {}: the standby replays {target}",
-            standby.major()
-        ),
-        || {
-            standby.psql(&format!(
-                "SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn"
-            )) == "t"
-        },
-    );
-}
-
-fn write_wal(pg: &Cluster, rows: u32, switches: usize) {
-    pg.psql(&format!(
-        "CREATE TABLE IF NOT EXISTS t (id serial, note text);
-         INSERT INTO t (note) SELECT 'row ' || g FROM generate_series(1, {rows}) g;"
-    ));
-    for _ in 0..switches {
-        pg.psql(
-            "INSERT INTO t (note) SELECT 'more' FROM generate_series(1, 500);
-             SELECT pg_switch_wal();",
-        );
-    }
-}
-
-/// The segment of `tli` being written on `pg` now.
-fn current_segment(pg: &Cluster, tli: u32, size: WalSegmentSize) -> SegmentName {
-    SegmentName::from_lsn(
-        TimelineId(tli),
-        lsn(&pg.psql("SELECT pg_current_wal_lsn()")),
-        size,
-    )
+    support::standby::primary_with_standby(major, "512MB")
 }
 
 fn wait_archived(repo_dir: &Path, seg: SegmentName, r: &Receiver) {
@@ -281,28 +76,6 @@ fn wait_archived(repo_dir: &Path, seg: SegmentName, r: &Receiver) {
         &format!("{seg} is archived"),
         40,
         || archived(&open_repo(repo_dir), &seg).is_some(),
-        || r.log(),
-    );
-}
-
-/// What the server was told is durably received through `slot`.
-fn slot_flush(pg: &Cluster, slot: &str) -> Lsn {
-    let v = pg.psql(&format!(
-        "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"
-    ));
-    if v.is_empty() {
-        Lsn(0)
-    } else {
-        lsn(&v)
-    }
-}
-
-fn wait_caught_up(pg: &Cluster, slot: &str, r: &Receiver) {
-    let target = lsn(&pg.psql("SELECT pg_current_wal_flush_lsn()"));
-    wait_for(
-        &format!("receive-wal reports {target} flushed"),
-        30,
-        || slot_flush(pg, slot) >= target,
         || r.log(),
     );
 }
@@ -404,7 +177,7 @@ fn promoted_standby_is_followed_to_timeline_2() {
         let repo_dir = scratch.path().join("repo");
         init_repo(&repo_dir);
         let source = format!("{} target_session_attrs=any", standby.conninfo("postgres"));
-        let r = Receiver::start(
+        let r = start_receiver(
             &repo_dir,
             &source,
             &["--slot", "archiver", "--create-slot"],
@@ -465,7 +238,7 @@ fn failover_with_a_multi_host_conninfo_follows_the_new_primary() {
             primary.port(),
             standby.port()
         );
-        let r = Receiver::start(
+        let r = start_receiver(
             &repo_dir,
             &source,
             &["--slot", slot, "--create-slot"],
@@ -528,7 +301,7 @@ fn failover_after_wal_the_standby_never_got_continues_at_the_fork() {
         primary.port(),
         standby.port()
     );
-    let r = Receiver::start(
+    let r = start_receiver(
         &repo_dir,
         &source,
         &["--slot", slot, "--create-slot"],
@@ -571,7 +344,7 @@ fn failover_after_wal_the_standby_never_got_continues_at_the_fork() {
     assert_old_partial_kept(&repo_dir, fork, primary, &ctx);
 
     // The next start resumes on timeline 2, not on the longer timeline 1.
-    let r = Receiver::start(
+    let r = start_receiver(
         &repo_dir,
         &source,
         &["--slot", slot],

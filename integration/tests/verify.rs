@@ -8,11 +8,10 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use integration::{cluster, scratch_dir, test_majors, Cluster};
-use support::Run;
+use support::receiver::Receiver;
+use support::{files_under, Run};
 
 const PASSPHRASE: &str = "verify test passphrase";
 
@@ -50,21 +49,6 @@ fn base(repo: &Path, pg: &Cluster) -> String {
     v["id"].as_str().unwrap().to_string()
 }
 
-/// Every file under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
-}
-
 /// The stored complete segment `name` (any suffix, not a partial copy).
 fn stored_segment(repo: &Path, name: &str) -> Option<PathBuf> {
     files_under(&repo.join("wal")).into_iter().find(|p| {
@@ -90,51 +74,6 @@ fn rel(repo: &Path, path: &Path) -> String {
         .to_string()
 }
 
-struct Receiver(Child);
-
-impl Receiver {
-    fn start(repo: &Path, pg: &Cluster, log: &Path) -> Receiver {
-        let mut cmd = support::pgstream_command(
-            &[
-                "receive-wal",
-                "--repo",
-                repo.to_str().unwrap(),
-                "--source",
-                &pg.conninfo("postgres"),
-                "--slot",
-                "verify_test",
-                "--create-slot",
-                "--status-interval",
-                "1",
-            ],
-            Some(PASSPHRASE),
-        );
-        cmd.stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap());
-        Receiver(cmd.spawn().expect("spawning receive-wal"))
-    }
-
-    fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-s", "TERM", &self.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.0.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "receive-wal did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn problems(report: &serde_json::Value) -> String {
     report.to_string()
 }
@@ -149,7 +88,13 @@ fn verify_names_damaged_archives_wal_and_gaps() {
     let r = repo.to_str().unwrap();
     assert_eq!(pgstream(&["init", "--repo", r]).code, 0, "{ctx}: init");
     let log = scratch.path().join("receive-wal.log");
-    let receiver = Receiver::start(&repo, &pg, &log);
+    let receiver = Receiver::start(
+        &repo,
+        &pg.conninfo("postgres"),
+        PASSPHRASE,
+        &["--slot", "verify_test", "--create-slot"],
+        log,
+    );
     support::wait_until("receive-wal has created its slot", || {
         pg.psql("SELECT count(*) FROM pg_replication_slots WHERE active")
             .trim()
@@ -178,7 +123,8 @@ fn verify_names_damaged_archives_wal_and_gaps() {
     support::wait_until("receive-wal has archived the last switched segment", || {
         stored_segment(&repo, &last).is_some()
     });
-    receiver.stop();
+    // SIGTERM and wait for the exit; its code is not what this test checks.
+    let _ = receiver.terminate();
 
     // Clean.
     let (run, report) = verify(&repo, &[]);

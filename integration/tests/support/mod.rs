@@ -1,6 +1,12 @@
 //! Helpers shared by the end-to-end tests of the protocol client.
 #![allow(dead_code)]
 
+pub mod proxy;
+pub mod receiver;
+pub mod setup;
+pub mod standby;
+pub mod wal;
+
 use integration::Cluster;
 use pgwire_repl::config::{Config, ReplicationMode};
 use pgwire_repl::Connection;
@@ -183,4 +189,63 @@ pub fn pgstream_command(args: &[&str], passphrase: Option<&str>) -> std::process
         cmd.env("PGSTREAM_PASSPHRASE", p);
     }
     cmd
+}
+
+/// The newest of the majors under test, for tests whose subject does not depend on the version.
+pub fn newest_major() -> u32 {
+    *integration::test_majors().last().unwrap()
+}
+
+/// `run`, checked to have exited 0.
+pub fn ok(run: Run, what: &str) -> Run {
+    assert_eq!(run.code, 0, "{what} failed: {run:?}");
+    run
+}
+
+pub fn s(p: &std::path::Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// `pgstream init` of `repo` with `passphrase`, checked to succeed.
+pub fn init_repo(repo: &std::path::Path, passphrase: &str) {
+    ok(
+        pgstream(
+            &["init", "--repo", repo.to_str().unwrap()],
+            Some(passphrase),
+        ),
+        "init",
+    );
+}
+
+/// Polls `check` every 200 ms for up to 60 s; the server log's tail when it never holds.
+pub fn wait_for_server(pg: &Cluster, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let log = pg.server_log();
+    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+    panic!(
+        "PostgreSQL {}: timed out waiting until {what}; server log tail:\n{}",
+        pg.major(),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// Every file under `dir`, recursively, sorted.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
 }

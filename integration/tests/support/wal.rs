@@ -1,0 +1,93 @@
+//! WAL positions, segments and the WAL archive of a repository, as the receive-wal tests read
+//! them.
+
+use std::io::Read;
+use std::path::Path;
+
+use backup_core::receive::{partial_file, PartialReader};
+use backup_core::wal::{SegmentName, WalSegmentSize};
+use backup_core::{layout, Repository, Secret};
+use integration::Cluster;
+use pgwire_repl::{Lsn, TimelineId};
+
+/// The repository at `repo`, opened with `passphrase`.
+pub fn open_repo(repo: &Path, passphrase: &str) -> Repository {
+    Repository::open(repo, Some(&Secret::new(passphrase.as_bytes().to_vec()))).unwrap()
+}
+
+pub fn lsn(text: &str) -> Lsn {
+    text.trim().parse().unwrap()
+}
+
+/// The server's WAL segment size (reported in bytes from 11 on).
+pub fn seg_size(pg: &Cluster) -> WalSegmentSize {
+    let bytes: u64 = pg
+        .psql("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'")
+        .parse()
+        .unwrap();
+    WalSegmentSize::new(bytes).unwrap()
+}
+
+/// The segment of `tli` being written on `pg` now.
+pub fn current_segment(pg: &Cluster, tli: u32, size: WalSegmentSize) -> SegmentName {
+    SegmentName::from_lsn(
+        TimelineId(tli),
+        lsn(&pg.psql("SELECT pg_current_wal_lsn()")),
+        size,
+    )
+}
+
+/// The bytes of the complete segment `seg` in the archive, if it is there.
+pub fn archived(repo: &Repository, seg: &SegmentName) -> Option<Vec<u8>> {
+    let name = layout::wal_segment_file(seg, repo.codec());
+    if !repo.resolve(&name).unwrap().exists() {
+        return None;
+    }
+    let mut out = Vec::new();
+    repo.open_file(&name)
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    Some(out)
+}
+
+/// The valid bytes of receive-wal's partial for `seg`, if any.
+pub fn partial(repo: &Repository, seg: &SegmentName) -> Option<Vec<u8>> {
+    let name = partial_file(seg, true);
+    let path = repo.resolve(&name).unwrap();
+    if !path.exists() {
+        return None;
+    }
+    let mut out = Vec::new();
+    PartialReader::open(&path, &name, repo.codec())
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    Some(out)
+}
+
+/// What the server was told is durably received through `slot`.
+pub fn slot_flush(pg: &Cluster, slot: &str) -> Lsn {
+    let v = pg.psql(&format!(
+        "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"
+    ));
+    if v.is_empty() {
+        Lsn(0)
+    } else {
+        lsn(&v)
+    }
+}
+
+/// `rows` rows into table `t`, then `switches` times 500 more and a WAL switch.
+pub fn write_wal(pg: &Cluster, rows: u32, switches: usize) {
+    pg.psql(&format!(
+        "CREATE TABLE IF NOT EXISTS t (id serial, note text);
+         INSERT INTO t (note) SELECT 'row ' || g FROM generate_series(1, {rows}) g;"
+    ));
+    for _ in 0..switches {
+        pg.psql(
+            "INSERT INTO t (note) SELECT 'more' FROM generate_series(1, 500);
+             SELECT pg_switch_wal();",
+        );
+    }
+}
