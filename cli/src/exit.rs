@@ -123,7 +123,7 @@ fn classify_base(e: &BaseBackupError) -> Failure {
         B::Client(c) => classify_client(c),
         B::Repo(r) => classify_repo(r),
         B::Catalog(c) => classify_catalog(c),
-        B::WalConflict { .. } => Failure::Repository,
+        B::WalConflict { .. } | B::Archive(_) => Failure::Repository,
         B::Fs(_) | B::Sink { .. } => Failure::LocalIo,
         B::Tar { .. }
         | B::Decompress { .. }

@@ -143,6 +143,8 @@ pub enum BaseBackupError {
     WalStreamEnded { at: Lsn },
     #[error("WAL file {segment} is already in the repository with different contents; the repository may hold another cluster's WAL")]
     WalConflict { segment: String },
+    #[error(transparent)]
+    Archive(#[from] crate::wal::archive::WalArchiveError),
     #[error("the server sent no backup manifest")]
     NoManifest,
     #[error("stopped before the backup finished; nothing was marked complete")]

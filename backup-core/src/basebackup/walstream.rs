@@ -7,7 +7,7 @@
 //! `receive-wal` uses; the unfinished segment holding the backup's end is kept with the
 //! backup as `<segment>.partial`, so the backup restores on its own.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +27,8 @@ use crate::fsutil;
 use crate::layout;
 use crate::repo::Repository;
 use crate::sink::FileSink;
-use crate::wal::{SegmentName, WalSegmentSize};
+use crate::wal::archive::{ArchiveFileName, WalArchive};
+use crate::wal::{SegmentName, WalFileName, WalSegmentSize};
 
 /// How long to wait, once the end position is received, for the rest of its segment (a
 /// primary switches segments at the end of a backup, so it normally comes at once).
@@ -418,28 +419,13 @@ fn finish_segment(repo: &Repository, seg: OpenSegment) -> Result<u64, BaseBackup
     } else {
         drop(seg.archive);
     }
-    let existing = stored_crc(repo, &archive_name)?;
-    if existing != seg.crc {
+    let (crc, len) = WalArchive::new(repo).stored_crc(&archive_name)?;
+    if (crc, len) != (seg.crc, seg.written) {
         return Err(BaseBackupError::WalConflict {
             segment: seg.name.to_string(),
         });
     }
     Ok(0)
-}
-
-fn stored_crc(repo: &Repository, name: &str) -> Result<u32, BaseBackupError> {
-    let mut reader = repo.open_file(name)?;
-    let mut crc = 0u32;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = reader
-            .read(&mut buf)
-            .map_err(|e| BaseBackupError::Internal(format!("reading {name}: {e}")))?;
-        if n == 0 {
-            return Ok(crc);
-        }
-        crc = crc32c::crc32c_append(crc, &buf[..n]);
-    }
 }
 
 /// Keeps the unfinished last segment with the backup.
@@ -456,27 +442,15 @@ fn finish_partial(seg: OpenSegment) -> Result<PartialWal, BaseBackupError> {
     })
 }
 
-/// Stores a timeline history file in the archive (or checks the stored one is the same).
+/// Stores a timeline history file in the archive through [`WalArchive`], which checks that it
+/// parses and, if the archive already has it, that it is the same.
 fn store_history(
     repo: &Repository,
     timeline: u32,
     content: &[u8],
 ) -> Result<String, BaseBackupError> {
-    let name = layout::history_file(timeline, repo.codec());
-    fsutil::create_dir_all_durably(&repo.resolve(layout::WAL_DIR)?)?;
-    let path = repo.resolve(&name)?;
-    if path.exists() {
-        if stored_crc(repo, &name)? != crc32c::crc32c(content) {
-            return Err(BaseBackupError::WalConflict { segment: name });
-        }
-        return Ok(name);
-    }
-    let mut sink = repo.create_file(&name)?;
-    sink.write_all(content)
-        .map_err(|e| BaseBackupError::Internal(format!("writing {name}: {e}")))?;
-    sink.finish().map_err(|source| BaseBackupError::Sink {
-        file: name.clone(),
-        source,
-    })?;
-    Ok(name)
+    let file = WalFileName::History(TimelineId(timeline));
+    let archive = WalArchive::new(repo);
+    archive.store(&file, &mut &content[..])?;
+    Ok(archive.stored_name(&ArchiveFileName::Wal(file)))
 }

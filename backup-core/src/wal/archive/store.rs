@@ -120,7 +120,7 @@ impl WalArchive<'_> {
     }
 
     /// CRC-32C and length of a stored file's content.
-    fn stored_crc(&self, stored: &str) -> Result<(u32, u64), WalArchiveError> {
+    pub(crate) fn stored_crc(&self, stored: &str) -> Result<(u32, u64), WalArchiveError> {
         let mut reader = self.repo.open_file(stored)?;
         let (mut crc, mut len) = (0u32, 0u64);
         let mut buf = vec![0u8; BUFFER];
