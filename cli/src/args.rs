@@ -49,6 +49,16 @@ pub enum Command {
     /// Read back and authenticate every file: backups against their manifests, and the WAL
     /// chain from each backup to the end of the archive. Exit 6 naming every bad or missing file.
     Verify(VerifyArgs),
+    /// Delete old backups, and only the WAL no kept backup needs (timeline-aware).
+    Expire(crate::cmd::expire::ExpireArgs),
+    /// Pin a backup so that expire never deletes it (or unpin it with --unpin).
+    Keep(crate::cmd::keep::KeepArgs),
+    /// Restore drill: restore into a scratch directory, start PostgreSQL on it, recover to the
+    /// target, promote, run checks, clean up and write a report (non-zero when a check fails).
+    Drill(crate::cmd::drill::DrillArgs),
+    /// The main job on a throwaway local cluster: receive-wal, a base backup under load and a
+    /// point-in-time drill, with a report. Needs only the PostgreSQL server binaries.
+    Demo(crate::cmd::demo::DemoArgs),
 }
 
 /// Where the repository is and how to unlock it.

@@ -3,7 +3,11 @@
 mod archive_push;
 mod base;
 mod check;
+pub mod demo;
+pub mod drill;
+pub mod expire;
 mod init;
+pub mod keep;
 mod list;
 mod receive_wal;
 mod rekey;
@@ -34,6 +38,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Status(a) => status::run(a).await,
         Command::Check(a) => check::run(a).await,
         Command::Verify(a) => verify::run(a).await,
+        Command::Expire(a) => expire::run(a).await,
+        Command::Keep(a) => keep::run(a).await,
+        Command::Drill(a) => drill::run(a).await,
+        Command::Demo(a) => demo::run(a).await,
     }
 }
 
