@@ -35,6 +35,7 @@ lint:
 # Benchmarks against pg_basebackup / pg_receivewal on throwaway clusters; results go to docs/BENCHMARKS.md.
 bench *ARGS:
     command -v /usr/bin/time >/dev/null || apt-get install -y time
+    command -v /usr/bin/lz4 >/dev/null || apt-get install -y lz4
     bash scripts/install-postgres.sh 16
     cargo build --release -p pgstream-cli -p integration
     target/release/bench {{ARGS}}

@@ -3,10 +3,12 @@
 //! For each dataset it alternates `pg_basebackup -Ft -Xs --compress=client-lz4` and
 //! `pgstream base` (lz4 + AES-256-GCM, fsynced) against the same cluster, measures wall time,
 //! CPU and peak RSS of each run with GNU time, and writes medians and ratios to
-//! docs/BENCHMARKS.md. Numbers are measured, never asserted: this is not a test.
+//! docs/BENCHMARKS.md. Then it restores the last backup of each tool, alternating: `pgstream
+//! restore` against `lz4 -dc | tar -xf` of pg_basebackup's output (restore.rs). Numbers are
+//! measured, never asserted: this is not a test.
 //!
 //! Usage: bench [--quick] [--major N] [--scale S] [--noise-mb M] [--runs R] [--out FILE]
-//! [--pgstream PATH]
+//! [--pgstream PATH] [--no-restore]
 //!
 //! Default datasets are sized like a small production database (pgbench scale 100, about
 //! 1.5 GiB, and 1.5 GB of poorly compressible rows) so the ~0.1-0.2 s fixed cost of a backup
@@ -20,6 +22,9 @@ use std::time::Duration;
 
 use integration::{client_tool, cluster, Cluster};
 
+mod restore;
+use restore::RestoreRow;
+
 struct Options {
     major: u32,
     scale: u32,
@@ -27,6 +32,7 @@ struct Options {
     runs: usize,
     out: PathBuf,
     pgstream: PathBuf,
+    restore: bool,
 }
 
 fn parse_args() -> Options {
@@ -37,6 +43,7 @@ fn parse_args() -> Options {
         runs: 3,
         out: PathBuf::from("docs/BENCHMARKS.md"),
         pgstream: PathBuf::from("target/release/pgstream"),
+        restore: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -52,6 +59,7 @@ fn parse_args() -> Options {
             "--runs" => o.runs = value().parse().expect("--runs R"),
             "--out" => o.out = PathBuf::from(value()),
             "--pgstream" => o.pgstream = PathBuf::from(value()),
+            "--no-restore" => o.restore = false,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -99,9 +107,16 @@ fn server_cpu(pg: &Cluster) -> f64 {
     total / ticks
 }
 
-/// Runs `cmd` under GNU time and returns its measurements.
-fn measure(cmd: Command, output: &Path, pg: &Cluster) -> Sample {
-    let server_before = server_cpu(pg);
+/// The 1, 5 and 15 minute load averages, as `uptime` shows them.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(", "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Runs `cmd` under GNU time and returns its measurements; `pg`'s CPU is counted meanwhile.
+fn measure(cmd: Command, output: &Path, pg: Option<&Cluster>) -> Sample {
+    let server_before = pg.map_or(0.0, server_cpu);
     let stats = tempfile::NamedTempFile::new().unwrap();
     let mut timed = Command::new("/usr/bin/time");
     timed
@@ -127,7 +142,7 @@ fn measure(cmd: Command, output: &Path, pg: &Cluster) -> Sample {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let server = server_cpu(pg) - server_before;
+    let server = pg.map_or(0.0, server_cpu) - server_before;
     let text = std::fs::read_to_string(stats.path()).unwrap();
     let f: Vec<&str> = text.split_whitespace().collect();
     let num = |i: usize| f[i].parse::<f64>().unwrap();
@@ -251,6 +266,13 @@ impl Row {
     fn cpu(&self) -> f64 {
         median(self.samples.iter().map(|s| s.cpu).collect())
     }
+    fn spread(&self) -> (f64, f64) {
+        let w: Vec<f64> = self.samples.iter().map(|s| s.wall).collect();
+        (
+            w.iter().cloned().fold(f64::INFINITY, f64::min),
+            w.iter().cloned().fold(0.0, f64::max),
+        )
+    }
     fn server_cpu(&self) -> f64 {
         median(self.samples.iter().map(|s| s.server_cpu).collect())
     }
@@ -262,7 +284,13 @@ impl Row {
     }
 }
 
-fn bench_dataset(o: &Options, pg: &Cluster, dataset: &str, rows: &mut Vec<Row>) {
+fn bench_dataset(
+    o: &Options,
+    pg: &Cluster,
+    dataset: &str,
+    rows: &mut Vec<Row>,
+    restores: &mut Vec<RestoreRow>,
+) {
     let db_bytes: u64 = pg
         .psql("SELECT sum(pg_database_size(oid)) FROM pg_database")
         .parse()
@@ -289,7 +317,7 @@ fn bench_dataset(o: &Options, pg: &Cluster, dataset: &str, rows: &mut Vec<Row>) 
                     .arg(&dir)
                     .arg("-d")
                     .arg(&conninfo);
-                basebackup.push(measure(cmd, &dir, pg));
+                basebackup.push(measure(cmd, &dir, Some(pg)));
             } else {
                 let init = Command::new(&o.pgstream)
                     .args(["init", "--repo"])
@@ -309,11 +337,34 @@ fn bench_dataset(o: &Options, pg: &Cluster, dataset: &str, rows: &mut Vec<Row>) 
                     .arg(&conninfo)
                     .env("PGSTREAM_PASSPHRASE", passphrase)
                     .env("PGSTREAM_LOG", "warn");
-                pgstream.push(measure(cmd, &dir, pg));
+                pgstream.push(measure(cmd, &dir, Some(pg)));
             }
-            std::fs::remove_dir_all(&dir).ok();
+            // The last backup of each tool is kept for the restore benchmark.
+            if run + 1 < o.runs || !o.restore {
+                std::fs::remove_dir_all(&dir).ok();
+            }
             std::thread::sleep(Duration::from_secs(1));
         }
+    }
+    if o.restore {
+        let last = o.runs - 1;
+        let (pg_backup, repo) = (
+            scratch.path().join(format!("run{last}-pg")),
+            scratch.path().join(format!("run{last}-ps")),
+        );
+        let (tar, ours) = restore::bench(
+            dataset,
+            o.runs,
+            &o.pgstream,
+            passphrase,
+            &pg_backup,
+            &repo,
+            scratch.path(),
+        );
+        restores.push(tar);
+        restores.push(ours);
+        std::fs::remove_dir_all(&pg_backup).ok();
+        std::fs::remove_dir_all(&repo).ok();
     }
     let timeline = timeline(o, &conninfo, &scratch.path().join("timeline"), passphrase);
     rows.push(Row {
@@ -332,8 +383,8 @@ fn bench_dataset(o: &Options, pg: &Cluster, dataset: &str, rows: &mut Vec<Row>) 
     });
 }
 
-fn report(o: &Options, rows: &[Row]) -> String {
-    let mut s = String::new();
+/// `N cores, model`.
+fn machine() -> String {
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -345,23 +396,30 @@ fn report(o: &Options, rows: &[Row]) -> String {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    format!("{cores} cores, {cpu_model}")
+}
+
+fn report(o: &Options, rows: &[Row], load: &str) -> String {
+    let mut s = String::new();
+    let machine = machine();
     writeln!(s, "## Base backup: pgstream base vs pg_basebackup\n").unwrap();
     writeln!(
         s,
-        "Measured by `just bench` (integration/src/bin/bench.rs): PostgreSQL {}, {} runs per tool, alternating, medians shown (peak RSS: the maximum). Machine: {cores} cores, {cpu_model}. Both write to the same local disk and fsync. CPU is the client process's (user + system); server CPU is what the PostgreSQL processes used meanwhile (walsender, checkpoint), on the same machine.\n",
+        "Measured by `just bench` (integration/src/bin/bench.rs): PostgreSQL {}, {} runs per tool, alternating, medians shown (spread: min–max wall; peak RSS: the maximum). Machine: {machine}; load average before / after: {load}. Both write to the same local disk and fsync. CPU is the client process's (user + system); server CPU is what the PostgreSQL processes used meanwhile (walsender, checkpoint), on the same machine.\n",
         o.major, o.runs
     )
     .unwrap();
     writeln!(
         s,
-        "| dataset | database size | tool | wall (s) | MiB/s | CPU (s) | server CPU (s) | peak RSS (MiB) | stored (MiB) |"
+        "| dataset | database size | tool | wall (s) | wall min–max (s) | MiB/s | CPU (s) | server CPU (s) | peak RSS (MiB) | stored (MiB) |"
     )
     .unwrap();
-    writeln!(s, "|---|---|---|---|---|---|---|---|---|").unwrap();
+    writeln!(s, "|---|---|---|---|---|---|---|---|---|---|").unwrap();
     for r in rows {
+        let (lo, hi) = r.spread();
         writeln!(
             s,
-            "| {} | {:.0} MiB | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.1} | {:.0} |",
+            "| {} | {:.0} MiB | {} | {:.2} | {lo:.2}–{hi:.2} | {:.0} | {:.2} | {:.2} | {:.1} | {:.0} |",
             r.dataset,
             r.db_bytes as f64 / 1048576.0,
             r.tool,
@@ -443,6 +501,8 @@ fn main() {
         o.pgstream.display()
     );
     let mut rows = Vec::new();
+    let mut restores = Vec::new();
+    let load_before = load_average();
     {
         eprintln!("bench: pgbench scale {} on PostgreSQL {}", o.scale, o.major);
         let pg = cluster(o.major).setting("max_wal_size", "2GB").start();
@@ -453,7 +513,13 @@ fn main() {
             .expect("pgbench");
         assert!(status.success(), "pgbench -i failed");
         pg.psql("CHECKPOINT");
-        bench_dataset(&o, &pg, &format!("pgbench scale {}", o.scale), &mut rows);
+        bench_dataset(
+            &o,
+            &pg,
+            &format!("pgbench scale {}", o.scale),
+            &mut rows,
+            &mut restores,
+        );
     }
     {
         eprintln!("bench: {} MB of poorly compressible data", o.noise_mb);
@@ -473,9 +539,11 @@ fn main() {
             &pg,
             &format!("{} MB poorly compressible", o.noise_mb),
             &mut rows,
+            &mut restores,
         );
     }
-    let section = report(&o, &rows);
+    let load = format!("{load_before} / {}", load_average());
+    let section = report(&o, &rows, &load);
     println!("{section}");
     let existing = std::fs::read_to_string(&o.out).unwrap_or_default();
     let marker_start = "<!-- bench:base:start -->";
@@ -491,5 +559,10 @@ fn main() {
         _ => format!("{existing}\n{block}"),
     };
     std::fs::write(&o.out, updated).unwrap();
+    if o.restore {
+        let section = restore::report(o.major, o.runs, &machine(), &load, &restores);
+        println!("{section}");
+        restore::write_section(&o.out, &section);
+    }
     eprintln!("bench: wrote {}", o.out.display());
 }
