@@ -18,6 +18,7 @@ pub mod file_error;
 pub mod fsutil;
 pub mod health;
 pub mod layout;
+pub mod localpg;
 pub mod manifest;
 pub mod receive;
 pub mod repo;
