@@ -392,6 +392,20 @@ pub fn run(repo: &Repository, plan: &PitrPlan) -> Result<PitrSummary, PitrError>
     })
 }
 
+/// The backup [`run`] would restore for `plan`, for callers that must know it first (a drill
+/// maps every tablespace of it into its scratch directory). Passing its id as `plan.backup`
+/// then restores exactly this backup.
+pub fn chosen_backup(repo: &Repository, plan: &PitrPlan) -> Result<BackupRecord, PitrError> {
+    let catalog = Catalog::new(repo.dir());
+    match &plan.recovery {
+        None => Ok(catalog.resolve(plan.backup.as_deref().unwrap_or("latest"))?),
+        Some(recovery) => {
+            check_recovery_options(recovery)?;
+            Ok(choose_backup(repo, &catalog, plan.backup.as_deref(), recovery)?.0)
+        }
+    }
+}
+
 fn restore_plan(plan: &PitrPlan, backup: &str, wal: WalPlacement) -> RestorePlan {
     RestorePlan {
         backup: backup.to_string(),
