@@ -1,0 +1,83 @@
+//! Why `expire` or `keep` refused or failed. Nothing is deleted once any of these is found
+//! before the deleting starts.
+
+use std::io;
+use std::path::PathBuf;
+
+use pgwire_repl::TimelineId;
+
+use crate::catalog::CatalogError;
+use crate::fsutil::FsError;
+use crate::repo::RepoError;
+
+/// A pin file (`backups/<id>/pin.json`) that cannot be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The pin's checksum, MAC or id does not match: damaged, altered or copied from another
+    /// backup.
+    #[error(
+        "pin {} is damaged or was altered: {reason}; re-pin with `pgstream keep {id}` or remove \
+         the pin with `pgstream keep --unpin {id}`",
+        path.display()
+    )]
+    Damaged {
+        path: PathBuf,
+        id: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+/// Why expire (or keep) stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ExpireError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// `keep` of an id that is not a complete backup, and other catalog failures outside the
+    /// records themselves.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(
+        "the repository has no complete backup: there is nothing to expire, and without a \
+         backup no WAL can be judged unneeded (nothing was deleted)"
+    )]
+    NoBackups,
+    /// A backup record that cannot be read or authenticated: expire will not guess what that
+    /// backup needs.
+    #[error(
+        "refusing to expire: the record of backup {id} cannot be trusted ({source}); nothing was \
+         deleted. Run `pgstream verify --backup {id}` and move that directory out of backups/ \
+         if it is not a backup"
+    )]
+    Record {
+        id: String,
+        #[source]
+        source: CatalogError,
+    },
+    /// A timeline history file that cannot be read: which WAL a timeline needs is unknown.
+    #[error(
+        "refusing to expire: the history file of timeline {timeline} cannot be read ({reason}); \
+         nothing was deleted. Run `pgstream verify`"
+    )]
+    History { timeline: TimelineId, reason: String },
+    #[error("refusing to expire: {0}; nothing was deleted")]
+    Pin(#[from] PinError),
+    /// The policy is invalid (no rule, `--keep-last 0`, a zero duration).
+    #[error("{0}")]
+    Policy(String),
+    #[error("listing {}: {source}", path.display())]
+    List {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}

@@ -1,0 +1,230 @@
+//! Pins (`pgstream keep`): `backups/<id>/pin.json` marks a backup that `expire` never deletes
+//! (docs/format.md §8.6). The file is sealed like a catalog record: a SHA-256 checksum, and in
+//! an encrypted repository an HMAC under a key derived from the data key, over the pin with the
+//! backup's id inside, so a damaged, forged or copied pin is detected. Removing the file unpins
+//! (that cannot be detected, but whoever can remove files can remove backups too).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::PinError;
+use crate::catalog::{rfc3339, BACKUPS_DIR};
+use crate::crypto::{self, DataKey};
+use crate::fsutil::{self, PRIVATE_FILE_MODE};
+
+/// The pin's name inside a backup directory.
+pub const PIN_FILE: &str = "pin.json";
+/// Version of the pin format.
+pub const PIN_FORMAT: u32 = 1;
+/// HKDF info for the pin MAC key (docs/format.md §8.6).
+const MAC_KEY_INFO: &[u8] = b"pgstream-pin-record";
+
+/// The content of a pin file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pin {
+    pub format: u32,
+    /// The backup it pins (must be the directory it is in).
+    pub id: String,
+    /// When it was pinned, RFC 3339 UTC.
+    pub pinned_time: String,
+    /// SHA-256 (hex) of the pin serialized without `checksum` and `mac`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
+    /// Encrypted repositories: HMAC-SHA256 (hex) of the same bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+impl Pin {
+    fn sealed_body(&self) -> Vec<u8> {
+        let mut body = self.clone();
+        body.checksum = None;
+        body.mac = None;
+        serde_json::to_vec(&body).expect("a pin always serializes")
+    }
+
+    fn mac_of(key: &DataKey, body: &[u8]) -> Result<String, String> {
+        let mac_key =
+            crypto::hkdf_sha256(key.bytes(), &[0u8; 32], MAC_KEY_INFO).map_err(|e| e.to_string())?;
+        let mac = crypto::hmac_sha256(&mac_key, &[body]).map_err(|e| e.to_string())?;
+        Ok(hex::encode(mac))
+    }
+
+    /// A sealed pin of backup `id`.
+    fn new(id: &str, now: SystemTime, key: Option<&DataKey>) -> Result<Pin, String> {
+        let mut pin = Pin {
+            format: PIN_FORMAT,
+            id: id.to_string(),
+            pinned_time: rfc3339(now),
+            checksum: None,
+            mac: None,
+        };
+        let body = pin.sealed_body();
+        pin.checksum = Some(hex::encode(crypto::sha256(&[&body])));
+        pin.mac = key.map(|k| Self::mac_of(k, &body)).transpose()?;
+        Ok(pin)
+    }
+
+    /// Why this pin, read from backup `id`'s directory, cannot be trusted, if it cannot.
+    fn check(&self, id: &str, key: Option<&DataKey>) -> Result<(), String> {
+        if self.format != PIN_FORMAT {
+            return Err(format!(
+                "pin format {} is not supported by this pgstream (it reads format {PIN_FORMAT}); \
+                 upgrade pgstream",
+                self.format
+            ));
+        }
+        let body = self.sealed_body();
+        match &self.checksum {
+            Some(c) if *c == hex::encode(crypto::sha256(&[&body])) => {}
+            Some(_) => return Err("its checksum does not match its contents".into()),
+            None => return Err("it has no checksum".into()),
+        }
+        if self.id != id {
+            return Err(format!("it pins backup {:?}, not this one", self.id));
+        }
+        if let Some(key) = key {
+            let expected = Self::mac_of(key, &body)?;
+            match &self.mac {
+                Some(m) if crypto::constant_time_eq(m.as_bytes(), expected.as_bytes()) => {}
+                Some(_) => return Err("its MAC does not verify with this repository's key".into()),
+                None => return Err("it has no MAC, but the repository is encrypted".into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `backups/<id>/pin.json` of the repository at `repo`.
+pub fn pin_path(repo: &Path, id: &str) -> PathBuf {
+    repo.join(BACKUPS_DIR).join(id).join(PIN_FILE)
+}
+
+/// The pin of backup `id`, if it has one. `key` is the repository's data key (`None`: the MAC
+/// is not checked, as for an unencrypted repository or a caller without the passphrase).
+pub fn read_pin(repo: &Path, id: &str, key: Option<&DataKey>) -> Result<Option<Pin>, PinError> {
+    let path = pin_path(repo, id);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(PinError::Io { path, source }),
+    };
+    let damaged = |reason: String| PinError::Damaged {
+        path: path.clone(),
+        id: id.to_string(),
+        reason,
+    };
+    let pin: Pin = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
+    pin.check(id, key).map_err(damaged)?;
+    Ok(Some(pin))
+}
+
+/// Whether backup `id` is pinned, checking the pin's checksum and id but not its MAC (no
+/// passphrase needed: for `pgstream list`). A damaged pin is an error, not a guess.
+pub fn is_pinned(repo: &Path, id: &str) -> Result<bool, PinError> {
+    read_pin(repo, id, None).map(|p| p.is_some())
+}
+
+/// Writes a new pin for backup `id` durably, replacing any pin it had.
+pub(super) fn write_pin(
+    repo: &Path,
+    id: &str,
+    now: SystemTime,
+    key: Option<&DataKey>,
+) -> Result<Pin, PinError> {
+    let path = pin_path(repo, id);
+    let pin = Pin::new(id, now, key).map_err(|reason| PinError::Damaged {
+        path: path.clone(),
+        id: id.to_string(),
+        reason: format!("sealing it failed: {reason}"),
+    })?;
+    let mut bytes = serde_json::to_vec_pretty(&pin).expect("a pin always serializes");
+    bytes.push(b'\n');
+    fsutil::write_file_durably(&path, &bytes, PRIVATE_FILE_MODE)?;
+    Ok(pin)
+}
+
+/// Removes backup `id`'s pin durably; `false` when it had none.
+pub(super) fn remove_pin(repo: &Path, id: &str) -> Result<bool, PinError> {
+    let path = pin_path(repo, id);
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Ok(false);
+    }
+    fsutil::remove_durably(&path)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo_with_backup(id: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(BACKUPS_DIR).join(id)).unwrap();
+        dir
+    }
+
+    fn key(byte: u8) -> DataKey {
+        DataKey::from_bytes([byte; 32])
+    }
+
+    const ID: &str = "20260101T000000Z";
+
+    #[test]
+    fn a_pin_round_trips_and_is_removed() {
+        let dir = repo_with_backup(ID);
+        assert!(!is_pinned(dir.path(), ID).unwrap());
+        let k = key(7);
+        let pin = write_pin(dir.path(), ID, SystemTime::UNIX_EPOCH, Some(&k)).unwrap();
+        assert_eq!(pin.pinned_time, "1970-01-01T00:00:00Z");
+        assert_eq!(read_pin(dir.path(), ID, Some(&k)).unwrap(), Some(pin));
+        assert!(is_pinned(dir.path(), ID).unwrap());
+        assert!(remove_pin(dir.path(), ID).unwrap());
+        assert!(!remove_pin(dir.path(), ID).unwrap());
+        assert!(!is_pinned(dir.path(), ID).unwrap());
+    }
+
+    #[test]
+    fn an_altered_pin_is_damaged() {
+        let dir = repo_with_backup(ID);
+        write_pin(dir.path(), ID, SystemTime::UNIX_EPOCH, None).unwrap();
+        let path = pin_path(dir.path(), ID);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("1970", "1971")).unwrap();
+        let err = is_pinned(dir.path(), ID).unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(matches!(
+            is_pinned(dir.path(), ID),
+            Err(PinError::Damaged { .. })
+        ));
+    }
+
+    #[test]
+    fn a_pin_copied_from_another_backup_is_damaged() {
+        let other = "20260102T000000Z";
+        let dir = repo_with_backup(ID);
+        std::fs::create_dir_all(dir.path().join(BACKUPS_DIR).join(other)).unwrap();
+        write_pin(dir.path(), other, SystemTime::UNIX_EPOCH, None).unwrap();
+        std::fs::copy(pin_path(dir.path(), other), pin_path(dir.path(), ID)).unwrap();
+        let err = is_pinned(dir.path(), ID).unwrap_err();
+        assert!(err.to_string().contains("not this one"), "{err}");
+    }
+
+    #[test]
+    fn a_pin_sealed_without_the_key_fails_its_mac_check() {
+        let dir = repo_with_backup(ID);
+        // Someone without the key writes a pin with a valid checksum.
+        write_pin(dir.path(), ID, SystemTime::UNIX_EPOCH, None).unwrap();
+        assert!(is_pinned(dir.path(), ID).unwrap());
+        let err = read_pin(dir.path(), ID, Some(&key(1))).unwrap_err();
+        assert!(err.to_string().contains("no MAC"), "{err}");
+        write_pin(dir.path(), ID, SystemTime::UNIX_EPOCH, Some(&key(2))).unwrap();
+        let err = read_pin(dir.path(), ID, Some(&key(1))).unwrap_err();
+        assert!(err.to_string().contains("MAC does not verify"), "{err}");
+    }
+}

@@ -1,0 +1,395 @@
+//! expire and keep against a real (temporary) repository with hand-made records and WAL files
+//! (their content is never read: expire decides from names, records and history files).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::*;
+use crate::catalog::{BackupStatus, RECORD_FILE, RECORD_FORMAT};
+use crate::crypto::{Aead, Encryption, Secret};
+use crate::repo::config::ClusterIdentity;
+use crate::repo::{InitOptions, KdfCost};
+use crate::wal::archive::WalArchive;
+use crate::wal::WalFileName;
+
+const IDS: [&str; 3] = ["20261101T000000Z", "20261102T000000Z", "20261103T000000Z"];
+
+fn repo(dir: &Path) -> Repository {
+    let options = InitOptions {
+        encryption: Encryption::Aead(Aead::Aes256Gcm),
+        kdf_cost: KdfCost {
+            log2_n: 10,
+            r: 8,
+            p: 1,
+        },
+        ..InitOptions::default()
+    };
+    let mut repo = Repository::init(dir, options, Some(&Secret::from("pw"))).unwrap();
+    repo.bind_cluster(ClusterIdentity {
+        system_identifier: 7_300_000_000_000_000_001,
+        major: 16,
+        wal_segment_size: 16 << 20,
+    })
+    .unwrap();
+    repo
+}
+
+fn record(id: &str, start_segno: u64) -> BackupRecord {
+    let day: u64 = id[6..8].parse().unwrap();
+    BackupRecord {
+        format: RECORD_FORMAT,
+        id: id.to_string(),
+        label: String::new(),
+        status: BackupStatus::Complete,
+        start_lsn: pgwire_repl::Lsn((start_segno << 24) + 0x28),
+        start_timeline: 1,
+        end_lsn: pgwire_repl::Lsn((start_segno << 24) + 0x100),
+        end_timeline: 1,
+        start_time: format!("2026-11-{day:02}T00:00:00Z"),
+        end_time: format!("2026-11-{day:02}T00:00:05Z"),
+        duration_seconds: 5.0,
+        server_version: "16.2".into(),
+        server_major: 16,
+        system_identifier: "7300000000000000001".into(),
+        wal_segment_size: 16 << 20,
+        raw_bytes: 1000,
+        stored_bytes: 500,
+        compression: "lz4".into(),
+        encryption: "aes-256-gcm".into(),
+        archives: vec![],
+        manifest_file: "backup_manifest.lz4.enc".into(),
+        files_verified: 10,
+        wal_segments: vec![format!("0000000100000000{start_segno:08X}")],
+        partial_wal_file: None,
+        history_files: vec![],
+        checksum: None,
+        mac: None,
+    }
+}
+
+fn write_record(repo: &Repository, r: &BackupRecord) {
+    let mut r = r.clone();
+    r.seal(data_key(repo)).unwrap();
+    let dir = Catalog::new(repo.dir()).backup_dir(&r.id);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(RECORD_FILE), serde_json::to_vec(&r).unwrap()).unwrap();
+    fs::write(dir.join("base.tar.lz4.enc"), vec![0u8; 1000]).unwrap();
+}
+
+/// A complete-segment file of timeline `tli` (content irrelevant here).
+fn segment_file(repo: &Repository, tli: u32, segno: u64) -> PathBuf {
+    let dir = repo.dir().join(format!("wal/{tli:08X}00000000"));
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{tli:08X}00000000{segno:08X}.lz4.enc"));
+    fs::write(&path, b"segment").unwrap();
+    path
+}
+
+/// A repository with backups starting in segments 2, 5 and 8 and timeline 1's segments 1–10.
+fn three_backups(dir: &Path) -> Repository {
+    let repo = repo(dir);
+    for (id, segno) in IDS.iter().zip([2, 5, 8]) {
+        write_record(&repo, &record(id, segno));
+    }
+    for segno in 1..=10 {
+        segment_file(&repo, 1, segno);
+    }
+    repo
+}
+
+fn options(keep_last: u32, dry_run: bool) -> ExpireOptions {
+    ExpireOptions {
+        policy: Policy {
+            keep_last: Some(keep_last),
+            keep_within: None,
+        },
+        dry_run,
+        now: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+    }
+}
+
+/// Every file under `dir`, relative, sorted.
+fn files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+fn segments_left(repo: &Repository) -> Vec<u64> {
+    files(&repo.dir().join("wal/0000000100000000"))
+        .iter()
+        .map(|f| u64::from_str_radix(&f[16..24], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn keep_last_deletes_old_backups_and_only_their_wal_and_a_dry_run_deletes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = three_backups(&d.path().join("r"));
+    let before = files(repo.dir());
+    let report = expire(&repo, &options(1, true)).unwrap();
+    assert_eq!(files(repo.dir()), before, "the dry run changed files");
+    assert!(report.dry_run);
+    let expired: Vec<&str> = report.expired.iter().map(|b| b.id.as_str()).collect();
+    assert_eq!(expired, IDS[..2]);
+    assert_eq!(report.kept.len(), 1);
+    assert_eq!(
+        report.kept[0].reasons,
+        vec![KeepReason::Newest, KeepReason::KeepLast]
+    );
+    assert_eq!(
+        report.wal,
+        vec![WalRange {
+            timeline: 1,
+            first: "000000010000000000000001".into(),
+            last: "000000010000000000000007".into(),
+            files: 7,
+            bytes: 7 * 7,
+        }]
+    );
+    assert_eq!(report.expired[0].bytes, 1000 + report_record_bytes(&repo, IDS[0]));
+
+    let real = expire(&repo, &options(1, false)).unwrap();
+    assert!(!real.dry_run);
+    assert_eq!(real.wal, report.wal);
+    assert_eq!(segments_left(&repo), vec![8, 9, 10]);
+    let backups = files(&repo.dir().join("backups"));
+    assert!(
+        backups.iter().all(|f| f.starts_with(IDS[2]) || f == ".expire.lock"),
+        "{backups:?}"
+    );
+    // Nothing more to do.
+    assert!(expire(&repo, &options(1, false)).unwrap().is_empty());
+}
+
+fn report_record_bytes(repo: &Repository, id: &str) -> u64 {
+    fs::metadata(Catalog::new(repo.dir()).record_path(id))
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn pinned_backups_survive_with_the_wal_they_need() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = three_backups(&d.path().join("r"));
+    let (id, outcome) = keep(&repo, IDS[0], false, UNIX_EPOCH).unwrap();
+    assert_eq!(id, IDS[0]);
+    assert!(matches!(outcome, PinOutcome::Pinned(_)));
+    assert!(matches!(
+        keep(&repo, IDS[0], false, UNIX_EPOCH).unwrap().1,
+        PinOutcome::AlreadyPinned(_)
+    ));
+    assert!(is_pinned(repo.dir(), IDS[0]).unwrap());
+    let report = expire(&repo, &options(1, false)).unwrap();
+    assert_eq!(report.expired.len(), 1);
+    assert_eq!(report.expired[0].id, IDS[1]);
+    assert_eq!(report.kept[0].reasons, vec![KeepReason::Pinned]);
+    assert_eq!(segments_left(&repo), (2..=10).collect::<Vec<_>>());
+    // Unpinned, it goes.
+    assert_eq!(
+        keep(&repo, IDS[0], true, UNIX_EPOCH).unwrap().1,
+        PinOutcome::Unpinned
+    );
+    assert_eq!(
+        keep(&repo, IDS[0], true, UNIX_EPOCH).unwrap().1,
+        PinOutcome::NotPinned
+    );
+    expire(&repo, &options(1, false)).unwrap();
+    assert_eq!(segments_left(&repo), vec![8, 9, 10]);
+}
+
+#[test]
+fn keep_refuses_an_unknown_id_and_resolves_latest() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = three_backups(&d.path().join("r"));
+    let err = keep(&repo, "20990101T000000Z", false, UNIX_EPOCH).unwrap_err();
+    assert!(
+        matches!(err, ExpireError::Catalog(CatalogError::NoSuchBackup { .. })),
+        "{err}"
+    );
+    let err = keep(&repo, "../etc", false, UNIX_EPOCH).unwrap_err();
+    assert!(err.to_string().contains("pgstream list"), "{err}");
+    assert_eq!(keep(&repo, "latest", false, UNIX_EPOCH).unwrap().0, IDS[2]);
+}
+
+#[test]
+fn a_damaged_record_stops_expire_before_anything_is_deleted() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = three_backups(&d.path().join("r"));
+    let path = Catalog::new(repo.dir()).record_path(IDS[1]);
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(&path, text.replace("16.2", "16.3")).unwrap();
+    let before = files(repo.dir());
+    let err = expire(&repo, &options(1, false)).unwrap_err();
+    assert!(matches!(err, ExpireError::Record { ref id, .. } if id == IDS[1]), "{err}");
+    assert!(err.to_string().contains("nothing was deleted"), "{err}");
+    let mut after = files(repo.dir());
+    after.retain(|f| f != "backups/.expire.lock");
+    assert_eq!(after, before);
+}
+
+#[test]
+fn a_record_resealed_without_the_key_fails_its_mac_and_stops_expire() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = three_backups(&d.path().join("r"));
+    let mut forged = record(IDS[0], 2);
+    forged.seal(None).unwrap();
+    let path = Catalog::new(repo.dir()).record_path(IDS[0]);
+    fs::write(&path, serde_json::to_vec(&forged).unwrap()).unwrap();
+    let err = expire(&repo, &options(1, false)).unwrap_err();
+    assert!(err.to_string().contains("MAC"), "{err}");
+    assert_eq!(segments_left(&repo), (1..=10).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_damaged_pin_stops_expire() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = three_backups(&d.path().join("r"));
+    keep(&repo, IDS[0], false, UNIX_EPOCH).unwrap();
+    let path = pin::pin_path(repo.dir(), IDS[0]);
+    fs::write(&path, b"{}").unwrap();
+    let err = expire(&repo, &options(1, false)).unwrap_err();
+    assert!(matches!(err, ExpireError::Pin(_)), "{err}");
+    assert_eq!(segments_left(&repo), (1..=10).collect::<Vec<_>>());
+    // Pinning again repairs it.
+    assert!(matches!(
+        keep(&repo, IDS[0], false, UNIX_EPOCH).unwrap().1,
+        PinOutcome::Pinned(_)
+    ));
+}
+
+#[test]
+fn a_history_file_that_cannot_be_read_stops_expire() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = three_backups(&d.path().join("r"));
+    fs::write(repo.dir().join("wal/00000002.history.lz4.enc"), b"garbage").unwrap();
+    let err = expire(&repo, &options(1, false)).unwrap_err();
+    assert!(
+        matches!(err, ExpireError::History { timeline, .. } if timeline.0 == 2),
+        "{err}"
+    );
+    assert_eq!(segments_left(&repo), (1..=10).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_dead_branch_goes_and_history_files_stay() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = three_backups(&d.path().join("r"));
+    // Timeline 2 forked from timeline 1 in segment 3: before the kept backup (segment 8).
+    let history = b"1\t0/3800000\tpitr\n";
+    WalArchive::new(&repo)
+        .store(&WalFileName::History(TimelineId(2)), &mut &history[..])
+        .unwrap();
+    for segno in 3..=6 {
+        segment_file(&repo, 2, segno);
+    }
+    let report = expire(&repo, &options(1, false)).unwrap();
+    assert_eq!(report.wal.len(), 2, "{:?}", report.wal);
+    assert_eq!(report.wal[1].timeline, 2);
+    assert_eq!(report.wal[1].files, 4);
+    assert!(!repo.dir().join("wal/0000000200000000").exists());
+    assert!(repo.dir().join("wal/00000002.history.lz4.enc").exists());
+}
+
+#[test]
+fn no_wal_is_deleted_while_a_backup_is_in_progress() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = three_backups(&d.path().join("r"));
+    let catalog = Catalog::new(repo.dir());
+    let running = catalog.in_progress_dir("20261104T000000Z");
+    fs::create_dir_all(&running).unwrap();
+    let lock = fs::File::create(Catalog::lock_path(&running)).unwrap();
+    lock.lock().unwrap();
+    let report = expire(&repo, &options(1, false)).unwrap();
+    assert_eq!(report.expired.len(), 2);
+    assert!(report.wal.is_empty());
+    assert!(
+        report.wal_note.as_deref().unwrap().contains("being written"),
+        "{report:?}"
+    );
+    assert_eq!(segments_left(&repo), (1..=10).collect::<Vec<_>>());
+    // A dead one (lock free, no record) does not hold WAL back.
+    drop(lock);
+    let report = expire(&repo, &options(1, false)).unwrap();
+    assert!(report.wal_note.is_none());
+    assert_eq!(segments_left(&repo), vec![8, 9, 10]);
+}
+
+#[test]
+fn a_crashed_expire_is_finished_by_the_next_run() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = three_backups(&d.path().join("r"));
+    let catalog = Catalog::new(repo.dir());
+    // What a crash right after the rename leaves.
+    let marked = catalog.dir().join(format!(".{}.expiring", IDS[0]));
+    fs::rename(catalog.backup_dir(IDS[0]), &marked).unwrap();
+    let listed: Vec<String> = catalog.list().unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(listed, IDS[1..], "a marked backup is no longer listed");
+    let dry = expire(&repo, &options(3, true)).unwrap();
+    assert_eq!(dry.leftovers, vec![format!(".{}.expiring", IDS[0])]);
+    assert!(marked.exists());
+    let real = expire(&repo, &options(3, false)).unwrap();
+    assert_eq!(real.leftovers.len(), 1);
+    assert!(!marked.exists());
+    // The oldest remaining backup starts in segment 5.
+    assert_eq!(segments_left(&repo), (5..=10).collect::<Vec<_>>());
+}
+
+#[test]
+fn no_backups_and_bad_policies_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = repo(&d.path().join("r"));
+    segment_file(&repo, 1, 1);
+    let err = expire(&repo, &options(1, false)).unwrap_err();
+    assert!(matches!(err, ExpireError::NoBackups), "{err}");
+    fs::create_dir_all(repo.dir().join("backups")).unwrap();
+    let err = expire(&repo, &options(1, false)).unwrap_err();
+    assert!(matches!(err, ExpireError::NoBackups), "{err}");
+    let err = expire(&repo, &options(0, false)).unwrap_err();
+    assert!(matches!(err, ExpireError::Policy(_)), "{err}");
+    assert_eq!(segments_left(&repo), vec![1]);
+}
+
+#[test]
+fn wal_ranges_merge_consecutive_segments_per_timeline() {
+    let s = WalSegmentSize::DEFAULT;
+    let f = |tli: u32, segno: u64, kind| WalFile {
+        stored: String::new(),
+        kind,
+        segment: SegmentName::new(TimelineId(tli), segno, s),
+        bytes: 10,
+    };
+    let files = vec![
+        f(1, 3, retain::WalFileKind::Segment),
+        f(1, 1, retain::WalFileKind::Segment),
+        f(1, 2, retain::WalFileKind::Segment),
+        f(1, 2, retain::WalFileKind::BackupHistory),
+        f(1, 5, retain::WalFileKind::Partial),
+        f(2, 5, retain::WalFileKind::Segment),
+    ];
+    let r = wal_ranges(&files);
+    let summary: Vec<(u32, &str, &str, u64)> = r
+        .iter()
+        .map(|r| (r.timeline, &r.first[16..], &r.last[16..], r.files))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (1, "00000001", "00000003", 4),
+            (1, "00000005", "00000005", 1),
+            (2, "00000005", "00000005", 1)
+        ]
+    );
+}
