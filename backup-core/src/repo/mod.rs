@@ -203,7 +203,9 @@ fn required(dir: &Path, passphrase: Option<&Secret>) -> Result<Secret, RepoError
     Ok(p.clone())
 }
 
-fn read_config(dir: &Path) -> Result<RepoConfig, RepoError> {
+/// The configuration of the repository in `dir`, read without its passphrase (for commands
+/// that only look at names and records).
+pub fn read_config(dir: &Path) -> Result<RepoConfig, RepoError> {
     let path = dir.join(CONFIG_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,

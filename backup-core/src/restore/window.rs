@@ -165,7 +165,7 @@ pub fn compute(
         // wal-fetch serves a partial copy only when no later segment is archived.
         let partial = match gap_before {
             Some(_) => None,
-            None => partial_bytes(repo, listing, &segment)?,
+            None => served_partial_bytes(repo, listing.partial.get(&segno), &segment)?,
         };
         let (end, ends_in_partial, missing) = match partial {
             Some(bytes) if bytes > 0 => (
@@ -196,13 +196,14 @@ struct Listing {
 }
 
 /// How many bytes of `segment` the partial copy wal-fetch would serve holds, in wal-fetch's order:
-/// a `.partial` in the archive, receive-wal's segment in progress, a base backup's partial.
-fn partial_bytes(
+/// a `.partial` in the archive (`archived`, its stored name), receive-wal's segment in progress,
+/// a base backup's partial.
+pub(crate) fn served_partial_bytes(
     repo: &Repository,
-    listing: &Listing,
+    archived: Option<&String>,
     segment: &SegmentName,
 ) -> Result<Option<u64>, PitrError> {
-    if let Some(stored) = listing.partial.get(&segment.segno) {
+    if let Some(stored) = archived {
         let reader = repo.open_file(stored)?;
         return count(reader, stored).map(Some);
     }

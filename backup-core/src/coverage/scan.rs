@@ -1,0 +1,224 @@
+//! Reading a repository for [`super::compute`]: file names (no passphrase needed), and with the
+//! repository open, the history files, the sizes of partial copies, and the backups' windows.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::Path;
+
+use pgwire_repl::TimelineId;
+
+use super::{
+    compute, BranchUnknown, CoverageError, PartialCopy, PartialSource, TimelineFiles, WalCoverage,
+};
+use crate::catalog::{BackupRecord, Catalog};
+use crate::fsutil::FsError;
+use crate::layout::{self, WAL_DIR};
+use crate::receive::start::PARTIAL_SUFFIX;
+use crate::repo::config::CONFIG_FILE;
+use crate::repo::{RepoError, Repository};
+use crate::restore::pitr::PitrError;
+use crate::restore::window::{self, Window};
+use crate::wal::{
+    history_file_timeline, is_wal_file_name, SegmentName, TimelineHistory, WalSegmentSize,
+};
+
+/// The WAL coverage of the repository in `dir`. With `repo` (the same repository, open with its
+/// keys) the history files and the partial copies are read too; without it only names are
+/// (enough for ranges and gaps, not for branch points or a partial copy's end).
+pub fn wal_coverage(dir: &Path, repo: Option<&Repository>) -> Result<WalCoverage, CoverageError> {
+    let config = crate::repo::read_config(dir)?;
+    let contents_read = repo.is_some();
+    let Some(cluster) = config.cluster else {
+        return Ok(WalCoverage {
+            segment_size: None,
+            contents_read,
+            timelines: Vec::new(),
+        });
+    };
+    let seg_size = WalSegmentSize::new(u64::from(cluster.wal_segment_size)).map_err(|e| {
+        RepoError::BadConfig {
+            path: dir.join(CONFIG_FILE),
+            detail: e.to_string(),
+        }
+    })?;
+    let suffix = layout::suffix_for(config.compression, config.encryption.is_some());
+    let mut files = scan_names(dir, &suffix, seg_size)?;
+    for record in Catalog::new(dir).list()? {
+        add_backup_partial(&record, seg_size, &mut files);
+    }
+    let mut histories = BTreeMap::new();
+    if let Some(repo) = repo {
+        for (&timeline, own) in files.iter_mut() {
+            if timeline.0 > 1 && own.has_history {
+                histories.insert(timeline, window::load_history(repo, timeline)?);
+            }
+            let last = own.complete.last().copied();
+            for p in own.partials.iter_mut() {
+                if p.bytes.is_none() && last.is_none_or(|l| p.segment.segno > l) {
+                    p.bytes = Some(partial_bytes(repo, p)?);
+                }
+            }
+        }
+    }
+    Ok(WalCoverage {
+        segment_size: Some(seg_size),
+        contents_read,
+        timelines: compute(seg_size, &files, &histories, BranchUnknown::NeedsPassphrase),
+    })
+}
+
+/// The recoverable windows of `record`: one along each timeline of `coverage` whose history is
+/// known and holds the backup (its own timeline always, when no later switch left it first).
+pub fn backup_windows(
+    repo: &Repository,
+    record: &BackupRecord,
+    coverage: &WalCoverage,
+) -> Result<Vec<Window>, CoverageError> {
+    let mut timelines: BTreeSet<TimelineId> =
+        coverage.timelines.iter().map(|t| t.timeline).collect();
+    timelines.insert(record.end_timeline());
+    let mut out = Vec::new();
+    for timeline in timelines {
+        let known = coverage
+            .timelines
+            .iter()
+            .find(|t| t.timeline == timeline)
+            .and_then(|t| t.history.clone());
+        let history = match known {
+            Some(h) => h,
+            None if timeline.0 == 1 => TimelineHistory::root(timeline),
+            None => continue,
+        };
+        if window::backup_on_path(record, &history) {
+            out.push(window::compute(repo, record, &history)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Segments, partial copies and history files in `wal/`, by name.
+fn scan_names(
+    dir: &Path,
+    suffix: &str,
+    seg_size: WalSegmentSize,
+) -> Result<BTreeMap<TimelineId, TimelineFiles>, CoverageError> {
+    let wal = dir.join(WAL_DIR);
+    let mut files: BTreeMap<TimelineId, TimelineFiles> = BTreeMap::new();
+    for entry in read_dir_names(&wal)? {
+        if let Some(history) = entry.strip_suffix(suffix) {
+            if let Some(timeline) = history_file_timeline(history) {
+                files.entry(timeline).or_default().has_history = true;
+                continue;
+            }
+        }
+        if entry.len() != 16 || !entry.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        for name in read_dir_names(&wal.join(&entry))? {
+            let Some(seg) = name.get(..24) else { continue };
+            if !is_wal_file_name(seg) || !seg.starts_with(&entry) {
+                continue;
+            }
+            let Ok(segment) = SegmentName::parse(seg, seg_size) else {
+                continue;
+            };
+            let rest = &name[24..];
+            let source = if rest == suffix {
+                None
+            } else if rest.strip_prefix(".partial") == Some(suffix) {
+                Some(PartialSource::Archived)
+            } else if rest == PARTIAL_SUFFIX || rest.strip_suffix(".enc") == Some(PARTIAL_SUFFIX) {
+                Some(PartialSource::Receiving)
+            } else {
+                continue;
+            };
+            let own = files.entry(segment.timeline).or_default();
+            match source {
+                None => {
+                    own.complete.insert(segment.segno);
+                }
+                Some(source) => own.partials.push(PartialCopy {
+                    segment,
+                    source,
+                    stored: format!("{WAL_DIR}/{entry}/{name}"),
+                    bytes: None,
+                }),
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// A backup's own partial last segment (its size is in the record, readable without keys).
+fn add_backup_partial(
+    record: &BackupRecord,
+    seg_size: WalSegmentSize,
+    files: &mut BTreeMap<TimelineId, TimelineFiles>,
+) {
+    let Some(p) = &record.partial_wal_file else {
+        return;
+    };
+    if record.wal_segment_size != seg_size.bytes() {
+        return;
+    }
+    let Ok(segment) = SegmentName::parse(&p.segment, seg_size) else {
+        return;
+    };
+    files
+        .entry(segment.timeline)
+        .or_default()
+        .partials
+        .push(PartialCopy {
+            segment,
+            source: PartialSource::Backup,
+            stored: layout::backup_file(&record.id, &p.file),
+            bytes: Some(p.valid_bytes),
+        });
+}
+
+/// The bytes of WAL a partial copy holds, read through the repository's codec.
+fn partial_bytes(repo: &Repository, p: &PartialCopy) -> Result<u64, CoverageError> {
+    let read_err = |source| PitrError::Read {
+        file: p.stored.clone(),
+        source,
+    };
+    let mut sink = io::sink();
+    let bytes = match p.source {
+        PartialSource::Archived => {
+            let mut reader = repo.open_file(&p.stored)?;
+            io::copy(&mut reader, &mut sink).map_err(read_err)?
+        }
+        PartialSource::Receiving => {
+            let reader = crate::receive::open_partial(repo, &p.segment).map_err(|e| {
+                PitrError::Internal(format!("reading the segment being received: {e}"))
+            })?;
+            match reader {
+                Some(mut reader) => io::copy(&mut reader, &mut sink).map_err(read_err)?,
+                // Finished and renamed since the scan.
+                None => 0,
+            }
+        }
+        PartialSource::Backup => p.bytes.unwrap_or(0),
+    };
+    Ok(bytes)
+}
+
+/// Entry names of a directory (missing: none); temporary files and non-UTF-8 names are skipped.
+fn read_dir_names(dir: &Path) -> Result<Vec<String>, CoverageError> {
+    let fs_err = |source: io::Error| FsError::new("listing", dir, source);
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(fs_err(e).into()),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(fs_err)?;
+        if let Ok(name) = entry.file_name().into_string() {
+            if !name.contains(".tmp.") {
+                names.push(name);
+            }
+        }
+    }
+    Ok(names)
+}
