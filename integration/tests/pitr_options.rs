@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use integration::{cluster, free_port, pg_bin_dir, server_user, test_majors, Cluster};
+use support::archiving::switch_and_archive;
 use support::setup::Setup;
 use support::{ok, wait_for_server as wait_for};
 
@@ -30,20 +31,6 @@ fn majors() -> Vec<u32> {
     } else {
         vec![oldest, newest]
     }
-}
-
-/// Switches WAL on `pg` and waits until the segment it was writing is archived.
-fn switch_and_archive(pg: &Cluster) {
-    let current = pg.psql("SELECT pg_walfile_name(pg_current_wal_lsn())");
-    ok(
-        support::pgstream(&["switch-wal", "--source", &pg.conninfo("postgres")], None),
-        "switch-wal",
-    );
-    wait_for(pg, &format!("{current} is archived"), || {
-        pg.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
-            .as_str()
-            >= current.as_str()
-    });
 }
 
 fn rows(pg: &Cluster) -> String {

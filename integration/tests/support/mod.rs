@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests of the protocol client.
 #![allow(dead_code)]
 
+pub mod archiving;
 pub mod proxy;
 pub mod receiver;
 pub mod setup;
