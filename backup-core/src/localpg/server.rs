@@ -10,6 +10,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -235,7 +236,10 @@ impl LocalServer {
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log2));
+            .stderr(Stdio::from(log2))
+            // Its own process group: a Ctrl-C at the terminal reaches only us, and we stop the
+            // server in order (and notice that it was us).
+            .process_group(0);
         let child = cmd.spawn().map_err(|e| LocalPgError::Spawn {
             program: opts.bin.program("postgres").display().to_string(),
             source: e,
