@@ -66,7 +66,10 @@ pub enum ExpireError {
         "refusing to expire: the history file of timeline {timeline} cannot be read ({reason}); \
          nothing was deleted. Run `pgstream verify`"
     )]
-    History { timeline: TimelineId, reason: String },
+    History {
+        timeline: TimelineId,
+        reason: String,
+    },
     #[error("refusing to expire: {0}; nothing was deleted")]
     Pin(#[from] PinError),
     /// The policy is invalid (no rule, `--keep-last 0`, a zero duration).

@@ -133,7 +133,10 @@ fn read_records(repo: &Repository, catalog: &Catalog) -> Result<Vec<BackupRecord
     for id in ids {
         let record = catalog
             .read(&id)
-            .and_then(|r| r.verify_mac(data_key(repo), &catalog.record_path(&id)).map(|()| r))
+            .and_then(|r| {
+                r.verify_mac(data_key(repo), &catalog.record_path(&id))
+                    .map(|()| r)
+            })
             .map_err(|source| ExpireError::Record {
                 id: id.clone(),
                 source,
@@ -190,9 +193,8 @@ pub fn expire(repo: &Repository, options: &ExpireOptions) -> Result<ExpireReport
     }
     let mut candidates = Vec::new();
     for r in &records {
-        let end_time = humantime::parse_rfc3339(&r.end_time).map_err(|e| {
-            invalid_record(r, &catalog, format!("end_time {:?}: {e}", r.end_time))
-        })?;
+        let end_time = humantime::parse_rfc3339(&r.end_time)
+            .map_err(|e| invalid_record(r, &catalog, format!("end_time {:?}: {e}", r.end_time)))?;
         let pinned = pin::read_pin(repo.dir(), &r.id, data_key(repo))?.is_some();
         candidates.push(policy::Candidate {
             id: r.id.clone(),
@@ -264,7 +266,12 @@ pub fn expire(repo: &Repository, options: &ExpireOptions) -> Result<ExpireReport
         wal_bytes,
         leftovers: leftovers
             .iter()
-            .map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned())
+            .map(|p| {
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect(),
         wal_note,
         unknown_timelines: retention.unknown_timelines.iter().map(|t| t.0).collect(),

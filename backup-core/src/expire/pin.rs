@@ -48,8 +48,8 @@ impl Pin {
     }
 
     fn mac_of(key: &DataKey, body: &[u8]) -> Result<String, String> {
-        let mac_key =
-            crypto::hkdf_sha256(key.bytes(), &[0u8; 32], MAC_KEY_INFO).map_err(|e| e.to_string())?;
+        let mac_key = crypto::hkdf_sha256(key.bytes(), &[0u8; 32], MAC_KEY_INFO)
+            .map_err(|e| e.to_string())?;
         let mac = crypto::hmac_sha256(&mac_key, &[body]).map_err(|e| e.to_string())?;
         Ok(hex::encode(mac))
     }

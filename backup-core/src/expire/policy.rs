@@ -233,7 +233,11 @@ mod tests {
             keep_last: Some(0),
             ..Policy::default()
         };
-        assert!(zero.validate().unwrap_err().to_string().contains("at least 1"));
+        assert!(zero
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("at least 1"));
         let zero = Policy {
             keep_within: Some(Duration::ZERO),
             ..Policy::default()

@@ -159,7 +159,10 @@ fn keep_last_deletes_old_backups_and_only_their_wal_and_a_dry_run_deletes_nothin
             bytes: 7 * 7,
         }]
     );
-    assert_eq!(report.expired[0].bytes, 1000 + report_record_bytes(&repo, IDS[0]));
+    assert_eq!(
+        report.expired[0].bytes,
+        1000 + report_record_bytes(&repo, IDS[0])
+    );
 
     let real = expire(&repo, &options(1, false)).unwrap();
     assert!(!real.dry_run);
@@ -167,7 +170,9 @@ fn keep_last_deletes_old_backups_and_only_their_wal_and_a_dry_run_deletes_nothin
     assert_eq!(segments_left(&repo), vec![8, 9, 10]);
     let backups = files(&repo.dir().join("backups"));
     assert!(
-        backups.iter().all(|f| f.starts_with(IDS[2]) || f == ".expire.lock"),
+        backups
+            .iter()
+            .all(|f| f.starts_with(IDS[2]) || f == ".expire.lock"),
         "{backups:?}"
     );
     // Nothing more to do.
@@ -233,7 +238,10 @@ fn a_damaged_record_stops_expire_before_anything_is_deleted() {
     fs::write(&path, text.replace("16.2", "16.3")).unwrap();
     let before = files(repo.dir());
     let err = expire(&repo, &options(1, false)).unwrap_err();
-    assert!(matches!(err, ExpireError::Record { ref id, .. } if id == IDS[1]), "{err}");
+    assert!(
+        matches!(err, ExpireError::Record { ref id, .. } if id == IDS[1]),
+        "{err}"
+    );
     assert!(err.to_string().contains("nothing was deleted"), "{err}");
     let mut after = files(repo.dir());
     after.retain(|f| f != "backups/.expire.lock");
@@ -316,7 +324,11 @@ fn no_wal_is_deleted_while_a_backup_is_in_progress() {
     assert_eq!(report.expired.len(), 2);
     assert!(report.wal.is_empty());
     assert!(
-        report.wal_note.as_deref().unwrap().contains("being written"),
+        report
+            .wal_note
+            .as_deref()
+            .unwrap()
+            .contains("being written"),
         "{report:?}"
     );
     assert_eq!(segments_left(&repo), (1..=10).collect::<Vec<_>>());

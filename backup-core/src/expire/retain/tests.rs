@@ -229,10 +229,7 @@ fn partial_segments_follow_their_segment_and_receiving_ones_are_never_deleted() 
     let r = wal_to_delete(&kept, &h, &files);
     assert_eq!(
         deleted(&r),
-        vec![
-            (1, 1, WalFileKind::Partial),
-            (2, 3, WalFileKind::Partial)
-        ]
+        vec![(1, 1, WalFileKind::Partial), (2, 3, WalFileKind::Partial)]
     );
 }
 
@@ -248,9 +245,7 @@ fn one_mebibyte_segments() {
     let kept = [backup_sized(1, "0/5180028", "0/5200100", s)];
     assert_eq!(kept[0].wal_segments.len(), 2);
     let r = wal_to_delete(&kept, &h, &files);
-    let expected: Vec<_> = (0x40..0x51)
-        .map(|n| (1, n, WalFileKind::Segment))
-        .collect();
+    let expected: Vec<_> = (0x40..0x51).map(|n| (1, n, WalFileKind::Segment)).collect();
     assert_eq!(deleted(&r), sorted(expected));
     assert_eq!(r.delete[0].segment.to_string(), "000000010000000000000040");
 }
@@ -317,7 +312,11 @@ fn served_ranges_agree_with_timeline_for_segment() {
             .filter(|(_, (a, b))| *a <= segno && segno < *b)
             .map(|(t, _)| *t)
             .collect();
-        assert_eq!(serving, vec![h.timeline_for_segment(segno, d)], "segment {segno}");
+        assert_eq!(
+            serving,
+            vec![h.timeline_for_segment(segno, d)],
+            "segment {segno}"
+        );
     }
 }
 
