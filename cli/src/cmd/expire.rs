@@ -11,6 +11,14 @@ use crate::args::RepoArgs;
 use crate::exit::{classified, Failure};
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Pinned backups (pgstream keep) and the newest backup are always kept. \
+WAL is deleted only when no kept backup needs it, for its consistency or for point-in-time \
+recovery from it to now along any timeline that descends from it (timeline history files are \
+followed, and never deleted). While a base backup is running no WAL is deleted. \
+Exit codes: 0 done, 2 usage, 5 not a repository / no backup, 6 a damaged record, pin or \
+history file (nothing deleted), 7 I/O."
+)]
 #[command(group(
     ArgGroup::new("policy")
         .required(true)
