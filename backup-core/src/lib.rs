@@ -14,6 +14,7 @@ pub mod basebackup;
 pub mod catalog;
 pub mod compress;
 pub mod crypto;
+pub mod expire;
 pub mod file_error;
 pub mod fsutil;
 pub mod health;
