@@ -16,8 +16,13 @@ use crate::wal::WalFileName;
 const IDS: [&str; 3] = ["20261101T000000Z", "20261102T000000Z", "20261103T000000Z"];
 
 fn repo(dir: &Path) -> Repository {
+    repo_with(dir, Encryption::Aead(Aead::Aes256Gcm))
+}
+
+fn repo_with(dir: &Path, encryption: Encryption) -> Repository {
+    let encrypted = encryption != Encryption::None;
     let options = InitOptions {
-        encryption: Encryption::Aead(Aead::Aes256Gcm),
+        encryption,
         kdf_cost: KdfCost {
             log2_n: 10,
             r: 8,
@@ -25,7 +30,8 @@ fn repo(dir: &Path) -> Repository {
         },
         ..InitOptions::default()
     };
-    let mut repo = Repository::init(dir, options, Some(&Secret::from("pw"))).unwrap();
+    let pass = Secret::from("pw");
+    let mut repo = Repository::init(dir, options, encrypted.then_some(&pass)).unwrap();
     repo.bind_cluster(ClusterIdentity {
         system_identifier: 7_300_000_000_000_000_001,
         major: 16,
@@ -81,7 +87,8 @@ fn write_record(repo: &Repository, r: &BackupRecord) {
 fn segment_file(repo: &Repository, tli: u32, segno: u64) -> PathBuf {
     let dir = repo.dir().join(format!("wal/{tli:08X}00000000"));
     fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{tli:08X}00000000{segno:08X}.lz4.enc"));
+    let suffix = crate::layout::suffix(repo.codec());
+    let path = dir.join(format!("{tli:08X}00000000{segno:08X}{suffix}"));
     fs::write(&path, b"segment").unwrap();
     path
 }
@@ -372,6 +379,33 @@ fn no_backups_and_bad_policies_are_refused() {
     let err = expire(&repo, &options(0, false)).unwrap_err();
     assert!(matches!(err, ExpireError::Policy(_)), "{err}");
     assert_eq!(segments_left(&repo), vec![1]);
+}
+
+#[test]
+fn an_unencrypted_repository_is_expired_the_same_way() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = repo_with(&d.path().join("r"), Encryption::None);
+    for (id, segno) in IDS.iter().zip([2, 5, 8]) {
+        write_record(&repo, &record(id, segno));
+    }
+    for segno in 1..=10 {
+        segment_file(&repo, 1, segno);
+    }
+    // receive-wal's segment in progress, and a file of another codec: never deleted.
+    let wal = repo.dir().join("wal/0000000100000000");
+    fs::write(wal.join("000000010000000000000001.partial.recv"), b"r").unwrap();
+    fs::write(wal.join("000000010000000000000001.zst"), b"z").unwrap();
+    keep(&repo, IDS[1], false, UNIX_EPOCH).unwrap();
+    let report = expire(&repo, &options(1, false)).unwrap();
+    assert_eq!(report.expired.len(), 1);
+    let left = files(&wal);
+    assert_eq!(
+        left.iter().filter(|f| f.ends_with(".lz4")).count(),
+        6,
+        "{left:?}"
+    );
+    assert!(left.contains(&"000000010000000000000001.partial.recv".to_string()));
+    assert!(left.contains(&"000000010000000000000001.zst".to_string()));
 }
 
 #[test]
