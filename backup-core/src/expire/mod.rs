@@ -95,6 +95,9 @@ pub struct ExpireReport {
     pub wal_note: Option<String>,
     /// Timelines with WAL but no history file: all their WAL is kept.
     pub unknown_timelines: Vec<u32>,
+    /// The newest timeline, which no kept backup reaches: all its WAL is kept, because a server
+    /// may be writing it and a backup starting on it needs it.
+    pub newest_timeline_kept: Option<u32>,
     #[serde(skip)]
     delete_files: Vec<WalFile>,
 }
@@ -275,6 +278,7 @@ pub fn expire(repo: &Repository, options: &ExpireOptions) -> Result<ExpireReport
             .collect(),
         wal_note,
         unknown_timelines: retention.unknown_timelines.iter().map(|t| t.0).collect(),
+        newest_timeline_kept: retention.newest_timeline_kept.map(|t| t.0),
         delete_files,
     };
     if !options.dry_run {

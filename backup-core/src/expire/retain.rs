@@ -63,6 +63,9 @@ pub struct Retention {
     /// Timelines that have files but no history file (and are not timeline 1): where they came
     /// from is unknown, so all their files are kept.
     pub unknown_timelines: BTreeSet<TimelineId>,
+    /// The newest timeline, when no kept backup reaches it: all its files are kept (see
+    /// [`wal_to_delete`]).
+    pub newest_timeline_kept: Option<TimelineId>,
 }
 
 /// Segment numbers `[from, to)`; `to` is `u64::MAX` for a timeline that is still open.
@@ -98,7 +101,11 @@ fn reaches(backup: &KeptBackup, history: &TimelineHistory) -> bool {
 
 /// The files of `files` that no kept backup needs. `histories` holds the history of every
 /// timeline whose history file the archive has; timeline 1 needs none. Receiving files are
-/// always kept, as are all files of a timeline whose history is unknown.
+/// always kept, as are all files of a timeline whose history is unknown, and all files of the
+/// newest timeline when no kept backup reaches it: PostgreSQL numbers a new timeline after the
+/// newest it finds in the archive, so that is the one a server is writing now (a primary
+/// promoted from a restore to a point before every kept backup), and a base backup starting
+/// on it, after expire looked for backups in progress, needs its WAL.
 pub fn wal_to_delete(
     kept: &[KeptBackup],
     histories: &BTreeMap<TimelineId, TimelineHistory>,
@@ -134,10 +141,25 @@ pub fn wal_to_delete(
     }
     let known = |tli: TimelineId| tli.0 == 1 || histories.contains_key(&tli);
     let mut retention = Retention::default();
+    let newest = histories
+        .keys()
+        .copied()
+        .chain(files.iter().map(|f| f.segment.timeline))
+        .max();
+    retention.newest_timeline_kept = newest.filter(|&tli| {
+        let reached = match histories.get(&tli) {
+            Some(h) => kept.iter().any(|b| reaches(b, h)),
+            None => kept.iter().any(|b| reaches(b, &TimelineHistory::root(tli))),
+        };
+        known(tli) && !reached && files.iter().any(|f| f.segment.timeline == tli)
+    });
     for file in files {
         let s = &file.segment;
         if !known(s.timeline) {
             retention.unknown_timelines.insert(s.timeline);
+            continue;
+        }
+        if Some(s.timeline) == retention.newest_timeline_kept {
             continue;
         }
         let keep = file.kind == WalFileKind::Receiving

@@ -310,11 +310,27 @@ fn a_dead_branch_goes_and_history_files_stay() {
     for segno in 3..=6 {
         segment_file(&repo, 2, segno);
     }
+    // As the newest timeline it might be the live primary's: kept.
+    let report = expire(&repo, &options(1, true)).unwrap();
+    assert_eq!(report.newest_timeline_kept, Some(2));
+    assert!(
+        report.wal.iter().all(|r| r.timeline == 1),
+        "{:?}",
+        report.wal
+    );
+    // Timeline 3 forks from timeline 1 after the kept backup: now timeline 2 is dead.
+    let history = b"1\t0/A000000\tlater\n";
+    WalArchive::new(&repo)
+        .store(&WalFileName::History(TimelineId(3)), &mut &history[..])
+        .unwrap();
+    segment_file(&repo, 3, 10);
     let report = expire(&repo, &options(1, false)).unwrap();
+    assert_eq!(report.newest_timeline_kept, None);
     assert_eq!(report.wal.len(), 2, "{:?}", report.wal);
     assert_eq!(report.wal[1].timeline, 2);
     assert_eq!(report.wal[1].files, 4);
     assert!(!repo.dir().join("wal/0000000200000000").exists());
+    assert!(repo.dir().join("wal/0000000300000000").exists());
     assert!(repo.dir().join("wal/00000002.history.lz4.enc").exists());
 }
 

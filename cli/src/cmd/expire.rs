@@ -161,6 +161,12 @@ fn print_human(r: &ExpireReport) {
             list.join(", ")
         );
     }
+    if let Some(tli) = r.newest_timeline_kept {
+        println!(
+            "note: timeline {tli} is the newest and no kept backup reaches it; all its WAL is \
+             kept (a server may be writing it: take a backup of it)"
+        );
+    }
     if r.is_empty() {
         println!(
             "nothing to expire: {} kept",

@@ -128,17 +128,46 @@ fn a_timeline_switch_after_the_backup_keeps_both_timelines_from_its_start() {
 #[test]
 fn a_dead_branch_that_forked_before_the_oldest_kept_backup_is_deleted() {
     // Timeline 2 forked at 0/3800000 (a restore to an earlier point, promoted), then the
-    // primary went on on timeline 1 and took the kept backup in segment 5.
-    let h = histories(&[(2, "1\t0/3800000\tbefore 2000-01-01\n")]);
+    // primary went on on timeline 1 and took the kept backup in segment 5; later timeline 3
+    // forked from timeline 1 after it (so timeline 2 is not the newest).
+    let h = histories(&[
+        (2, "1\t0/3800000\tbefore 2000-01-01\n"),
+        (3, "1\t0/7000000\tlater\n"),
+    ]);
     let mut files = segments(1, 1..=7);
     files.push(file(1, 3, WalFileKind::Partial, WalSegmentSize::DEFAULT));
     files.extend(segments(2, 3..=6));
+    files.extend(segments(3, 7..=8));
     let kept = [backup(1, "0/5000028", "0/5000100")];
     let r = wal_to_delete(&kept, &h, &files);
     let mut expected = seg_kind(1, 1..=4);
     expected.push((1, 3, WalFileKind::Partial));
     expected.extend(seg_kind(2, 3..=6));
     assert_eq!(deleted(&r), sorted(expected));
+    assert_eq!(r.newest_timeline_kept, None);
+}
+
+#[test]
+fn the_newest_timeline_is_kept_whole_while_no_kept_backup_reaches_it() {
+    // The same branch as the newest timeline: it may be the live primary's (restored to a
+    // point before every kept backup and promoted), and a backup starting on it needs its WAL.
+    let h = histories(&[(2, "1\t0/3800000\tbefore 2000-01-01\n")]);
+    let mut files = segments(1, 1..=7);
+    files.extend(segments(2, 3..=6));
+    let kept = [backup(1, "0/5000028", "0/5000100")];
+    let r = wal_to_delete(&kept, &h, &files);
+    assert_eq!(deleted(&r), seg_kind(1, 1..=4));
+    assert_eq!(r.newest_timeline_kept, Some(TimelineId(2)));
+    // Once a kept backup is on it, the usual rule applies.
+    let kept = [
+        backup(1, "0/5000028", "0/5000100"),
+        backup(2, "0/5000028", "0/5000100"),
+    ];
+    let r = wal_to_delete(&kept, &h, &files);
+    let mut expected = seg_kind(1, 1..=4);
+    expected.extend(seg_kind(2, 3..=4));
+    assert_eq!(deleted(&r), sorted(expected));
+    assert_eq!(r.newest_timeline_kept, None);
 }
 
 #[test]
@@ -192,8 +221,9 @@ fn a_backup_taken_after_a_fork_on_the_old_timeline_does_not_keep_the_branch() {
     let r = wal_to_delete(&kept, &h, &files);
     let mut expected = seg_kind(1, 1..=7);
     expected.extend(seg_kind(2, 4..=7));
-    expected.extend(seg_kind(3, 6..=8));
+    // Timeline 3 is the newest: kept whole (see the_newest_timeline_is_kept_whole_...).
     assert_eq!(deleted(&r), sorted(expected));
+    assert_eq!(r.newest_timeline_kept, Some(TimelineId(3)));
 }
 
 #[test]
@@ -214,7 +244,7 @@ fn a_grandchild_timeline_is_kept_through_its_parent() {
 
 #[test]
 fn partial_segments_follow_their_segment_and_receiving_ones_are_never_deleted() {
-    let h = histories(&[(2, "1\t0/3800000\tpitr\n")]);
+    let h = histories(&[(2, "1\t0/3800000\tpitr\n"), (3, "1\t0/6000000\tpitr\n")]);
     let d = WalSegmentSize::DEFAULT;
     let files = vec![
         file(1, 1, WalFileKind::Partial, d),
@@ -321,13 +351,16 @@ fn served_ranges_agree_with_timeline_for_segment() {
 }
 
 #[test]
-fn no_kept_backup_deletes_everything_but_receiving_files() {
+fn without_a_kept_backup_only_older_timelines_go() {
     // The caller never calls it without a backup; the function itself is still total.
     let d = WalSegmentSize::DEFAULT;
+    let h = histories(&[(2, "1\t0/2000000\tpitr\n")]);
     let files = vec![
         file(1, 1, WalFileKind::Segment, d),
         file(1, 2, WalFileKind::Receiving, d),
+        file(2, 2, WalFileKind::Segment, d),
     ];
-    let r = wal_to_delete(&[], &BTreeMap::new(), &files);
+    let r = wal_to_delete(&[], &h, &files);
     assert_eq!(deleted(&r), vec![(1, 1, WalFileKind::Segment)]);
+    assert_eq!(r.newest_timeline_kept, Some(TimelineId(2)));
 }
