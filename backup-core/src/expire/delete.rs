@@ -68,6 +68,8 @@ pub(super) fn wal_files(repo: &Path, files: &[WalFile]) -> Result<(), ExpireErro
     if removed_dir {
         fsutil::fsync_dir(&repo.join(WAL_DIR))?;
     }
-    tracing::info!(files = files.len(), "WAL files deleted");
+    if !files.is_empty() {
+        tracing::info!(files = files.len(), "WAL files deleted");
+    }
     Ok(())
 }
