@@ -92,7 +92,10 @@ pub async fn run_checks(
         let outcome = match server.connect(&opts.db_user, &opts.check_db).await {
             Err(e) => Err(e.to_string()),
             Ok(mut conn) => {
-                let r = conn.simple_query(sql).await;
+                let r = tokio::select! {
+                    r = conn.simple_query(sql) => r,
+                    _ = cancel.cancelled() => return Err(LocalPgError::Cancelled),
+                };
                 conn.close().await;
                 match r {
                     Ok(sets) => {
@@ -168,7 +171,8 @@ async fn count_rows(
         let Some(table) = row.into_iter().next().flatten() else {
             continue;
         };
-        match query_value(conn, &format!("SELECT count(*) FROM {table}")).await {
+        let sql = format!("SELECT count(*) FROM {table}");
+        match cancellable(cancel, query_value(conn, &sql)).await? {
             Ok(v) => {
                 let rows = v.and_then(|v| v.parse().ok()).unwrap_or(0);
                 n += 1;
@@ -247,7 +251,7 @@ async fn amcheck(
             continue;
         };
         let sql = format!("SELECT {schema}.bt_index_check({oid}::oid::regclass)");
-        match query_rows(conn, &sql).await {
+        match cancellable(cancel, query_rows(conn, &sql)).await? {
             Ok(_) => checked_indexes += 1,
             Err(e) => failed.push(format!("index {name}: {}", source_text(&e))),
         }
@@ -284,7 +288,7 @@ async fn amcheck(
                 continue;
             };
             let sql = format!("SELECT count(*) FROM {schema}.verify_heapam({oid}::oid::regclass)");
-            match query_value(conn, &sql).await {
+            match cancellable(cancel, query_value(conn, &sql)).await? {
                 Ok(Some(n)) if n == "0" => checked_tables += 1,
                 Ok(n) => failed.push(format!(
                     "table {name}: verify_heapam found {} problem(s)",
@@ -302,6 +306,18 @@ async fn amcheck(
     } else {
         Err(quote_failures("amcheck found problems", &failed))
     })
+}
+
+/// `query`, or [`LocalPgError::Cancelled`] as soon as `cancel` fires (a long `count(*)` or SQL
+/// file must not hold up a SIGTERM; the server is stopped right after).
+async fn cancellable<T>(
+    cancel: &CancellationToken,
+    query: impl std::future::Future<Output = Result<T, LocalPgError>>,
+) -> Result<Result<T, LocalPgError>, LocalPgError> {
+    tokio::select! {
+        r = query => Ok(r),
+        _ = cancel.cancelled() => Err(LocalPgError::Cancelled),
+    }
 }
 
 /// The server's error without the repeated query text.

@@ -330,6 +330,9 @@ impl Drill<'_> {
         report.checks.extend(results);
         report.row_counts = counts;
         report.timings.checks_seconds = Some(checks_started.elapsed().as_secs_f64());
+        if cancel.is_cancelled() {
+            return Err(LocalPgError::Cancelled);
+        }
         Ok(())
     }
 }

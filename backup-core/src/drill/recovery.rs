@@ -76,7 +76,7 @@ pub async fn recover(
             cancel,
             "reach the recovery target",
         )?;
-        let state = poll(conn, major).await?;
+        let state = poll_or_exit(server, conn, major).await?;
         if !state.in_recovery || (explicit_target && state.paused) {
             break (state, Instant::now());
         }
@@ -94,7 +94,7 @@ pub async fn recover(
     }
     loop {
         wait_step(server, deadline, timeout, cancel, "finish promotion")?;
-        if !poll(conn, major).await?.in_recovery {
+        if !poll_or_exit(server, conn, major).await?.in_recovery {
             break;
         }
         tokio::time::sleep(POLL).await;
@@ -104,6 +104,26 @@ pub async fn recover(
         target_at,
         promoted_at: Instant::now(),
     })
+}
+
+/// [`poll`], but when the query fails because the server is going down (a FATAL in the
+/// startup process ends every connection first), the server's exit is the error: its log says
+/// why, a lost connection does not.
+async fn poll_or_exit(
+    server: &mut LocalServer,
+    conn: &mut Connection,
+    major: u32,
+) -> Result<State, LocalPgError> {
+    match poll(conn, major).await {
+        Ok(state) => Ok(state),
+        Err(e) => {
+            for _ in 0..50 {
+                server.check_running("recovery reached the target")?;
+                tokio::time::sleep(POLL).await;
+            }
+            Err(e)
+        }
+    }
 }
 
 fn wait_step(

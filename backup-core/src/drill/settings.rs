@@ -28,7 +28,14 @@ pub fn overrides(
                 .display()
                 .to_string(),
         ),
-        ("external_pid_file", String::new()),
+        // Inside the scratch directory: an empty value makes 13 complain that it cannot write "".
+        (
+            "external_pid_file",
+            hba_file
+                .with_file_name("postmaster.external.pid")
+                .display()
+                .to_string(),
+        ),
         // Never archive the drill's new timeline into the production repository.
         ("archive_mode", "off".into()),
         ("archive_cleanup_command", String::new()),
@@ -103,6 +110,10 @@ mod tests {
         assert_eq!(get(&s, "data_directory"), Some("/s/data"));
         assert_eq!(get(&s, "hba_file"), Some("/s/hba.conf"));
         assert_eq!(get(&s, "ident_file"), Some("/s/pg_ident.drill.conf"));
+        assert_eq!(
+            get(&s, "external_pid_file"),
+            Some("/s/postmaster.external.pid")
+        );
         assert_eq!(get(&s, "stats_temp_directory"), None);
         assert_eq!(get(&s, "promote_trigger_file"), None);
     }

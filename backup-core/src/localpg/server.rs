@@ -353,6 +353,13 @@ impl LocalServer {
                     Ok(_) => return Ok(conn),
                     Err(e) => e.to_string(),
                 },
+                // Waiting would not help: a missing role or database, refused authentication.
+                Err(e) if is_permanent(&e) => {
+                    return Err(LocalPgError::Query {
+                        sql: format!("connecting as {user} to database {dbname}"),
+                        source: e,
+                    })
+                }
                 Err(e) => e.to_string(),
             };
             if Instant::now() >= deadline {
@@ -480,6 +487,16 @@ impl Drop for LocalServer {
                 tracing::warn!(error = %e, "stopping the local server");
             }
         }
+    }
+}
+
+/// A connection error that retrying will not cure: authentication or authorization refused
+/// (class 28, which includes a missing role) or a missing database (3D000).
+fn is_permanent(e: &pgwire_repl::Error) -> bool {
+    match e {
+        pgwire_repl::Error::Server(db) => db.code.starts_with("28") || db.code == "3D000",
+        pgwire_repl::Error::AllHostsFailed(all) => all.iter().all(is_permanent) && !all.is_empty(),
+        _ => false,
     }
 }
 
