@@ -45,6 +45,9 @@ pub fn overrides(
         ("synchronous_standby_names", String::new()),
         ("hot_standby", "on".into()),
         ("ssl", "off".into()),
+        // The source's socket group may not exist here; the socket stays the server user's.
+        ("unix_socket_group", String::new()),
+        ("unix_socket_permissions", "0700".into()),
         ("logging_collector", "off".into()),
         ("log_destination", "stderr".into()),
         ("cluster_name", "pgstream-drill".into()),
