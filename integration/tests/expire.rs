@@ -6,7 +6,9 @@
 //! backups survive; keep-within keeps the newest backup before the window; `pgstream verify`
 //! passes after each run and point-in-time restores of the oldest kept backup follow the
 //! timeline switch to the latest row. Refusals (unknown id, damaged record, bad policy) change
-//! nothing. It runs on the oldest and the newest of the majors under test.
+//! nothing. It runs on the oldest and the newest of the majors under test. A second test runs
+//! expire beside `receive-wal` and a running `base` (newest major only): no WAL is deleted while
+//! the backup runs, receive-wal streams on, and verify passes.
 
 mod support;
 
@@ -15,6 +17,7 @@ use std::path::Path;
 use backup_core::catalog::{BackupRecord, Catalog};
 use integration::{cluster, test_majors, Cluster};
 use serde_json::Value;
+use support::receiver::{wait_caught_up, Receiver};
 use support::setup::Setup;
 use support::{files_under, ok, s, wait_for_server as wait_for};
 
@@ -383,4 +386,140 @@ fn refusals_change_nothing(setup: &Setup, newest: &str, ctx: &str) {
         before,
         "{ctx}: a refusal changed files"
     );
+}
+
+/// `pgstream base` of `conninfo` into `repo` as root, checked to succeed.
+fn base_as_root(repo: &Path, conninfo: &str, what: &str) {
+    ok(
+        support::pgstream(
+            &[
+                "base",
+                "--repo",
+                s(repo),
+                "--source",
+                conninfo,
+                "--no-progress",
+            ],
+            Some(PASSPHRASE),
+        ),
+        what,
+    );
+}
+
+#[test]
+fn expire_beside_receive_wal_and_a_running_base_deletes_no_wal_they_need() {
+    let major = support::newest_major();
+    let ctx = format!("PostgreSQL {major}");
+    let scratch = integration::scratch_dir();
+    let repo = scratch.path().join("repo");
+    support::init_repo(&repo, PASSPHRASE);
+    let pg = cluster(major).start();
+    let conninfo = pg.conninfo("postgres");
+    pg.psql("CREATE TABLE t (id int PRIMARY KEY)");
+    let rx = Receiver::start(
+        &repo,
+        &conninfo,
+        PASSPHRASE,
+        &["--slot", "pgstream", "--create-slot"],
+        scratch.path().join("receive-wal.log"),
+    );
+    rx.wait_streaming();
+    base_as_root(&repo, &conninfo, "base 1");
+    for i in 1..=3 {
+        pg.psql(&format!(
+            "INSERT INTO t VALUES ({i}); SELECT pg_switch_wal()"
+        ));
+    }
+    base_as_root(&repo, &conninfo, "base 2");
+    pg.psql("INSERT INTO t VALUES (4); SELECT pg_switch_wal()");
+    wait_caught_up(&pg, "pgstream", &rx);
+
+    // A third backup, slowed down, is running: backups are expired, WAL is not.
+    let running = support::pgstream_command(
+        &[
+            "base",
+            "--repo",
+            s(&repo),
+            "--source",
+            &conninfo,
+            "--no-progress",
+            "--max-rate",
+            "4M",
+        ],
+        Some(PASSPHRASE),
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    support::wait_until("the third backup is in progress", || {
+        std::fs::read_dir(repo.join("backups"))
+            .unwrap()
+            .flatten()
+            .any(|e| {
+                e.file_name().to_string_lossy().ends_with(".inprogress")
+                    && e.path().join("lock").exists()
+            })
+    });
+    // Its lock is taken right after the file is created.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let wal_before = files_under(&repo.join("wal"));
+    let run = ok(
+        support::pgstream(
+            &["expire", "--repo", s(&repo), "--keep-last", "1", "--json"],
+            Some(PASSPHRASE),
+        ),
+        "expire during a base",
+    );
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        report["expired"].as_array().unwrap().len(),
+        1,
+        "{ctx}: {report}"
+    );
+    assert!(
+        report["wal_note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("being written"),
+        "{ctx}: {report}"
+    );
+    assert_eq!(report["wal_files"], 0, "{ctx}: {report}");
+    // receive-wal may have added files meanwhile, and replaces its partial segment by the
+    // complete one; nothing else was removed.
+    let wal_after = files_under(&repo.join("wal"));
+    for f in &wal_before {
+        assert!(
+            wal_after.contains(f) || f.to_string_lossy().contains(".partial.recv"),
+            "{ctx}: {} was deleted while a backup ran",
+            f.display()
+        );
+    }
+    let out = running.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{ctx}: the third backup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Now the WAL before the newest backup goes, while receive-wal goes on streaming.
+    let report = ok(
+        support::pgstream(
+            &["expire", "--repo", s(&repo), "--keep-last", "1", "--json"],
+            Some(PASSPHRASE),
+        ),
+        "expire after the base",
+    );
+    let report: Value = serde_json::from_str(&report.stdout).unwrap();
+    assert_eq!(
+        report["expired"].as_array().unwrap().len(),
+        1,
+        "{ctx}: {report}"
+    );
+    assert!(report["wal_files"].as_u64().unwrap() > 0, "{ctx}: {report}");
+    pg.psql("INSERT INTO t VALUES (5); SELECT pg_switch_wal()");
+    wait_caught_up(&pg, "pgstream", &rx);
+    assert_eq!(rx.terminate(), 0, "{ctx}: receive-wal");
+    let run = support::pgstream(&["verify", "--repo", s(&repo)], Some(PASSPHRASE));
+    assert_eq!(run.code, 0, "{ctx}: verify: {run:?}");
 }
