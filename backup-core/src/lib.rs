@@ -13,6 +13,7 @@
 pub mod basebackup;
 pub mod catalog;
 pub mod compress;
+pub mod coverage;
 pub mod crypto;
 pub mod expire;
 pub mod file_error;

@@ -235,11 +235,12 @@ pub struct RestoreArgs {
 
 #[derive(Args, Debug)]
 pub struct ListArgs {
-    /// The repository directory.
-    #[arg(long, env = "PGSTREAM_REPO", value_name = "DIR")]
-    pub repo: PathBuf,
+    /// The repository, and in an encrypted one optionally its passphrase: without one, backups,
+    /// segment ranges and gaps are listed, but not branch points or recoverable windows.
+    #[command(flatten)]
+    pub repo: RepoArgs,
 
-    /// Print JSON instead of a table.
+    /// Print JSON (the shape documented in docs/cli.md) instead of text.
     #[arg(long)]
     pub json: bool,
 }

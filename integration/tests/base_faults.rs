@@ -112,10 +112,10 @@ fn listed(repo: &Path) -> Vec<serde_json::Value> {
         "list --json",
     );
     serde_json::from_str::<serde_json::Value>(&run.stdout)
-        .unwrap_or_else(|e| panic!("list --json: {e}: {run:?}"))
+        .unwrap_or_else(|e| panic!("list --json: {e}: {run:?}"))["backups"]
         .as_array()
         .cloned()
-        .unwrap_or_else(|| panic!("list --json is not an array: {run:?}"))
+        .unwrap_or_else(|| panic!("list --json has no backups array: {run:?}"))
 }
 
 /// Nothing in `repo` looks like a complete backup, and `list` agrees.

@@ -56,10 +56,10 @@ fn list_json(repo: &Path) -> Vec<serde_json::Value> {
         "list --json",
     );
     serde_json::from_str::<serde_json::Value>(&run.stdout)
-        .unwrap_or_else(|e| panic!("list --json does not parse: {e}: {run:?}"))
+        .unwrap_or_else(|e| panic!("list --json does not parse: {e}: {run:?}"))["backups"]
         .as_array()
         .cloned()
-        .unwrap_or_else(|| panic!("list --json is not an array: {run:?}"))
+        .unwrap_or_else(|| panic!("list --json has no backups array: {run:?}"))
 }
 
 fn run_tool(mut cmd: Command, what: &str) -> String {

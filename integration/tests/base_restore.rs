@@ -305,7 +305,7 @@ fn second_cluster_is_refused() {
     assert!(run.stderr.contains("system identifier"), "{run:?}");
     let listed = pgstream(&["list", "--repo", repo.to_str().unwrap(), "--json"], None);
     let list: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
-    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list["backups"].as_array().unwrap().len(), 1);
 }
 
 #[test]

@@ -1,53 +1,117 @@
-//! `pgstream list`.
+//! `pgstream list`: the backups, and the WAL coverage of the repository (backup_core::coverage).
+//!
+//! Backups, segment ranges and gaps are read from catalog records and file names, so they need
+//! no passphrase. Branch points, the end of a partial segment and the backups' recoverable
+//! windows read history files and partial segments, which an encrypted repository encrypts: they
+//! are shown when PGSTREAM_PASSPHRASE or --passphrase-file is given, and a note says so when
+//! neither is. A passphrase that is given but wrong is an error (exit 5), not a silent fallback.
+
+mod json;
+mod text;
+
+use std::path::Path;
 
 use anyhow::Context as _;
-use backup_core::catalog::Catalog;
+use backup_core::catalog::{BackupRecord, Catalog};
+use backup_core::coverage::{self, CoverageError, WalCoverage};
+use backup_core::expire::{read_pin, PinError};
+use backup_core::restore::window::Window;
+use backup_core::{RepoError, Repository, PASSPHRASE_ENV};
 
 use crate::args::ListArgs;
 use crate::exit::{classified, Failure};
 
+/// One listed backup.
+struct Listed {
+    record: BackupRecord,
+    pinned: bool,
+    /// `None`: not computed (encrypted repository, no passphrase).
+    windows: Option<Vec<Window>>,
+}
+
+/// What `list` prints, in either form.
+struct Listing {
+    repo: std::path::PathBuf,
+    encrypted: bool,
+    backups: Vec<Listed>,
+    wal: WalCoverage,
+}
+
+/// Printed (on stderr with --json) when an encrypted repository is listed without a passphrase.
+const NEEDS_PASSPHRASE: &str = "the repository is encrypted and no passphrase was given: set \
+     PGSTREAM_PASSPHRASE or pass --passphrase-file FILE to see where timelines branched, where \
+     partial segments end and each backup's recoverable window";
+
 pub fn run(args: ListArgs) -> anyhow::Result<()> {
-    if !args
-        .repo
-        .join(backup_core::repo::config::CONFIG_FILE)
-        .exists()
-    {
-        return Err(classified(
-            Failure::Repository,
-            anyhow::anyhow!(
-                "{} is not a pgstream repository (create one with `pgstream init --repo {}`)",
-                args.repo.display(),
-                args.repo.display()
-            ),
-        ));
-    }
-    let backups = Catalog::new(&args.repo)
+    let dir = &args.repo.repo;
+    let config = match backup_core::repo::read_config(dir) {
+        Ok(c) => c,
+        Err(e @ RepoError::NotRepository { .. }) => return Err(classified(Failure::Repository, e)),
+        Err(e) => return Err(anyhow::Error::new(e)),
+    };
+    let encrypted = config.encryption.is_some();
+    let passphrase_given =
+        args.repo.passphrase_file.is_some() || std::env::var_os(PASSPHRASE_ENV).is_some();
+    let repo: Option<Repository> = if encrypted && !passphrase_given {
+        None
+    } else {
+        Some(super::open_repo(&args.repo)?)
+    };
+    let records = Catalog::new(dir)
         .list()
-        .with_context(|| format!("listing backups in {}", args.repo.display()))?;
+        .with_context(|| format!("listing backups in {}", dir.display()))?;
+    let wal = coverage::wal_coverage(dir, repo.as_ref()).map_err(cli_error)?;
+    let mut backups = Vec::new();
+    for record in records {
+        let windows = match &repo {
+            Some(r) => Some(coverage::backup_windows(r, &record, &wal).map_err(cli_error)?),
+            None => None,
+        };
+        backups.push(Listed {
+            pinned: pinned(dir, repo.as_ref(), &record.id)?,
+            record,
+            windows,
+        });
+    }
+    let listing = Listing {
+        repo: dir.clone(),
+        encrypted,
+        backups,
+        wal,
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&backups)?);
-        return Ok(());
-    }
-    if backups.is_empty() {
-        println!("no backups in {}", args.repo.display());
-        return Ok(());
-    }
-    println!(
-        "{:<20} {:<21} {:>9} {:>12} {:>4} {:>10} {:>10}  label",
-        "id", "end time", "duration", "end lsn", "tli", "size", "stored"
-    );
-    for b in &backups {
         println!(
-            "{:<20} {:<21} {:>8.1}s {:>12} {:>4} {:>10} {:>10}  {}",
-            b.id,
-            b.end_time,
-            b.duration_seconds,
-            b.end_lsn.to_string(),
-            b.end_timeline,
-            super::base::human_bytes(b.raw_bytes),
-            super::base::human_bytes(b.stored_bytes),
-            b.label
+            "{}",
+            serde_json::to_string_pretty(&json::listing(&listing))?
         );
+        if !listing.wal.contents_read {
+            eprintln!("note: {NEEDS_PASSPHRASE}");
+        }
+    } else {
+        print!("{}", text::listing(&listing));
     }
     Ok(())
+}
+
+/// Whether the backup is pinned (`pgstream keep`). The pin's checksum is always checked, and
+/// its MAC too when the repository is open with its key; a damaged pin is an error (exit 6)
+/// naming the file and how to fix it.
+fn pinned(dir: &Path, repo: Option<&Repository>, id: &str) -> anyhow::Result<bool> {
+    let key = repo.and_then(|r| r.codec().encryption.as_ref().map(|e| e.key.as_ref()));
+    match read_pin(dir, id, key) {
+        Ok(pin) => Ok(pin.is_some()),
+        Err(e @ PinError::Damaged { .. }) => Err(classified(Failure::Verification, e)),
+        Err(e) => Err(classified(Failure::LocalIo, e)),
+    }
+}
+
+/// Exit codes as for the same failures elsewhere: the repository's and catalog's own, a
+/// history file or partial segment that does not read as restore classifies it.
+fn cli_error(e: CoverageError) -> anyhow::Error {
+    match e {
+        CoverageError::Repo(e) => anyhow::Error::new(e),
+        CoverageError::Catalog(e) => anyhow::Error::new(e),
+        e @ CoverageError::Fs(_) => classified(Failure::LocalIo, e),
+        CoverageError::Window(e) => super::restore::cli_error(e),
+    }
 }

@@ -187,7 +187,7 @@ fn recovery_options(args: &RestoreArgs) -> anyhow::Result<Option<Recovery>> {
 
 /// Exit codes: a refused target or option is a usage error (2); the library errors keep their
 /// own classification.
-fn cli_error(e: PitrError) -> anyhow::Error {
+pub(super) fn cli_error(e: PitrError) -> anyhow::Error {
     match e {
         PitrError::Restore(e) => anyhow::Error::new(e),
         PitrError::Catalog(e) => anyhow::Error::new(e),
