@@ -41,8 +41,24 @@ bench *ARGS:
     target/release/bench {{ARGS}}
     target/release/bench_wal
 
-# The main job on a throwaway local cluster: back up, restore, verify, start, compare.
-demo:
+# As root, the cluster runs as the unprivileged user pgstream-demo (created when missing). Extra
+# arguments go to pgstream demo, e.g. `just demo --scale 50 --keep`.
+# The main job on a throwaway cluster (pgstream demo): receive-wal, base under load, PITR drill.
+demo *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
     bash scripts/install-postgres.sh 16
-    cargo build --release -p pgstream-cli -p integration
-    target/release/demo
+    cargo build --release -p pgstream-cli
+    args=(--pg-bin "${PGSTREAM_PG_ROOT:-/var/cache/pgstream/postgresql}/16/bin")
+    if [ "$(id -u)" = 0 ]; then
+        user="${PGSTREAM_DEMO_USER:-pgstream-demo}"
+        if ! id "$user" >/dev/null 2>&1; then
+            echo "just demo: creating the unprivileged user $user to run PostgreSQL (useradd --system)"
+            useradd --system --user-group --no-create-home --home-dir /nonexistent \
+                --shell /usr/sbin/nologin --comment "pgstream demo clusters" "$user"
+        fi
+        echo "just demo: running as root, so the cluster runs as $user (PostgreSQL refuses root)"
+        args+=(--os-user "$user")
+    fi
+    echo "+ target/release/pgstream demo ${args[*]} {{ARGS}}"
+    exec target/release/pgstream demo "${args[@]}" {{ARGS}}

@@ -1,0 +1,193 @@
+//! `pgstream demo` end to end, as `just demo` runs it: a throwaway cluster, receive-wal, a base
+//! backup under pgbench load, a drill to a time between rows, the report, and nothing left
+//! behind (no process, no directory), also after a Ctrl-C. The demo's subject does not depend
+//! on the version, so it runs on the newest major under test only, at pgbench scale 1.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use integration::{server_user, ServerUser};
+use support::s;
+
+/// `--os-user` for the harness's server user (none when not root).
+fn os_user_args() -> Vec<String> {
+    match server_user() {
+        ServerUser::Current => Vec::new(),
+        ServerUser::Switch { name, .. } => vec!["--os-user".into(), name.clone()],
+    }
+}
+
+/// The demo's arguments: small, short, in `dir`, with the newest major's binaries.
+fn demo_args(dir: &Path, load_seconds: u32) -> Vec<String> {
+    let bin = integration::pg_bin_dir(support::newest_major());
+    let mut args: Vec<String> = [
+        "demo",
+        "--scale",
+        "1",
+        "--load-seconds",
+        &load_seconds.to_string(),
+        "--pg-bin",
+        s(&bin),
+        "--dir",
+        s(dir),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(os_user_args());
+    args
+}
+
+/// Processes whose command line mentions `dir` (servers, receive-wal, pgbench, a drill's
+/// server), other than this test's own.
+fn processes_using(dir: &Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&needle) {
+            found.push(format!("{name}: {cmdline}"));
+        }
+    }
+    found
+}
+
+fn assert_nothing_left(dir: &Path) {
+    assert!(!dir.exists(), "{} was not removed", dir.display());
+    // A stopped child may take a moment to be reaped by init.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = processes_using(dir);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processes left behind:\n{}",
+            left.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn demo_backs_up_under_load_drills_to_the_target_and_leaves_nothing_behind() {
+    let scratch = integration::scratch_dir();
+    let dir = scratch.path().join("demo");
+    let args = demo_args(&dir, 3);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = support::pgstream(&args, None);
+    assert_eq!(run.code, 0, "pgstream demo failed: {run:?}");
+    for expected in [
+        "$ pgstream init --repo",
+        "$ pgstream receive-wal",
+        "$ pgstream base",
+        "$ pgstream switch-wal",
+        "$ pgstream verify",
+        "$ pgstream drill",
+        "--target-time",
+        "# pgstream restore drill: PASS",
+        "| check-sql | demo | PASS",
+        "pgstream demo: PASS",
+    ] {
+        assert!(
+            run.stdout.contains(expected),
+            "{expected:?} missing from the demo's output: {run:?}"
+        );
+    }
+    // The generated password is never printed (the passphrase is only ever in its file).
+    for (i, _) in run.stdout.match_indices("PASSWORD '") {
+        assert!(
+            run.stdout[i..].starts_with("PASSWORD '…'"),
+            "a password was printed: {run:?}"
+        );
+    }
+    assert!(!run.stdout.contains("password="), "{run:?}");
+    assert_nothing_left(&dir);
+}
+
+#[test]
+fn demo_interrupted_by_ctrl_c_stops_everything_and_removes_its_directory() {
+    let scratch = integration::scratch_dir();
+    let dir = scratch.path().join("demo");
+    // A long load, so that the interruption finds receive-wal, pgbench and the server running.
+    let args = demo_args(&dir, 60);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = support::pgstream_command(&args, None)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting pgstream demo");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen = String::new();
+    loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("the demo ended before its base backup step:\n{seen}"))
+            .unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("$ pgstream base") {
+            break;
+        }
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "the interrupted demo did not exit 130:\n{seen}{}\n--- stderr\n{stderr}",
+        rest.join("\n")
+    );
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_nothing_left(&dir);
+}
+
+#[test]
+fn demo_without_server_binaries_says_how_to_get_them() {
+    let scratch = integration::scratch_dir();
+    let dir = scratch.path().join("demo");
+    let missing = scratch.path().join("no-such-bin");
+    let run = support::pgstream(&["demo", "--pg-bin", s(&missing), "--dir", s(&dir)], None);
+    assert_eq!(run.code, 2, "{run:?}");
+    for expected in [
+        "no runnable postgres",
+        "apt-get install postgresql",
+        "just install-postgres",
+    ] {
+        assert!(
+            run.stderr.contains(expected),
+            "{expected:?} missing: {run:?}"
+        );
+    }
+    // A major that is nowhere: the search is named, and so is what to install.
+    let out = support::pgstream_command(&["demo", "--major", "99", "--dir", s(&dir)], None)
+        .env("PGSTREAM_PG_ROOT", scratch.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("PostgreSQL 99 server binaries") && stderr.contains("install-postgres.sh"),
+        "{stderr}"
+    );
+    assert!(!dir.exists(), "the refused demo created {}", dir.display());
+}
