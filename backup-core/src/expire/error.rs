@@ -70,8 +70,18 @@ pub enum ExpireError {
         timeline: TimelineId,
         reason: String,
     },
-    #[error("refusing to expire: {0}; nothing was deleted")]
+    #[error(transparent)]
     Pin(#[from] PinError),
+    /// A pin expire cannot read or trust: whether the backup may go would be a guess.
+    #[error("refusing to expire: {0}; nothing was deleted")]
+    UnreadablePin(#[source] PinError),
+    /// The lock between `expire` and `keep` runs could not be taken.
+    #[error("taking the lock {}: {source}", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     /// The policy is invalid (no rule, `--keep-last 0`, a zero duration).
     #[error("{0}")]
     Policy(String),

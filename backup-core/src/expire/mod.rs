@@ -198,7 +198,9 @@ pub fn expire(repo: &Repository, options: &ExpireOptions) -> Result<ExpireReport
     for r in &records {
         let end_time = humantime::parse_rfc3339(&r.end_time)
             .map_err(|e| invalid_record(r, &catalog, format!("end_time {:?}: {e}", r.end_time)))?;
-        let pinned = pin::read_pin(repo.dir(), &r.id, data_key(repo))?.is_some();
+        let pinned = pin::read_pin(repo.dir(), &r.id, data_key(repo))
+            .map_err(ExpireError::UnreadablePin)?
+            .is_some();
         candidates.push(policy::Candidate {
             id: r.id.clone(),
             end_time,

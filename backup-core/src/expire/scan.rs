@@ -34,7 +34,7 @@ pub struct ExpireLock {
 /// created and `None` is returned: no expire or keep ever ran to race with.
 pub fn lock(backups_dir: &Path, create: bool) -> Result<Option<ExpireLock>, ExpireError> {
     let path = backups_dir.join(LOCK_FILE);
-    let io_err = |source| ExpireError::List {
+    let io_err = |source| ExpireError::Lock {
         path: path.clone(),
         source,
     };

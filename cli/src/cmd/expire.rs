@@ -98,8 +98,13 @@ pub(super) fn failure(e: &ExpireError) -> Failure {
         ExpireError::Repo(_) | ExpireError::NoBackups => Failure::Repository,
         ExpireError::Catalog(c) | ExpireError::Record { source: c, .. } => catalog(c),
         ExpireError::History { .. } => Failure::Verification,
-        ExpireError::Pin(PinError::Damaged { .. }) => Failure::Verification,
-        ExpireError::Pin(_) | ExpireError::List { .. } | ExpireError::Fs(_) => Failure::LocalIo,
+        ExpireError::Pin(PinError::Damaged { .. })
+        | ExpireError::UnreadablePin(PinError::Damaged { .. }) => Failure::Verification,
+        ExpireError::Pin(_)
+        | ExpireError::UnreadablePin(_)
+        | ExpireError::Lock { .. }
+        | ExpireError::List { .. }
+        | ExpireError::Fs(_) => Failure::LocalIo,
         ExpireError::Policy(_) => Failure::Usage,
     }
 }
