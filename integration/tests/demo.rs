@@ -1,7 +1,8 @@
 //! `pgstream demo` end to end, as `just demo` runs it: a throwaway cluster, receive-wal, a base
 //! backup under pgbench load, a drill to a time between rows, the report, and nothing left
-//! behind (no process, no directory), also after a Ctrl-C. The demo's subject does not depend
-//! on the version, so it runs on the newest major under test only, at pgbench scale 1.
+//! behind (no process, no directory), also after a Ctrl-C (with the SQL load generator that
+//! replaces a missing pgbench). The demo's subject does not depend on the version, so it runs on
+//! the newest major under test only, at pgbench scale 1.
 
 mod support;
 
@@ -21,9 +22,8 @@ fn os_user_args() -> Vec<String> {
     }
 }
 
-/// The demo's arguments: small, short, in `dir`, with the newest major's binaries.
-fn demo_args(dir: &Path, load_seconds: u32) -> Vec<String> {
-    let bin = integration::pg_bin_dir(support::newest_major());
+/// The demo's arguments: small, short, in `dir`, with the binaries in `bin`.
+fn demo_args(dir: &Path, bin: &Path, load_seconds: u32) -> Vec<String> {
     let mut args: Vec<String> = [
         "demo",
         "--scale",
@@ -31,7 +31,7 @@ fn demo_args(dir: &Path, load_seconds: u32) -> Vec<String> {
         "--load-seconds",
         &load_seconds.to_string(),
         "--pg-bin",
-        s(&bin),
+        s(bin),
         "--dir",
         s(dir),
     ]
@@ -85,7 +85,8 @@ fn assert_nothing_left(dir: &Path) {
 fn demo_backs_up_under_load_drills_to_the_target_and_leaves_nothing_behind() {
     let scratch = integration::scratch_dir();
     let dir = scratch.path().join("demo");
-    let args = demo_args(&dir, 3);
+    let bin = integration::pg_bin_dir(support::newest_major());
+    let args = demo_args(&dir, &bin, 3);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let run = support::pgstream(&args, None);
     assert_eq!(run.code, 0, "pgstream demo failed: {run:?}");
@@ -118,11 +119,20 @@ fn demo_backs_up_under_load_drills_to_the_target_and_leaves_nothing_behind() {
 }
 
 #[test]
-fn demo_interrupted_by_ctrl_c_stops_everything_and_removes_its_directory() {
+fn demo_interrupted_by_ctrl_c_stops_everything_and_removes_its_directory_sql_load() {
     let scratch = integration::scratch_dir();
     let dir = scratch.path().join("demo");
-    // A long load, so that the interruption finds receive-wal, pgbench and the server running.
-    let args = demo_args(&dir, 60);
+    // The newest major's binaries without pgbench, so that the SQL load generator runs.
+    let bin = scratch.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    for entry in std::fs::read_dir(integration::pg_bin_dir(support::newest_major())).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "pgbench" {
+            std::os::unix::fs::symlink(entry.path(), bin.join(entry.file_name())).unwrap();
+        }
+    }
+    // A long load, so that the interruption finds receive-wal, the load and the server running.
+    let args = demo_args(&dir, &bin, 60);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut child = support::pgstream_command(&args, None)
         .stdout(Stdio::piped())
@@ -143,6 +153,7 @@ fn demo_interrupted_by_ctrl_c_stops_everything_and_removes_its_directory() {
             break;
         }
     }
+    assert!(seen.contains("SQL load generator"), "{seen}");
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -13,6 +13,7 @@
 //! - [`bins`]: which server binaries, and how to get them when there are none.
 //! - [`source`]: the directory's layout, the secrets, the source cluster.
 //! - [`load`]: pgbench, or a SQL load generator when pgbench is absent.
+//! - [`target`]: the rows around the target time, the WAL wait, the drill's check file.
 //! - [`child`]: running and stopping the printed commands.
 //! - [`signals`]: Ctrl-C and SIGTERM.
 
@@ -21,6 +22,7 @@ mod child;
 mod load;
 mod signals;
 mod source;
+mod target;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -33,6 +35,7 @@ use crate::exit::{classified, Failure};
 use child::{Background, Interrupted, Runner};
 use load::{Generator, Running};
 use source::{Layout, Source, DATABASE};
+use target::SLOT;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -72,10 +75,6 @@ pub struct DemoArgs {
     pub os_user: Option<String>,
 }
 
-/// The replication slot receive-wal streams from.
-const SLOT: &str = "pgstream_demo";
-/// How long receive-wal may take to start streaming, or to receive the marked WAL.
-const WAL_WAIT: Duration = Duration::from_secs(120);
 /// Steps, for the `[n/N]` headers.
 const STEPS: u32 = 10;
 
@@ -358,32 +357,8 @@ impl Demo {
         args.extend(["--source", &src.conninfo, "--slot", SLOT, "--create-slot"]);
         let cmd = self.runner.pgstream(&args);
         let log = self.layout.logs().join("receive-wal.log");
-        self.receive_wal = Some(self.runner.spawn(&cmd, &log)?);
-        let query = format!(
-            "SELECT r.state FROM pg_replication_slots s JOIN pg_stat_replication r \
-             ON r.pid = s.active_pid WHERE s.slot_name = {}",
-            sql::quote_literal(SLOT)
-        );
-        let deadline = Instant::now() + WAL_WAIT;
-        loop {
-            if let Some(child) = self.receive_wal.as_mut() {
-                child.check_running()?;
-            }
-            let state = sql::query_value(&mut src.conn, &query).await?;
-            if state.as_deref() == Some("streaming") {
-                println!("  receive-wal is streaming from slot {SLOT} (pg_stat_replication)");
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                anyhow::bail!(
-                    "receive-wal did not start streaming within {} s; the end of its log {}:\n{}",
-                    WAL_WAIT.as_secs(),
-                    log.display(),
-                    child::log_tail(&log, 20)
-                );
-            }
-            self.pause(Duration::from_millis(200)).await?;
-        }
+        let receive_wal = self.receive_wal.insert(self.runner.spawn(&cmd, &log)?);
+        target::wait_streaming(&mut src.conn, receive_wal, &self.runner.cancel).await
     }
 
     async fn base_under_load(&mut self, src: &Source) -> anyhow::Result<()> {
@@ -418,69 +393,17 @@ impl Demo {
         Ok(())
     }
 
-    /// Writes the row before the target, reads the target time from the server's clock, writes
-    /// the rows after it, switches WAL and waits until receive-wal has flushed past the switch.
+    /// The rows around the target time T, `switch-wal`, and a wait until receive-wal has it.
     async fn mark_target(&mut self, src: &mut Source) -> anyhow::Result<String> {
-        let before = "INSERT INTO demo_marks (phase) VALUES ('before the target')";
-        println!("  SQL: {before};");
-        sql::query_rows(&mut src.conn, before).await?;
-        // The server's clock, after that commit: the commit's timestamp is not later than this,
-        // and every later commit's is. UTC with an explicit Z, as --target-time requires.
-        let target = sql::query_value(
-            &mut src.conn,
-            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', \
-             'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-        )
-        .await?
-        .context("the server returned no time")?;
-        println!("  target time T = {target} (the server's clock after that commit)");
-        self.pause(Duration::from_millis(20)).await?;
-        let after = "INSERT INTO demo_marks (phase) VALUES ('after the target')";
-        for _ in 0..3 {
-            println!("  SQL: {after};");
-            sql::query_rows(&mut src.conn, after).await?;
-        }
+        let cancel = self.runner.cancel.clone();
+        let target = target::write_rows_around_target(&mut src.conn, &cancel).await?;
         self.pgstream(&["switch-wal", "--source", &src.conninfo])
             .await?;
-        let needed = sql::query_value(&mut src.conn, "SELECT pg_current_wal_lsn()")
-            .await?
-            .context("no WAL position")?;
-        let query = format!(
-            "SELECT r.flush_lsn >= {}::pg_lsn, r.flush_lsn FROM pg_replication_slots s \
-             JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = {}",
-            sql::quote_literal(&needed),
-            sql::quote_literal(SLOT)
-        );
-        println!("  waiting until receive-wal has flushed WAL up to {needed} (pg_stat_replication.flush_lsn)");
-        let deadline = Instant::now() + WAL_WAIT;
-        loop {
-            if let Some(child) = self.receive_wal.as_mut() {
-                child.check_running()?;
-            }
-            let row = sql::query_rows(&mut src.conn, &query).await?;
-            let flushed = row.first().and_then(|r| r.get(1).cloned().flatten());
-            if row
-                .first()
-                .and_then(|r| r.first().cloned().flatten())
-                .as_deref()
-                == Some("t")
-            {
-                println!(
-                    "  receive-wal has flushed up to {}: the rows on both sides of T are in the \
-                     repository",
-                    flushed.unwrap_or_default()
-                );
-                break;
-            }
-            if Instant::now() >= deadline {
-                anyhow::bail!(
-                    "receive-wal did not flush WAL up to {needed} within {} s (it is at {})",
-                    WAL_WAIT.as_secs(),
-                    flushed.as_deref().unwrap_or("unknown")
-                );
-            }
-            self.pause(Duration::from_millis(200)).await?;
-        }
+        let receive_wal = self
+            .receive_wal
+            .as_mut()
+            .context("receive-wal is not running")?;
+        target::wait_flushed(&mut src.conn, receive_wal, &cancel).await?;
         self.facts.push(format!(
             "target T = {target}: 1 row written before it, 3 after it, all in the archive"
         ));
@@ -521,23 +444,7 @@ impl Demo {
 
     async fn drill(&mut self, target: &str) -> anyhow::Result<()> {
         let (table, rows) = self.generator.table(self.args.scale);
-        let check = format!(
-            "-- pgstream demo: run by `pgstream drill` on the copy recovered to the target time;\n\
-             -- any error fails the drill.\n\
-             DO $$\n\
-             BEGIN\n\
-             \x20 IF (SELECT count(*) FROM demo_marks WHERE phase = 'before the target') <> 1 THEN\n\
-             \x20   RAISE EXCEPTION 'the row written before the target time is missing';\n\
-             \x20 END IF;\n\
-             \x20 IF (SELECT count(*) FROM demo_marks WHERE phase = 'after the target') <> 0 THEN\n\
-             \x20   RAISE EXCEPTION 'rows written after the target time are there: recovery did not stop at the target';\n\
-             \x20 END IF;\n\
-             \x20 IF (SELECT count(*) FROM {table}) <> {rows} THEN\n\
-             \x20   RAISE EXCEPTION '{table} does not have its {rows} rows';\n\
-             \x20 END IF;\n\
-             END\n\
-             $$;\n"
-        );
+        let check = target::check_sql(table, rows);
         let path = self.layout.check_sql();
         source::write_private(&self.runner.run_as, &path, &check)?;
         println!("  {} asserts: 1 row 'before the target', 0 rows 'after the target', {rows} rows in {table}", path.display());
@@ -575,12 +482,8 @@ impl Demo {
         Ok(())
     }
 
-    /// Sleeps, unless cancelled.
     async fn pause(&self, d: Duration) -> anyhow::Result<()> {
-        tokio::select! {
-            () = tokio::time::sleep(d) => Ok(()),
-            () = self.runner.cancel.cancelled() => Err(anyhow!(Interrupted)),
-        }
+        target::pause(d, &self.runner.cancel).await
     }
 
     /// Stops everything still running and removes the directory unless --keep. Never fails:

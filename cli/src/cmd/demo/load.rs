@@ -168,7 +168,7 @@ pub enum Running {
         limit: Duration,
     },
     Sql {
-        tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+        tasks: Vec<JoinHandle<anyhow::Result<Instant>>>,
         stop: CancellationToken,
         done: Arc<AtomicU64>,
         started: Instant,
@@ -204,16 +204,20 @@ impl Running {
                 started,
                 ..
             } => {
+                // The load ran until its last client stopped, not until we asked.
+                let mut ended = *started;
                 for task in tasks.drain(..) {
-                    task.await
+                    let end = task
+                        .await
                         .map_err(|e| anyhow!("the SQL load task failed: {e}"))?
                         .context("the SQL load")?;
+                    ended = ended.max(end);
                 }
                 if cancel.is_cancelled() {
                     return Err(anyhow!(super::child::Interrupted));
                 }
                 let n = done.load(Ordering::Relaxed);
-                let secs = started.elapsed().as_secs_f64();
+                let secs = (ended - *started).as_secs_f64();
                 Ok(format!(
                     "SQL load: {n} transactions in {secs:.1} s ({:.0} tps)",
                     n as f64 / secs.max(0.001)
@@ -244,7 +248,7 @@ async fn sql_client(
     stop: CancellationToken,
     done: Arc<AtomicU64>,
     seed: u64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Instant> {
     let mut conn = Connection::connect(&config)
         .await
         .context("connecting for the SQL load")?;
@@ -266,6 +270,7 @@ async fn sql_client(
         }
         done.fetch_add(1, Ordering::Relaxed);
     }
+    let ended = Instant::now();
     conn.close().await;
-    Ok(())
+    Ok(ended)
 }
