@@ -102,6 +102,7 @@ impl Connection {
             .command(major)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         self.send_query(&command).await?;
+        self.set_bulk_reads(true);
         Ok(BaseBackupStream {
             conn: self,
             legacy: !options::uses_new_protocol(major),
@@ -376,6 +377,7 @@ fn position(rs: &ResultSet) -> Result<(Lsn, TimelineId), Error> {
 
 impl Drop for BaseBackupStream<'_> {
     fn drop(&mut self) {
+        self.conn.set_bulk_reads(false);
         if !self.state.done {
             self.conn
                 .mark_broken("a BASE_BACKUP stream was abandoned before its end");

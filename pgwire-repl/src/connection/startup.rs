@@ -304,6 +304,8 @@ async fn connect_once(
         target: target.clone(),
         replication,
         notices: Vec::new(),
+        bulk_reads: false,
+        last_read: 0,
         broken: None,
     };
     let user = config.effective_user();
