@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod compress;
 pub mod coverage;
 pub mod crypto;
+pub mod drill;
 pub mod expire;
 pub mod file_error;
 pub mod fsutil;

@@ -160,7 +160,6 @@ pub enum CheckpointArg {
 }
 
 #[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("recovery_target").multiple(false)))]
 pub struct RestoreArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
@@ -169,15 +168,41 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "DIR")]
     pub to: PathBuf,
 
-    /// The backup to restore: its id, or `latest`. Without it: the newest backup, or with
-    /// --target-time/--target-lsn the newest that ends before the target.
-    #[arg(long, value_name = "ID")]
-    pub backup: Option<String>,
+    #[command(flatten)]
+    pub target: RecoveryTargetArgs,
 
     /// Restore the tablespace that was at OLD into NEW (repeatable). Tablespaces not
     /// mapped go back to their original location, which must then be empty.
     #[arg(long = "tablespace-map", value_name = "OLD=NEW")]
     pub tablespace_map: Vec<String>,
+
+    /// What the server does at the target: pause (the server's default), promote or shutdown.
+    #[arg(long, value_name = "ACTION", value_parser = ["pause", "promote", "shutdown"])]
+    pub target_action: Option<String>,
+
+    /// Copy the WAL recovery needs into pg_wal/ so the directory stands alone (no
+    /// restore_command reading the repository).
+    #[arg(long)]
+    pub copy_wal: bool,
+
+    /// Empty a non-empty --to directory (and --tablespace-map destinations) first. Original
+    /// tablespace locations are never emptied.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The backup and the recovery target: shared by `restore` and `drill`.
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("recovery_target").multiple(false)))]
+pub struct RecoveryTargetArgs {
+    /// The backup to restore: its id, or `latest`. Without it: the newest backup, or with
+    /// --target-time/--target-lsn the newest that ends before the target.
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
 
     /// Point-in-time recovery: stop at the first commit after this time, which needs an
     /// explicit offset (2024-05-01T12:34:56+02:00, 2024-05-01 10:34:56.5Z).
@@ -205,10 +230,6 @@ pub struct RestoreArgs {
     #[arg(long, group = "recovery_target")]
     pub target_latest: bool,
 
-    /// What the server does at the target: pause (the server's default), promote or shutdown.
-    #[arg(long, value_name = "ACTION", value_parser = ["pause", "promote", "shutdown"])]
-    pub target_action: Option<String>,
-
     /// The timeline to recover along: latest (default), current (the backup's) or a number.
     #[arg(long, value_name = "latest|current|N")]
     pub target_timeline: Option<String>,
@@ -217,20 +238,6 @@ pub struct RestoreArgs {
     /// (time, LSN and xid targets).
     #[arg(long, value_name = "on|off", value_parser = clap::builder::BoolishValueParser::new())]
     pub target_inclusive: Option<bool>,
-
-    /// Copy the WAL recovery needs into pg_wal/ so the directory stands alone (no
-    /// restore_command reading the repository).
-    #[arg(long)]
-    pub copy_wal: bool,
-
-    /// Empty a non-empty --to directory (and --tablespace-map destinations) first. Original
-    /// tablespace locations are never emptied.
-    #[arg(long)]
-    pub force: bool,
-
-    /// Print a JSON summary on stdout.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -26,6 +26,8 @@ pub enum Failure {
     Verification = 6,
     /// A local I/O error: disk full, permissions, a missing directory.
     LocalIo = 7,
+    /// `drill`: the restore, recovery or a check failed (the report says which).
+    DrillFailed = 11,
     /// Stopped by SIGINT or SIGTERM before finishing.
     Interrupted = 130,
 }

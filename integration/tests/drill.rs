@@ -421,6 +421,16 @@ fn drill_fails_with_its_report_on_a_failing_check_sql_and_on_missing_wal() {
         assert!(json["timings"]["total_recovery_seconds"].as_f64().unwrap() > 0.0);
         assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0, "{ctx}");
 
+        // A target outside the recoverable window is refused as for restore (exit 2), with no
+        // report and nothing left behind.
+        let run = drill(&src, &parent, &["--target-lsn", "FF/0"]);
+        assert_eq!(run.code, 2, "{ctx}: {run:?}");
+        assert!(
+            run.stderr.contains("is outside it") && run.stdout.is_empty(),
+            "{ctx}: {run:?}"
+        );
+        assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0, "{ctx}");
+
         // WAL the target needs cannot be fetched (unreadable for the server's user, so the
         // window check, which only lists names, passes): the server gives up and exits, and the
         // report quotes its log.

@@ -73,7 +73,7 @@ pub struct DrillPlan {
     pub timeout: Duration,
 }
 
-/// Why a drill was refused before it started (nothing was written).
+/// Why a drill was refused before it started (nothing is left behind).
 #[derive(Debug, thiserror::Error)]
 pub enum DrillError {
     #[error(transparent)]
@@ -168,6 +168,7 @@ pub async fn run(
         scratch: scratch.clone(),
         started,
         server: None,
+        refused: None,
     };
     let outcome = drill.drive(repo, pitr_plan, &mut report, &cancel).await;
     if let Err(e) = outcome {
@@ -200,6 +201,9 @@ pub async fn run(
         report.failure.get_or_insert(e);
         report.scratch_kept = true;
     }
+    if let Some(e) = drill.refused.take() {
+        return Err(e.into());
+    }
     report.timings.total_seconds = started.elapsed().as_secs_f64();
     report.finish();
     Ok(report)
@@ -213,6 +217,9 @@ struct Drill<'a> {
     scratch: PathBuf,
     started: Instant,
     server: Option<LocalServer>,
+    /// The restore refused the target or options (outside the window, no such timeline): a
+    /// usage error, returned as such once the scratch directory is gone.
+    refused: Option<PitrError>,
 }
 
 impl Drill<'_> {
@@ -242,12 +249,25 @@ impl Drill<'_> {
                 output: e.to_string(),
             })?;
         report.timings.restore_seconds = Some(restore_started.elapsed().as_secs_f64());
-        if let Err(e) = restored {
-            return Err(LocalPgError::Failed {
-                program: "the restore".into(),
-                status: "refused".into(),
-                output: e.to_string(),
-            });
+        match restored {
+            Ok(_) => {}
+            Err(
+                e @ (PitrError::Invalid(_)
+                | PitrError::OutsideWindow { .. }
+                | PitrError::NoBackup { .. }
+                | PitrError::NoHistory { .. }),
+            ) => {
+                let message = e.to_string();
+                self.refused = Some(e);
+                return Err(LocalPgError::User(message));
+            }
+            Err(e) => {
+                return Err(LocalPgError::Failed {
+                    program: "the restore".into(),
+                    status: "failed".into(),
+                    output: e.to_string(),
+                })
+            }
         }
         if cancel.is_cancelled() {
             return Err(LocalPgError::Cancelled);

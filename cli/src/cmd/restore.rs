@@ -9,7 +9,7 @@ use backup_core::restore::pitr::{
     self, PitrError, PitrPlan, Recovery, RecoveryTarget, TargetAction, TargetTime, TargetTimeline,
 };
 
-use crate::args::RestoreArgs;
+use crate::args::{RecoveryTargetArgs, RestoreArgs};
 use crate::exit::{classified, Failure};
 
 pub async fn run(args: RestoreArgs) -> anyhow::Result<()> {
@@ -31,7 +31,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<()> {
     let target = absolute(&args.to)?;
     let repo = super::open_repo(&args.repo)?;
     let plan = PitrPlan {
-        backup: args.backup.clone(),
+        backup: args.target.backup.clone(),
         target: target.clone(),
         tablespace_map,
         force: args.force,
@@ -131,39 +131,52 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The recovery part, when any recovery option is given.
-fn recovery_options(args: &RestoreArgs) -> anyhow::Result<Option<Recovery>> {
+/// The target asked for by the shared options (`Latest` when none), the timeline to follow
+/// and recovery_target_inclusive. Also used by `pgstream drill`.
+pub(super) fn parse_target(
+    t: &RecoveryTargetArgs,
+) -> anyhow::Result<(RecoveryTarget, TargetTimeline, bool)> {
     let usage = |msg: String| classified(Failure::Usage, anyhow::anyhow!(msg));
-    let target = if let Some(t) = &args.target_time {
-        RecoveryTarget::Time(TargetTime::parse(t).map_err(|e| usage(format!("--target-time {e}")))?)
-    } else if let Some(l) = &args.target_lsn {
+    let target = if let Some(time) = &t.target_time {
+        RecoveryTarget::Time(
+            TargetTime::parse(time).map_err(|e| usage(format!("--target-time {e}")))?,
+        )
+    } else if let Some(l) = &t.target_lsn {
         RecoveryTarget::Lsn(l.parse().map_err(|_| {
             usage(format!(
                 "--target-lsn {l:?}: expected an LSN such as 0/3000060"
             ))
         })?)
-    } else if let Some(x) = args.target_xid {
+    } else if let Some(x) = t.target_xid {
         RecoveryTarget::Xid(x)
-    } else if let Some(n) = &args.target_name {
+    } else if let Some(n) = &t.target_name {
         RecoveryTarget::Name(n.clone())
-    } else if args.target_immediate {
+    } else if t.target_immediate {
         RecoveryTarget::Immediate
     } else {
         RecoveryTarget::Latest
     };
+    let timeline = match &t.target_timeline {
+        Some(tl) => {
+            TargetTimeline::parse(tl).map_err(|e| usage(format!("--target-timeline {e}")))?
+        }
+        None => TargetTimeline::Latest,
+    };
+    Ok((target, timeline, t.target_inclusive.unwrap_or(true)))
+}
+
+/// The recovery part, when any recovery option is given.
+fn recovery_options(args: &RestoreArgs) -> anyhow::Result<Option<Recovery>> {
+    let (target, timeline, inclusive) = parse_target(&args.target)?;
     let wanted = target != RecoveryTarget::Latest
-        || args.target_latest
+        || args.target.target_latest
         || args.target_action.is_some()
-        || args.target_timeline.is_some()
-        || args.target_inclusive.is_some()
+        || args.target.target_timeline.is_some()
+        || args.target.target_inclusive.is_some()
         || args.copy_wal;
     if !wanted {
         return Ok(None);
     }
-    let timeline = match &args.target_timeline {
-        Some(t) => TargetTimeline::parse(t).map_err(|e| usage(format!("--target-timeline {e}")))?,
-        None => TargetTimeline::Latest,
-    };
     let action = args.target_action.as_deref().map(|a| match a {
         "promote" => TargetAction::Promote,
         "shutdown" => TargetAction::Shutdown,
@@ -178,7 +191,7 @@ fn recovery_options(args: &RestoreArgs) -> anyhow::Result<Option<Recovery>> {
         target,
         action,
         timeline,
-        inclusive: args.target_inclusive.unwrap_or(true),
+        inclusive,
         copy_wal: args.copy_wal,
         passphrase_file,
         program,
