@@ -5,7 +5,8 @@
 //! - [`bin`]: finding a major's server binaries ([`PgBin::find`]) and checking their version.
 //! - [`user`]: who the server programs run as ([`RunAs`]): initdb and postgres refuse to run
 //!   as root, so a root caller names an unprivileged OS user (default `postgres`).
-//! - [`server`]: `initdb` ([`initdb`]), a free loopback port ([`free_port`]), starting
+//! - [`initdb`]: a new cluster ([`initdb()`], [`InitdbOptions`]).
+//! - [`server`]: a free loopback port ([`free_port`]), starting
 //!   `postgres` with its log in a file ([`LocalServer::start`]), waiting until it accepts
 //!   connections ([`LocalServer::wait_ready`]) and a clean stop ([`LocalServer::stop`], also on
 //!   drop, so a server is never left running).
@@ -29,6 +30,7 @@
 //! ```
 
 pub mod bin;
+pub mod initdb;
 pub mod server;
 pub mod sql;
 pub mod user;
@@ -36,7 +38,8 @@ pub mod user;
 use std::path::PathBuf;
 
 pub use bin::PgBin;
-pub use server::{free_port, initdb, InitdbOptions, LocalServer, StartOptions};
+pub use initdb::{initdb, InitdbOptions};
+pub use server::{free_port, LocalServer, StartOptions};
 pub use user::RunAs;
 
 /// Why a local server could not be found, set up, started, queried or stopped. Every message

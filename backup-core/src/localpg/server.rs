@@ -1,4 +1,4 @@
-//! initdb, start, wait and stop for a local PostgreSQL server run by this process.
+//! Starting, waiting for and stopping a local PostgreSQL server run by this process.
 //!
 //! The server is `postgres` itself, a child of this process (not daemonised by `pg_ctl start`),
 //! so its exit is noticed at once ([`LocalServer::check_running`]). Its stdout and stderr go to a
@@ -39,94 +39,6 @@ pub fn free_port() -> Result<u16, LocalPgError> {
         .local_addr()
         .map(|a| a.port())
         .map_err(|e| LocalPgError::io("reading the address of", Path::new("127.0.0.1:0"), e))
-}
-
-/// How `initdb` makes a new cluster.
-#[derive(Debug, Clone)]
-pub struct InitdbOptions {
-    /// The bootstrap superuser's name (`-U`).
-    pub superuser: String,
-    /// Authentication for Unix-socket connections (`--auth-local`): `trust`, `peer`,
-    /// `scram-sha-256`, ...
-    pub auth_local: String,
-    /// Authentication for TCP connections (`--auth-host`).
-    pub auth_host: String,
-    /// A file holding the superuser's password (`--pwfile`); the server's user must be able to
-    /// read it. Needed when either method asks for a password.
-    pub password_file: Option<PathBuf>,
-    /// Page checksums (`--data-checksums`).
-    pub data_checksums: bool,
-    /// `--encoding`.
-    pub encoding: String,
-    /// `--locale` (C by default: always available, independent of the host's locales).
-    pub locale: Option<String>,
-    /// Settings appended to postgresql.conf after initdb (`wal_level = replica`, ...).
-    pub settings: Vec<(String, String)>,
-}
-
-impl Default for InitdbOptions {
-    fn default() -> Self {
-        InitdbOptions {
-            superuser: "postgres".into(),
-            auth_local: "trust".into(),
-            auth_host: "scram-sha-256".into(),
-            password_file: None,
-            data_checksums: true,
-            encoding: "UTF8".into(),
-            locale: Some("C".into()),
-            settings: Vec::new(),
-        }
-    }
-}
-
-/// Creates a cluster in `data_dir` (which must not exist, or be empty) with `initdb` run as
-/// `run_as`. The directory is created 0700 and owned by `run_as`.
-pub fn initdb(
-    bin: &PgBin,
-    run_as: &RunAs,
-    data_dir: &Path,
-    opts: &InitdbOptions,
-) -> Result<(), LocalPgError> {
-    bin.require(&["initdb"])?;
-    if let Ok(mut entries) = std::fs::read_dir(data_dir) {
-        if entries.next().is_some() {
-            return Err(LocalPgError::User(format!(
-                "{} is not empty: initdb needs an empty or missing directory",
-                data_dir.display()
-            )));
-        }
-    }
-    run_as.prepare_dir(data_dir)?;
-    let mut cmd = server_command(bin, run_as, "initdb", parent_or_root(data_dir));
-    cmd.arg("-D")
-        .arg(data_dir)
-        .arg("-U")
-        .arg(&opts.superuser)
-        .arg(format!("--auth-local={}", opts.auth_local))
-        .arg(format!("--auth-host={}", opts.auth_host))
-        .arg(format!("--encoding={}", opts.encoding));
-    if let Some(locale) = &opts.locale {
-        cmd.arg(format!("--locale={locale}"));
-    }
-    if opts.data_checksums {
-        cmd.arg("--data-checksums");
-    }
-    if let Some(pw) = &opts.password_file {
-        cmd.arg(format!("--pwfile={}", pw.display()));
-    }
-    run_checked(cmd, "initdb")?;
-    if !opts.settings.is_empty() {
-        let conf = data_dir.join("postgresql.conf");
-        let mut text =
-            std::fs::read_to_string(&conf).map_err(|e| LocalPgError::io("reading", &conf, e))?;
-        text.push_str("\n# Added by pgstream.\n");
-        for (k, v) in &opts.settings {
-            text.push_str(&format!("{k} = {}\n", conf_quote(v)));
-        }
-        crate::fsutil::write_file_durably(&conf, text.as_bytes(), 0o600)?;
-        run_as.chown(&conf)?;
-    }
-    Ok(())
 }
 
 /// How to start a server.
@@ -502,7 +414,7 @@ fn is_permanent(e: &pgwire_repl::Error) -> bool {
 
 /// A server program run as `run_as` in `cwd`, with no PG* variables from our environment
 /// (PGDATA, PGPORT, ... would change what it does).
-fn server_command(bin: &PgBin, run_as: &RunAs, program: &str, cwd: &Path) -> Command {
+pub(super) fn server_command(bin: &PgBin, run_as: &RunAs, program: &str, cwd: &Path) -> Command {
     let mut cmd = Command::new(bin.program(program));
     cmd.current_dir(cwd);
     for (k, _) in std::env::vars_os() {
@@ -514,13 +426,13 @@ fn server_command(bin: &PgBin, run_as: &RunAs, program: &str, cwd: &Path) -> Com
     cmd
 }
 
-fn parent_or_root(path: &Path) -> &Path {
+pub(super) fn parent_or_root(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new("/"))
 }
 
 /// Runs `cmd` to completion; its combined output on success, [`LocalPgError::Failed`] quoting
 /// the end of it otherwise.
-fn run_checked(mut cmd: Command, program: &str) -> Result<String, LocalPgError> {
+pub(super) fn run_checked(mut cmd: Command, program: &str) -> Result<String, LocalPgError> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -570,7 +482,7 @@ pub fn last_lines(text: &str, n: usize) -> String {
 }
 
 /// Quotes a postgresql.conf value.
-fn conf_quote(v: &str) -> String {
+pub(super) fn conf_quote(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
 }
 
