@@ -28,6 +28,8 @@ pub enum Failure {
     LocalIo = 7,
     /// `drill`: the restore, recovery or a check failed (the report says which).
     DrillFailed = 11,
+    /// `demo`: a step failed (the message names it).
+    DemoFailed = 12,
     /// Stopped by SIGINT or SIGTERM before finishing.
     Interrupted = 130,
 }
