@@ -431,6 +431,28 @@ fn drill_fails_with_its_report_on_a_failing_check_sql_and_on_missing_wal() {
         );
         assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0, "{ctx}");
 
+        // A repository the server's user cannot read (restore_command would find no WAL): refused
+        // up front with what to do.
+        if let ServerUser::Switch { uid, gid, .. } = server_user() {
+            let mode = std::fs::metadata(&src.setup.repo)
+                .unwrap()
+                .permissions()
+                .mode();
+            std::os::unix::fs::chown(&src.setup.repo, Some(0), Some(0)).unwrap();
+            std::fs::set_permissions(&src.setup.repo, std::fs::Permissions::from_mode(0o700))
+                .unwrap();
+            let run = drill(&src, &parent, &["--target-time", &src.t1]);
+            std::os::unix::fs::chown(&src.setup.repo, Some(*uid), Some(*gid)).unwrap();
+            std::fs::set_permissions(&src.setup.repo, std::fs::Permissions::from_mode(mode))
+                .unwrap();
+            assert_eq!(run.code, 2, "{ctx}: {run:?}");
+            assert!(
+                run.stderr.contains("cannot run") && run.stderr.contains("--copy-wal"),
+                "{ctx}: {run:?}"
+            );
+            assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0, "{ctx}");
+        }
+
         // WAL the target needs cannot be fetched (unreadable for the server's user, so the
         // window check, which only lists names, passes): the server gives up and exits, and the
         // report quotes its log.

@@ -119,6 +119,9 @@ pub async fn run(
             "the repository is encrypted: the drill needs its passphrase for wal-fetch".into(),
         ));
     }
+    if !plan.copy_wal {
+        check_wal_fetch_runs(&plan.program, repo.dir(), &run_as)?;
+    }
     let scratch = make_scratch(&plan.scratch_parent, &record.id, &run_as)?;
 
     let mut report = DrillReport {
@@ -355,6 +358,37 @@ impl Drill<'_> {
         }
         Ok(())
     }
+}
+
+/// restore_command runs `program wal-fetch --repo REPO` as the server's user: refuse the drill
+/// at once, rather than after the unpack with a recovery that finds no WAL, when that user
+/// cannot run the program or read the repository (`pgstream list` needs no passphrase).
+fn check_wal_fetch_runs(program: &Path, repo: &Path, run_as: &RunAs) -> Result<(), DrillError> {
+    if matches!(run_as, RunAs::Current) {
+        return Ok(());
+    }
+    let repo = std::fs::canonicalize(repo).unwrap_or_else(|_| repo.to_path_buf());
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(["list", "--json", "--repo"])
+        .arg(&repo)
+        .current_dir("/")
+        .env_remove(crate::PASSPHRASE_ENV)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    run_as.apply(&mut cmd);
+    let why = match cmd.output() {
+        Ok(out) if out.status.success() => return Ok(()),
+        Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        Err(e) => e.to_string(),
+    };
+    Err(DrillError::Invalid(format!(
+        "the server's user {} cannot run `{} list --repo {}` ({why}); restore_command runs \
+         pgstream wal-fetch as that user: let it run this pgstream and read the repository, or \
+         use --copy-wal",
+        run_as.name(),
+        program.display(),
+        repo.display()
+    )))
 }
 
 /// Every tablespace of the backup, mapped to `scratch/tablespaces/<oid>`: a drill never writes
