@@ -42,6 +42,19 @@ fn demo_args(dir: &Path, bin: &Path, load_seconds: u32) -> Vec<String> {
     args
 }
 
+/// A directory of links to the newest major's binaries, without pgbench.
+fn bin_without_pgbench(parent: &Path) -> std::path::PathBuf {
+    let bin = parent.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    for entry in std::fs::read_dir(integration::pg_bin_dir(support::newest_major())).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "pgbench" {
+            std::os::unix::fs::symlink(entry.path(), bin.join(entry.file_name())).unwrap();
+        }
+    }
+    bin
+}
+
 /// Processes whose command line mentions `dir` (servers, receive-wal, pgbench, a drill's
 /// server), other than this test's own.
 fn processes_using(dir: &Path) -> Vec<String> {
@@ -123,14 +136,7 @@ fn demo_interrupted_by_ctrl_c_stops_everything_and_removes_its_directory_sql_loa
     let scratch = integration::scratch_dir();
     let dir = scratch.path().join("demo");
     // The newest major's binaries without pgbench, so that the SQL load generator runs.
-    let bin = scratch.path().join("bin");
-    std::fs::create_dir(&bin).unwrap();
-    for entry in std::fs::read_dir(integration::pg_bin_dir(support::newest_major())).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != "pgbench" {
-            std::os::unix::fs::symlink(entry.path(), bin.join(entry.file_name())).unwrap();
-        }
-    }
+    let bin = bin_without_pgbench(scratch.path());
     // A long load, so that the interruption finds receive-wal, the load and the server running.
     let args = demo_args(&dir, &bin, 60);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -201,4 +207,55 @@ fn demo_without_server_binaries_says_how_to_get_them() {
         "{stderr}"
     );
     assert!(!dir.exists(), "the refused demo created {}", dir.display());
+}
+
+#[test]
+fn demo_refuses_an_existing_dir_and_leaves_it_untouched() {
+    let scratch = integration::scratch_dir();
+    let dir = scratch.path().join("mine");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("keep.txt"), "precious").unwrap();
+    let bin = integration::pg_bin_dir(support::newest_major());
+    let args = demo_args(&dir, &bin, 1);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = support::pgstream(&args, None);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("already exists"), "{run:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("keep.txt")).unwrap(),
+        "precious"
+    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+}
+
+#[test]
+fn demo_step_that_fails_exits_12_naming_the_step_and_cleans_up() {
+    let scratch = integration::scratch_dir();
+    let dir = scratch.path().join("demo");
+    // The newest major's binaries with a pgbench that fails: the data-loading step fails after
+    // the cluster is running.
+    let bin = bin_without_pgbench(scratch.path());
+    let pgbench = bin.join("pgbench");
+    std::fs::write(
+        &pgbench,
+        "#!/bin/sh\necho 'pgbench: simulated failure' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &pgbench,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let args = demo_args(&dir, &bin, 1);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = support::pgstream(&args, None);
+    assert_eq!(run.code, 12, "{run:?}");
+    assert!(
+        run.stderr.contains("step 3/10 (loading data) failed")
+            && run.stderr.contains("pgbench exited with code 3"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("Removed"), "{run:?}");
+    assert!(!run.stdout.contains("pgstream demo: PASS"), "{run:?}");
+    assert_nothing_left(&dir);
 }
