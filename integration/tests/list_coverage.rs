@@ -58,11 +58,18 @@ fn list_shows_backups_timelines_branch_points_gaps_and_windows() {
         .restored_data_dir(&dir)
         .setting("archive_mode", "on")
         .setting("archive_command", &archive_command)
+        // Its insert is then the last commit of timeline 2, with a time to compare.
+        .setting("track_commit_timestamp", "on")
+        .setting("autovacuum", "off")
         .start();
     wait_for(&promoted, "promotion", || {
         promoted.try_psql("SELECT pg_is_in_recovery()").as_deref() == Ok("f")
     });
-    promoted.psql("INSERT INTO t VALUES (2)");
+    let xid = promoted.psql("INSERT INTO t VALUES (2) RETURNING txid_current()");
+    let committed = promoted.psql(&format!(
+        "SELECT to_char(pg_xact_commit_timestamp('{xid}'::xid) AT TIME ZONE 'UTC', \
+         'YYYY-MM-DD HH24:MI:SS.US')"
+    ));
     switch_and_archive(&promoted);
     let history = std::fs::read_to_string(dir.join("pg_wal/00000002.history")).unwrap();
     drop(promoted);
@@ -148,6 +155,39 @@ fn list_shows_backups_timelines_branch_points_gaps_and_windows() {
         "{ctx}"
     );
     assert_eq!(windows[1]["reaches_backup_end"], true, "{ctx}");
+    // The last commit read from the archived WAL is the promoted server's insert, to the
+    // microsecond (the server's own commit timestamp).
+    let last_commit = &windows[1]["last_commit"];
+    assert_eq!(
+        last_commit["time"],
+        format!("{committed}+00").as_str(),
+        "{ctx}: {b:#}"
+    );
+    assert_eq!(last_commit["kind"], "commit", "{ctx}");
+    assert!(windows[0]["last_commit"].is_object(), "{ctx}: {b:#}");
+
+    // A time target after that commit gets a note saying it would not be reached; one before
+    // it, the commit recovery will stop at, at the latest.
+    for (target, expected) in [
+        (
+            "2100-01-01 00:00:00+00",
+            "after the last commit archived in the window",
+        ),
+        (
+            b["end_time"].as_str().unwrap(),
+            "recovery stops at the first commit after",
+        ),
+    ] {
+        let dir = setup.path(&format!("time-{}", target.len()));
+        let run = ok(
+            setup.restore(&dir, &["--target-time", target, "--target-timeline", "2"]),
+            "restore --target-time",
+        );
+        assert!(
+            run.stdout.contains(expected) && run.stdout.contains(&committed),
+            "{ctx}: {target}: {run:?}"
+        );
+    }
 
     // The text form says the same.
     let text = ok(setup.run(&["list", "--repo", s(&setup.repo)], true), "list");

@@ -18,6 +18,7 @@ use crate::catalog::{BackupRecord, Catalog, CatalogError};
 use crate::fsutil::{self, FsError};
 use crate::repo::{RepoError, Repository};
 use crate::wal::archive::{WalArchive, WalArchiveError};
+use crate::wal::commits::XactRecord;
 use crate::wal::{HistoryError, TimelineHistory, WalSegmentSize};
 
 /// Where recovery stops.
@@ -370,7 +371,14 @@ pub fn run(repo: &Repository, plan: &PitrPlan) -> Result<PitrSummary, PitrError>
     let (record, history) = choose_backup(repo, &catalog, plan.backup.as_deref(), recovery)?;
     check_force_safe(repo, plan, Some(&record))?;
     let window = window::compute(repo, &record, &history)?;
-    let notes = check_target(&record, &window, recovery)?;
+    // Only a time target needs it: it stops at a commit or abort.
+    let last_commit = match recovery.target {
+        RecoveryTarget::Time(_) if window.reaches_backup_end() => {
+            super::last_commit::last_commit(repo, &window)?
+        }
+        _ => None,
+    };
+    let notes = check_target(&record, &window, recovery, last_commit)?;
     let restore = super::run(repo, &restore_plan(plan, &record.id, WalPlacement::Empty))?;
     let copied = if recovery.copy_wal {
         copy_wal(repo, &record, &window, recovery, &plan.target)?
@@ -588,6 +596,7 @@ fn check_target(
     record: &BackupRecord,
     window: &Window,
     recovery: &Recovery,
+    last_commit: Option<XactRecord>,
 ) -> Result<Vec<String>, PitrError> {
     if !window.reaches_backup_end() {
         return Err(PitrError::ArchiveShort {
@@ -635,13 +644,7 @@ fn check_target(
                     record.end_time
                 ));
             }
-            notes.push(
-                "recovery stops at the first commit after the target time; if the archived WAL \
-                 holds none, PostgreSQL 13+ stops with \"recovery ended before configured \
-                 recovery target was reached\" (the time of the last archived commit is not \
-                 known here): then use --target-lsn, or no target"
-                    .into(),
-            );
+            notes.push(time_target_note(t, window, recovery.inclusive, last_commit));
         }
         RecoveryTarget::Xid(_) | RecoveryTarget::Name(_) => notes.push(
             "the position of this target is not known here: the backup chosen is the newest on \
@@ -653,6 +656,51 @@ fn check_target(
         RecoveryTarget::Latest | RecoveryTarget::Immediate => {}
     }
     Ok(notes)
+}
+
+/// What the last archived commit says about a time target. Recovery stops at the first commit
+/// or abort after the target (at or after it with inclusive off); with none archived the server
+/// stops with FATAL, unless more WAL is archived (receive-wal) before recovery gets there, so
+/// this is a note and not a refusal. Commit times are nearly, not strictly, in WAL order.
+fn time_target_note(
+    target: &TargetTime,
+    window: &Window,
+    inclusive: bool,
+    last_commit: Option<XactRecord>,
+) -> String {
+    const NOT_REACHED: &str = "PostgreSQL 13+ stops with \"recovery ended before configured \
+                               recovery target was reached\"";
+    let Some(last) = last_commit else {
+        return format!(
+            "no commit or abort is archived between the backup's end and the end of the window \
+             ({}): unless one is archived before recovery gets there, {NOT_REACHED}; use \
+             --target-lsn or --target-latest instead",
+            window.end
+        );
+    };
+    let when = TargetTime {
+        unix_micros: last.unix_micros(),
+    }
+    .postgres();
+    let stops = if inclusive {
+        last.unix_micros() > target.unix_micros
+    } else {
+        last.unix_micros() >= target.unix_micros
+    };
+    if stops {
+        format!(
+            "the last commit archived in the window is at {when} (LSN {}): recovery stops at \
+             the first commit after the target time, at the latest there",
+            last.lsn
+        )
+    } else {
+        format!(
+            "the target time is after the last commit archived in the window ({when}, LSN {}): \
+             unless later WAL is archived before recovery gets there, {NOT_REACHED}; to recover \
+             everything archived use --target-latest",
+            last.lsn
+        )
+    }
 }
 
 /// Copies the segments recovery needs (and the history files of the path) into `pg_wal/`.

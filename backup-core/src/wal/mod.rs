@@ -2,6 +2,7 @@
 //! validation. Sans-IO.
 
 pub mod archive;
+pub mod commits;
 pub mod history;
 pub mod page;
 pub mod segment;

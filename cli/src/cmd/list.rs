@@ -15,7 +15,10 @@ use anyhow::Context as _;
 use backup_core::catalog::{BackupRecord, Catalog};
 use backup_core::coverage::{self, CoverageError, WalCoverage};
 use backup_core::expire::{read_pin, PinError};
+use backup_core::restore::last_commit::last_commit;
+use backup_core::restore::pitr::TargetTime;
 use backup_core::restore::window::Window;
+use backup_core::wal::commits::XactRecord;
 use backup_core::{RepoError, Repository, PASSPHRASE_ENV};
 
 use crate::args::ListArgs;
@@ -25,8 +28,9 @@ use crate::exit::{classified, Failure};
 struct Listed {
     record: BackupRecord,
     pinned: bool,
-    /// `None`: not computed (encrypted repository, no passphrase).
-    windows: Option<Vec<Window>>,
+    /// With each window's last archived commit or abort. `None`: not computed (encrypted
+    /// repository, no passphrase).
+    windows: Option<Vec<(Window, Option<XactRecord>)>>,
 }
 
 /// What `list` prints, in either form.
@@ -64,7 +68,14 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
     let mut backups = Vec::new();
     for record in records {
         let windows = match &repo {
-            Some(r) => Some(coverage::backup_windows(r, &record, &wal).map_err(cli_error)?),
+            Some(r) => {
+                let mut ws = Vec::new();
+                for w in coverage::backup_windows(r, &record, &wal).map_err(cli_error)? {
+                    let last = last_commit(r, &w).map_err(super::restore::cli_error)?;
+                    ws.push((w, last));
+                }
+                Some(ws)
+            }
             None => None,
         };
         backups.push(Listed {
@@ -103,6 +114,14 @@ fn pinned(dir: &Path, repo: Option<&Repository>, id: &str) -> anyhow::Result<boo
         Err(e @ PinError::Damaged { .. }) => Err(classified(Failure::Verification, e)),
         Err(e) => Err(classified(Failure::LocalIo, e)),
     }
+}
+
+/// A commit's time as `--target-time` takes it (PostgreSQL's form, UTC, microseconds).
+fn commit_time(x: &XactRecord) -> String {
+    TargetTime {
+        unix_micros: x.unix_micros(),
+    }
+    .postgres()
 }
 
 /// Exit codes as for the same failures elsewhere: the repository's and catalog's own, a

@@ -5,6 +5,7 @@ use backup_core::coverage::{
     Branch, BranchUnknown, PartialCopy, SegmentRange, TimelineCoverage, WalCoverage,
 };
 use backup_core::restore::window::Window;
+use backup_core::wal::commits::{XactEnd, XactRecord};
 use serde_json::{json, Value};
 
 use super::{Listed, Listing};
@@ -40,11 +41,13 @@ fn backup(b: &Listed) -> Value {
         "system_identifier": r.system_identifier,
         "wal_segment_size": r.wal_segment_size,
         "pinned": b.pinned,
-        "windows": b.windows.as_ref().map(|ws| ws.iter().map(window).collect::<Vec<_>>()),
+        "windows": b.windows.as_ref().map(|ws| {
+            ws.iter().map(|(w, last)| window(w, last.as_ref())).collect::<Vec<_>>()
+        }),
     })
 }
 
-fn window(w: &Window) -> Value {
+fn window(w: &Window, last: Option<&XactRecord>) -> Value {
     json!({
         "timeline": w.history.timeline().0,
         "timeline_path": w.path().iter().map(|t| t.0).collect::<Vec<_>>(),
@@ -55,6 +58,14 @@ fn window(w: &Window) -> Value {
         "reaches_backup_end": w.reaches_backup_end(),
         "first_missing_segment": w.missing.to_string(),
         "gap_before": w.gap_before.map(|s| s.to_string()),
+        "last_commit": last.map(|x| json!({
+            "lsn": x.lsn.to_string(),
+            "time": super::commit_time(x),
+            "kind": match x.kind {
+                XactEnd::Commit => "commit",
+                XactEnd::Abort => "abort",
+            },
+        })),
     })
 }
 

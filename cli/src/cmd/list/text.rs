@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use backup_core::coverage::{Branch, BranchUnknown, TimelineCoverage, WalCoverage};
 use backup_core::restore::window::Window;
+use backup_core::wal::commits::XactRecord;
 
 use super::{Listed, Listing, NEEDS_PASSPHRASE};
 use crate::cmd::human_bytes;
@@ -76,14 +77,14 @@ fn backup(out: &mut String, b: &Listed) {
             );
         }
         Some(ws) => {
-            for w in ws {
-                let _ = writeln!(out, "  window    {}", window(w));
+            for (w, last) in ws {
+                let _ = writeln!(out, "  window    {}", window(w, last.as_ref()));
             }
         }
     }
 }
 
-fn window(w: &Window) -> String {
+fn window(w: &Window, last: Option<&XactRecord>) -> String {
     let path = w.path();
     let mut s = format!("timeline {}", w.history.timeline());
     if path.len() > 1 {
@@ -110,6 +111,10 @@ fn window(w: &Window) -> String {
         )),
         None if !w.ends_in_partial => notes.push(format!("{} is not archived yet", w.missing)),
         None => {}
+    }
+    match last {
+        Some(x) => notes.push(format!("last commit {}", super::commit_time(x))),
+        None => notes.push("no commit after the backup's end".to_string()),
     }
     let _ = write!(s, " ({})", notes.join("; "));
     s

@@ -1,0 +1,97 @@
+//! The last commit (or abort) archived in a recoverable window, after the backup's end: the
+//! latest point a time target can stop at, since recovery stops only at a commit or abort.
+//! Segments are read the way wal-fetch serves them, newest first, and the scan stops at the
+//! first segment holding one, so usually only the window's last segment is read.
+
+use std::io::Read;
+
+use super::pitr::PitrError;
+use super::window::Window;
+use crate::catalog::Catalog;
+use crate::layout;
+use crate::repo::Repository;
+use crate::wal::archive::{ArchiveFileName, WalArchive};
+use crate::wal::commits::{CommitScanner, XactRecord};
+use crate::wal::{SegmentName, WalFileName};
+
+const CHUNK: usize = 64 * 1024;
+
+/// A served segment's content, and the repository name it is read from.
+type Served = (String, Box<dyn Read>);
+
+/// The last commit or abort record in `[window.start, window.end)`, if the archive holds one.
+pub fn last_commit(repo: &Repository, window: &Window) -> Result<Option<XactRecord>, PitrError> {
+    if !window.reaches_backup_end() || window.end <= window.start {
+        return Ok(None);
+    }
+    let seg_size = window.missing.seg_size;
+    let first = seg_size.segno_of(window.start);
+    let last = seg_size.segno_of(pgwire_repl::Lsn(window.end.0 - 1));
+    for segno in (first..=last).rev() {
+        let timeline = window.history.timeline_for_segment(segno, seg_size);
+        let segment = SegmentName::new(timeline, segno, seg_size);
+        let Some((stored, mut reader)) = served(repo, &segment)? else {
+            continue;
+        };
+        let mut scanner = CommitScanner::new(segment.start_lsn());
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = reader.read(&mut buf).map_err(|source| PitrError::Read {
+                file: stored.clone(),
+                source,
+            })?;
+            if n == 0 {
+                break;
+            }
+            scanner.push(&buf[..n]);
+        }
+        let found = scanner
+            .finish()
+            .into_iter()
+            .rfind(|x| x.lsn >= window.start && x.lsn < window.end);
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
+/// The content wal-fetch would serve for `segment`, in its order: the complete segment, an
+/// archived `.partial`, the segment receive-wal is writing, the longest backup partial.
+fn served(repo: &Repository, segment: &SegmentName) -> Result<Option<Served>, PitrError> {
+    let archive = WalArchive::new(repo);
+    for file in [
+        WalFileName::Segment(*segment),
+        WalFileName::Partial(*segment),
+    ] {
+        let stored = archive.stored_name(&ArchiveFileName::Wal(file));
+        if repo.resolve(&stored)?.exists() {
+            return Ok(Some((stored.clone(), Box::new(repo.open_file(&stored)?))));
+        }
+    }
+    let receiving = crate::receive::open_partial(repo, segment)
+        .map_err(|e| PitrError::Internal(format!("reading the segment being received: {e}")))?;
+    // wal-fetch passes over an empty one for a backup's partial; reading it finds no commit,
+    // and the scan goes on with the segment before, which at worst states an earlier commit.
+    if let Some(reader) = receiving {
+        let stored = crate::receive::partial_file(segment, repo.codec().encryption.is_some());
+        return Ok(Some((stored, Box::new(reader))));
+    }
+    let name = segment.to_string();
+    let best = Catalog::new(repo.dir())
+        .list()?
+        .into_iter()
+        .filter_map(|r| {
+            let p = r.partial_wal_file?;
+            (p.segment == name && r.wal_segment_size == segment.seg_size.bytes())
+                .then(|| (p.valid_bytes, layout::backup_file(&r.id, &p.file)))
+        })
+        .max();
+    match best {
+        Some((valid, stored)) => {
+            let reader = repo.open_file(&stored)?.take(valid);
+            Ok(Some((stored, Box::new(reader))))
+        }
+        None => Ok(None),
+    }
+}
