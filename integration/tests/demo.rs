@@ -255,6 +255,11 @@ fn demo_step_that_fails_exits_12_naming_the_step_and_cleans_up() {
             && run.stderr.contains("pgbench exited with code 3"),
         "{run:?}"
     );
+    // The server log's end is shown before the directory goes.
+    assert!(
+        run.stderr.contains("server.log (run with --keep"),
+        "{run:?}"
+    );
     assert!(run.stdout.contains("Removed"), "{run:?}");
     assert!(!run.stdout.contains("pgstream demo: PASS"), "{run:?}");
     assert_nothing_left(&dir);

@@ -15,6 +15,7 @@
 //! - [`load`]: pgbench, or a SQL load generator when pgbench is absent.
 //! - [`target`]: the rows around the target time, the WAL wait, the drill's check file.
 //! - [`child`]: running and stopping the printed commands.
+//! - [`summary`]: what the demo proved and how long each step took; logs after a failure.
 //! - [`signals`]: Ctrl-C and SIGTERM.
 
 mod bins;
@@ -22,6 +23,7 @@ mod child;
 mod load;
 mod signals;
 mod source;
+mod summary;
 mod target;
 
 use std::path::{Path, PathBuf};
@@ -128,6 +130,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // The source lives here, not inside the steps: cleanup stops the commands using it first.
     let mut src = None;
     let outcome = demo.run_steps(&mut src).await;
+    if outcome.is_err() && !cancel.is_cancelled() && !demo.args.keep {
+        demo.print_log_tails();
+    }
     demo.cleanup(src).await;
     let total = started.elapsed();
     match outcome {
@@ -515,39 +520,6 @@ impl Demo {
                 "pgstream demo: removing {}: {e} (remove it yourself)",
                 dir.display()
             ),
-        }
-    }
-
-    fn summary(&self, total: Duration) {
-        println!("\npgstream demo: PASS");
-        println!(
-            "Proved, on a throwaway PostgreSQL {} cluster:",
-            self.bin.major
-        );
-        println!(
-            "  - receive-wal streamed WAL through a replication slot into an encrypted repository;"
-        );
-        println!(
-            "  - base took a backup, checked against the server's manifest, while the load wrote;"
-        );
-        println!("  - verify authenticated every stored file and the WAL chain;");
-        println!("  - drill restored that backup elsewhere, replayed archived WAL to T through");
-        println!(
-            "    wal-fetch, promoted, and found the row written before T and none written after."
-        );
-        for fact in &self.facts {
-            println!("  {fact}");
-        }
-        println!("Timings:");
-        for (name, d) in &self.timings {
-            println!("  {name:<24} {:>7.1} s", d.as_secs_f64());
-        }
-        println!("  {:<24} {:>7.1} s", "total", total.as_secs_f64());
-        if self.args.keep {
-            let l = &self.layout;
-            println!("Kept in {}:", l.dir.display());
-            println!("  data/ the source cluster (stopped), repo/ the repository, secrets/ its passphrase and the passfile,");
-            println!("  logs/ receive-wal and load output, check.sql, drill-report.md");
         }
     }
 }

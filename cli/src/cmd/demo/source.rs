@@ -123,6 +123,12 @@ pub fn init_and_start(
         layout.data().display()
     );
     localpg::initdb(bin, run_as, &layout.data(), &opts)?;
+    let settings: Vec<String> = opts
+        .settings
+        .iter()
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
+    println!("  added to postgresql.conf: {}", settings.join(", "));
     let server = LocalServer::start(StartOptions::new(
         bin.clone(),
         run_as.clone(),
