@@ -267,7 +267,8 @@ fn assert_no_drill_server_left(ctx: &str, parent: &Path) {
 }
 
 #[test]
-fn drill_to_a_time_target_passes_with_timings_row_counts_amcheck_and_tablespace_untouched() {
+fn drill_passes_at_a_time_target_with_timings_row_counts_amcheck_tablespace_untouched_and_with_copy_wal_keep(
+) {
     for major in drill_majors() {
         let ctx = format!("PostgreSQL {major}");
         let started = std::time::Instant::now();
@@ -371,6 +372,52 @@ fn drill_to_a_time_target_passes_with_timings_row_counts_amcheck_and_tablespace_
             "{ctx}: the scratch directory was left behind"
         );
         assert_eq!(src.pg.psql("SELECT count(*) FROM drill"), "2", "{ctx}");
+        assert_no_drill_server_left(&ctx, &parent);
+
+        // --copy-wal, no target (all the WAL), --keep: both rows; the copy is kept for
+        // inspection, stopped, without the passphrase file.
+        let run = drill(
+            &src,
+            &parent,
+            &["--copy-wal", "--keep", "--no-amcheck", "--json"],
+        );
+        assert_eq!(run.code, 0, "{ctx}: {run:?}");
+        let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(json["result"], "PASS", "{ctx}: {json:#}");
+        assert!(
+            json["wal_source"].as_str().unwrap().contains("--copy-wal"),
+            "{ctx}: {json:#}"
+        );
+        assert_eq!(json["target"], "the end of the archived WAL", "{ctx}");
+        let drill_rows: Vec<_> = json["row_counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["table"] == "public.drill")
+            .collect();
+        assert_eq!(drill_rows[0]["rows"], 2, "{ctx}: {json:#}");
+        assert!(
+            json["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["name"] != "amcheck"),
+            "{ctx}: --no-amcheck ran amcheck"
+        );
+        assert_eq!(json["scratch_kept"], true, "{ctx}");
+        let kept = PathBuf::from(json["scratch_dir"].as_str().unwrap());
+        assert!(kept.starts_with(&parent), "{ctx}: {}", kept.display());
+        assert!(kept.join("data/PG_VERSION").exists(), "{ctx}");
+        assert!(kept.join("server.log").exists(), "{ctx}");
+        assert!(
+            !kept.join("wal-fetch.passphrase").exists(),
+            "{ctx}: --keep kept the passphrase file"
+        );
+        assert!(
+            !kept.join("data/postmaster.pid").exists(),
+            "{ctx}: not stopped"
+        );
+        std::fs::remove_dir_all(&kept).unwrap();
         assert_no_drill_server_left(&ctx, &parent);
         eprintln!("{ctx}: drill test took {:?}", started.elapsed());
     }
