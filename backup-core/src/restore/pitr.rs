@@ -864,6 +864,50 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn time_target_notes_state_the_last_archived_commit() {
+        use crate::wal::commits::XactEnd;
+        let seg_size = WalSegmentSize::DEFAULT;
+        let window = Window {
+            backup_id: "B".into(),
+            start: Lsn(0x2000100),
+            start_time: "2026-11-21T08:00:00Z".into(),
+            history: TimelineHistory::root(TimelineId(1)),
+            end: Lsn(0x5000000),
+            ends_in_partial: false,
+            missing: crate::wal::SegmentName::new(TimelineId(1), 5, seg_size),
+            gap_before: None,
+        };
+        let at = TargetTime::parse("2026-11-21T08:30:00Z").unwrap();
+        // xact_time counts from 2000-01-01.
+        let commit = XactRecord {
+            lsn: Lsn(0x4000170),
+            kind: XactEnd::Commit,
+            time: at.unix_micros - 946_684_800_000_000,
+        };
+        let note = |target: &str, inclusive: bool, last: Option<XactRecord>| {
+            let t = TargetTime::parse(target).unwrap();
+            time_target_note(&t, &window, inclusive, last)
+        };
+        let before = note("2026-11-21T08:29:59Z", true, Some(commit));
+        assert!(
+            before.contains("recovery stops at the first commit after the target time")
+                && before.contains("2026-11-21 08:30:00.000000+00")
+                && before.contains("0/4000170"),
+            "{before}"
+        );
+        // At the commit's own time: inclusive on stops only at a later commit (none), off at it.
+        let exact = note("2026-11-21T08:30:00Z", true, Some(commit));
+        assert!(exact.contains("after the last commit archived"), "{exact}");
+        let exclusive = note("2026-11-21T08:30:00Z", false, Some(commit));
+        assert!(exclusive.contains("recovery stops at"), "{exclusive}");
+        let none = note("2026-11-21T08:29:59Z", true, None);
+        assert!(
+            none.contains("no commit or abort is archived") && none.contains("0/5000000"),
+            "{none}"
+        );
+    }
+
+    #[test]
     fn times_need_an_offset_and_normalise_to_utc() {
         let t = TargetTime::parse("2024-05-01 12:34:56.123456+02").unwrap();
         assert_eq!(t.postgres(), "2024-05-01 10:34:56.123456+00");
