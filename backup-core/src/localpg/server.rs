@@ -260,6 +260,16 @@ impl LocalServer {
                 return Err(LocalPgError::Cancelled);
             }
             self.check_running("it accepted connections")?;
+            // Connect only once the postmaster says it accepts connections, as pg_ctl waits:
+            // every refused attempt is logged, and reaching consistency can take minutes.
+            let status = postmaster_status(&self.data_dir);
+            if !status.accepts_connections() {
+                if Instant::now() >= deadline {
+                    return Err(self.timeout("accept connections", timeout, status.describe()));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
             let last = match self.connect(user, dbname).await {
                 Ok(mut conn) => match conn.simple_query("SELECT 1").await {
                     Ok(_) => return Ok(conn),
@@ -402,6 +412,50 @@ impl Drop for LocalServer {
     }
 }
 
+/// What `postmaster.pid` says about the server (its 8th line, PostgreSQL 10+).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PmStatus {
+    /// No pid file yet, or no status line yet.
+    Starting,
+    /// `starting`, `ready`, `standby` or `stopping`.
+    Line(String),
+    /// The file cannot be read: connection attempts decide.
+    Unknown,
+}
+
+impl PmStatus {
+    fn accepts_connections(&self) -> bool {
+        match self {
+            PmStatus::Starting => false,
+            PmStatus::Line(l) => l == "ready" || l == "standby",
+            PmStatus::Unknown => true,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            PmStatus::Starting => "no postmaster.pid status yet".into(),
+            PmStatus::Line(l) => format!("postmaster.pid says {l:?}"),
+            PmStatus::Unknown => "postmaster.pid unreadable".into(),
+        }
+    }
+}
+
+fn postmaster_status(data_dir: &Path) -> PmStatus {
+    match std::fs::read_to_string(data_dir.join("postmaster.pid")) {
+        Ok(text) => parse_pm_status(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => PmStatus::Starting,
+        Err(_) => PmStatus::Unknown,
+    }
+}
+
+fn parse_pm_status(text: &str) -> PmStatus {
+    match text.lines().nth(7).map(str::trim) {
+        Some(l) if !l.is_empty() => PmStatus::Line(l.to_string()),
+        _ => PmStatus::Starting,
+    }
+}
+
 /// A connection error that retrying will not cure: authentication or authorization refused
 /// (class 28, which includes a missing role) or a missing database (3D000).
 fn is_permanent(e: &pgwire_repl::Error) -> bool {
@@ -503,6 +557,22 @@ mod tests {
         let port = free_port().unwrap();
         assert!(port > 0);
         std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    }
+
+    #[test]
+    fn postmaster_pid_status_line_decides_when_to_connect() {
+        let pid = "4242\n/d\n1700000000\n5432\n/s\n127.0.0.1\n  1234  5678\n";
+        assert_eq!(parse_pm_status(pid), PmStatus::Starting);
+        for (line, ready) in [
+            ("starting", false),
+            ("standby ", true),
+            ("ready   ", true),
+            ("stopping", false),
+        ] {
+            let status = parse_pm_status(&format!("{pid}{line}\n"));
+            assert_eq!(status.accepts_connections(), ready, "{line}");
+        }
+        assert!(PmStatus::Unknown.accepts_connections());
     }
 
     #[test]
