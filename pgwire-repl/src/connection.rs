@@ -12,6 +12,7 @@ mod startup;
 mod stream;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 
 use bytes::BytesMut;
@@ -33,11 +34,10 @@ const MIN_READ: usize = 8 * 1024;
 /// (a few MiB), at most `MAX_SPARE_READS × READ_CHUNK` bytes.
 const MAX_SPARE_READS: usize = 64;
 
-/// In a bulk transfer, a read that found less than this waiting means the server is the
-/// slower side: wait [`BULK_READ_PAUSE`] before the next read instead of waking per message.
-const BULK_SHORT_READ: usize = 64 * 1024;
-/// How long to let data pile up in the socket. At 1 GB/s that is ~250 KB: one read instead
-/// of eight wake-ups for 32 KiB messages; the kernel grows the receive buffer well past it.
+/// In a bulk transfer, after a read that had to wait for data (the server is the slower
+/// side), how long to let data pile up in the socket before the next read, instead of waking
+/// per message. At 1 GB/s that is ~250 KB: one read instead of eight wake-ups for 32 KiB
+/// messages; the kernel grows the receive buffer well past it.
 const BULK_READ_PAUSE: std::time::Duration = std::time::Duration::from_micros(250);
 
 /// At most this many notices are kept for [`Connection::take_notices`]; all are logged.
@@ -93,8 +93,8 @@ pub struct Connection {
     notices: Vec<DbError>,
     /// A bulk transfer is under way (see [`Connection::set_bulk_reads`]).
     bulk_reads: bool,
-    /// Bytes the last socket read returned.
-    last_read: usize,
+    /// The last socket read found nothing waiting and had to wait for the server.
+    last_read_waited: bool,
     /// Set when the protocol state is unknown (an abandoned COPY, a protocol error); every
     /// later command fails instead of misreading leftover messages.
     broken: Option<String>,
@@ -228,17 +228,27 @@ impl Connection {
                 Ok(Some(m)) => return Ok(m),
                 Ok(None) => {
                     self.make_read_room();
-                    if self.bulk_reads && self.last_read < BULK_SHORT_READ {
+                    if pause_before_read(self.bulk_reads, self.last_read_waited) {
                         // A thread sleep, not a tokio timer: a thread parked in epoll would be
                         // woken by every segment that arrives, which is the cost avoided here
                         // (and tokio timers tick in whole milliseconds). Short and bounded.
                         std::thread::sleep(BULK_READ_PAUSE);
                     }
-                    let n = match self.transport.read_buf(&mut self.rbuf).await {
+                    let mut waited = false;
+                    let read = {
+                        let mut read = std::pin::pin!(self.transport.read_buf(&mut self.rbuf));
+                        std::future::poll_fn(|cx| {
+                            let poll = read.as_mut().poll(cx);
+                            waited |= poll.is_pending();
+                            poll
+                        })
+                        .await
+                    };
+                    self.last_read_waited = waited;
+                    let n = match read {
                         Ok(n) => n,
                         Err(e) => return Err(self.lost(e)),
                     };
-                    self.last_read = n;
                     if n == 0 {
                         let e = io::Error::new(
                             io::ErrorKind::UnexpectedEof,
@@ -325,7 +335,7 @@ impl Connection {
     /// synchronous standby's latency counts.
     pub(crate) fn set_bulk_reads(&mut self, on: bool) {
         self.bulk_reads = on;
-        self.last_read = usize::MAX;
+        self.last_read_waited = false;
     }
 
     /// Marks the connection unusable, for streams abandoned in the middle of COPY.
@@ -381,6 +391,14 @@ impl Connection {
     }
 }
 
+/// Whether a bulk read should first let data pile up: only when the read before it had to
+/// wait, i.e. had drained everything the server had sent. Not after a read that merely came
+/// back short: over TLS every read returns one record (at most 16 KiB), and pausing before
+/// each of those capped a TLS backup at ~64 MB/s (21.7 s instead of 1.55 s for 470 MiB).
+fn pause_before_read(bulk: bool, last_read_waited: bool) -> bool {
+    bulk && last_read_waited
+}
+
 /// FATAL and PANIC errors end the session.
 pub(crate) fn is_fatal(e: &DbError) -> bool {
     e.severity == "FATAL" || e.severity == "PANIC"
@@ -388,7 +406,15 @@ pub(crate) fn is_fatal(e: &DbError) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::ServerVersion;
+    use super::{pause_before_read, ServerVersion};
+
+    #[test]
+    fn bulk_reads_pause_only_after_a_read_that_waited_not_after_short_tls_records() {
+        assert!(pause_before_read(true, true));
+        // A 16 KiB TLS record read straight from the buffer: more is waiting, read on.
+        assert!(!pause_before_read(true, false));
+        assert!(!pause_before_read(false, true));
+    }
 
     #[test]
     fn parses_server_versions() {

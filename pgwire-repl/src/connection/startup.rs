@@ -305,7 +305,7 @@ async fn connect_once(
         replication,
         notices: Vec::new(),
         bulk_reads: false,
-        last_read: 0,
+        last_read_waited: false,
         broken: None,
     };
     let user = config.effective_user();
