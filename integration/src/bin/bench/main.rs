@@ -405,7 +405,7 @@ fn report(o: &Options, rows: &[Row], load: &str) -> String {
     writeln!(s, "## Base backup: pgstream base vs pg_basebackup\n").unwrap();
     writeln!(
         s,
-        "Measured by `just bench` (integration/src/bin/bench.rs): PostgreSQL {}, {} runs per tool, alternating, medians shown (spread: min–max wall; peak RSS: the maximum). Machine: {machine}; load average before / after: {load}. Both write to the same local disk and fsync. CPU is the client process's (user + system); server CPU is what the PostgreSQL processes used meanwhile (walsender, checkpoint), on the same machine.\n",
+        "Measured by `just bench` (integration/src/bin/bench/main.rs): PostgreSQL {}, {} runs per tool, alternating, medians shown (spread: min–max wall; peak RSS: the maximum). Machine: {machine}; load average before / after: {load}. Both write to the same local disk and fsync. CPU is the client process's (user + system); server CPU is what the PostgreSQL processes used meanwhile (walsender, checkpoint), on the same machine.\n",
         o.major, o.runs
     )
     .unwrap();

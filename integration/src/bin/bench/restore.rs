@@ -13,7 +13,9 @@
 //!   is the only check.
 //!
 //! Both read their input from the page cache (written moments before) and write to the same
-//! local filesystem; runs alternate, and each restore goes into a fresh directory.
+//! local filesystem; runs alternate, each restore goes into a fresh directory, and an untimed
+//! `sync -f` before each run starts both with nothing else dirty (as far as this process can
+//! tell: other jobs on the machine may still write meanwhile).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -130,6 +132,10 @@ pub fn bench(
             [false, true]
         };
         for is_tar in order {
+            // Untimed: whatever else is dirty on the filesystem (earlier runs, other jobs) is
+            // written now, not charged to the next restore's sync.
+            let flushed = Command::new("sync").arg("-f").arg(scratch).status();
+            assert!(flushed.is_ok_and(|s| s.success()), "sync -f failed");
             let target = scratch.join(format!(
                 "restore{run}-{}",
                 if is_tar { "tar" } else { "ps" }
@@ -194,7 +200,7 @@ pub fn report(major: u32, runs: usize, machine: &str, load: &str, rows: &[Restor
     .unwrap();
     writeln!(
         s,
-        "Measured by `just bench` (integration/src/bin/bench/restore.rs), on the backups the base benchmark above just took: PostgreSQL {major}, {runs} runs per tool, alternating, medians shown (spread: min–max wall; peak RSS: the maximum). Machine: {machine}; load average {load}. *pgstream*: `pgstream restore --repo R --to T` (authenticates and decrypts every archive, decompresses, unpacks, writes the backup's WAL into `pg_wal/` and `backup_manifest`, fsyncs every file and directory). *tar*: `lz4 -dc base.tar.lz4 | tar -xf - -C T`, the same for every tablespace's tar and for `pg_wal.tar.lz4` into `T/pg_wal`, `backup_manifest` copied, then `sync -f T` (syncfs of the filesystem); no authentication. Both read from the page cache and write to the same local disk. MiB/s is restored bytes (files in the data directory and tablespaces) over wall time.\n"
+        "Measured by `just bench` (integration/src/bin/bench/restore.rs), on the backups the base benchmark above just took: PostgreSQL {major}, {runs} runs per tool, alternating, medians shown (spread: min–max wall; peak RSS: the maximum). Machine: {machine}; load average {load}. *pgstream*: `pgstream restore --repo R --to T` (authenticates and decrypts every archive, decompresses, unpacks, writes the backup's WAL into `pg_wal/` and `backup_manifest`, fsyncs every file and directory). *tar*: `lz4 -dc base.tar.lz4 | tar -xf - -C T`, the same for every tablespace's tar and for `pg_wal.tar.lz4` into `T/pg_wal`, `backup_manifest` copied, then `sync -f T` (syncfs of the filesystem); no authentication. An untimed `sync -f` precedes every run of either tool. Both read from the page cache and write to the same local disk. MiB/s is restored bytes (files in the data directory and tablespaces) over wall time.\n"
     )
     .unwrap();
     writeln!(
