@@ -11,7 +11,7 @@ use super::{
     compute, BranchUnknown, CoverageError, PartialCopy, PartialSource, TimelineFiles, WalCoverage,
 };
 use crate::catalog::{BackupRecord, Catalog};
-use crate::fsutil::FsError;
+use crate::fsutil::stored_names;
 use crate::layout::{self, WAL_DIR};
 use crate::receive::start::PARTIAL_SUFFIX;
 use crate::repo::config::CONFIG_FILE;
@@ -104,7 +104,7 @@ fn scan_names(
 ) -> Result<BTreeMap<TimelineId, TimelineFiles>, CoverageError> {
     let wal = dir.join(WAL_DIR);
     let mut files: BTreeMap<TimelineId, TimelineFiles> = BTreeMap::new();
-    for entry in read_dir_names(&wal)? {
+    for entry in stored_names(&wal)? {
         if let Some(history) = entry.strip_suffix(suffix) {
             if let Some(timeline) = history_file_timeline(history) {
                 files.entry(timeline).or_default().has_history = true;
@@ -114,7 +114,7 @@ fn scan_names(
         if entry.len() != 16 || !entry.bytes().all(|b| b.is_ascii_hexdigit()) {
             continue;
         }
-        for name in read_dir_names(&wal.join(&entry))? {
+        for name in stored_names(&wal.join(&entry))? {
             let Some(seg) = name.get(..24) else { continue };
             if !is_wal_file_name(seg) || !seg.starts_with(&entry) {
                 continue;
@@ -201,24 +201,4 @@ fn partial_bytes(repo: &Repository, p: &PartialCopy) -> Result<u64, CoverageErro
         PartialSource::Backup => p.bytes.unwrap_or(0),
     };
     Ok(bytes)
-}
-
-/// Entry names of a directory (missing: none); temporary files and non-UTF-8 names are skipped.
-fn read_dir_names(dir: &Path) -> Result<Vec<String>, CoverageError> {
-    let fs_err = |source: io::Error| FsError::new("listing", dir, source);
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(fs_err(e).into()),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(fs_err)?;
-        if let Ok(name) = entry.file_name().into_string() {
-            if !name.contains(".tmp.") {
-                names.push(name);
-            }
-        }
-    }
-    Ok(names)
 }

@@ -1,12 +1,9 @@
 //! Listing the segments the archive holds.
 
-use std::io;
-use std::path::Path;
-
 use pgwire_repl::TimelineId;
 
 use super::{ArchivedSegment, WalArchive, WalArchiveError};
-use crate::fsutil::FsError;
+use crate::fsutil::stored_names;
 use crate::layout::{self, WAL_DIR};
 use crate::wal::{is_wal_file_name, SegmentName};
 
@@ -24,11 +21,11 @@ impl WalArchive<'_> {
         let wal = self.repo.resolve(WAL_DIR)?;
         let prefix = format!("{:08X}", timeline.0);
         let mut out = Vec::new();
-        for dir in read_dir_names(&wal)? {
+        for dir in stored_names(&wal)? {
             if dir.len() != 16 || !dir.starts_with(&prefix) {
                 continue;
             }
-            for file in read_dir_names(&wal.join(&dir))? {
+            for file in stored_names(&wal.join(&dir))? {
                 let Some(base) = file.strip_suffix(suffix.as_str()) else {
                     continue;
                 };
@@ -65,24 +62,4 @@ impl WalArchive<'_> {
             .map(|s| s.name)
             .next_back())
     }
-}
-
-/// Entry names of a directory (missing: none); temporary files and non-UTF-8 names are skipped.
-fn read_dir_names(dir: &Path) -> Result<Vec<String>, WalArchiveError> {
-    let fs_err = |source: io::Error| WalArchiveError::Fs(FsError::new("listing", dir, source));
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(fs_err(e)),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(fs_err)?;
-        if let Ok(name) = entry.file_name().into_string() {
-            if !name.contains(".tmp.") {
-                names.push(name);
-            }
-        }
-    }
-    Ok(names)
 }
