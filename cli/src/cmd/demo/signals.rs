@@ -2,21 +2,18 @@
 //! children and its server and removes its directory. Unlike the other commands, a second signal
 //! does not exit at once: that would leave a server running. It is only acknowledged.
 
-use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
+
+use crate::signals::StopSignals;
 
 pub fn install() -> std::io::Result<CancellationToken> {
     let token = CancellationToken::new();
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
+    let mut signals = StopSignals::new()?;
     let t = token.clone();
     tokio::spawn(async move {
         let mut first = true;
         loop {
-            let name = tokio::select! {
-                _ = int.recv() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            };
+            let name = signals.recv().await;
             if first {
                 eprintln!("pgstream demo: {name} received: stopping and cleaning up");
                 t.cancel();
