@@ -40,7 +40,7 @@ fn parse_args() -> Options {
         major: 16,
         scale: 100,
         noise_mb: 1500,
-        runs: 3,
+        runs: 5,
         out: PathBuf::from("docs/BENCHMARKS.md"),
         pgstream: PathBuf::from("target/release/pgstream"),
         restore: true,
