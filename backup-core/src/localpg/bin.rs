@@ -106,10 +106,7 @@ fn missing_message(major: u32, looked: &[String]) -> String {
 
 /// The places to look, in order, each with a description for the error message.
 fn candidates(major: u32) -> Vec<(String, Option<PathBuf>)> {
-    let root = match std::env::var_os("PGSTREAM_PG_ROOT") {
-        Some(r) if !r.is_empty() => PathBuf::from(r),
-        _ => PathBuf::from(DEFAULT_PG_ROOT),
-    };
+    let root = pg_root();
     vec![
         ("`pg_config --bindir`".to_string(), pg_config_bindir()),
         ("postgres on PATH".to_string(), postgres_on_path()),
@@ -126,6 +123,14 @@ fn candidates(major: u32) -> Vec<(String, Option<PathBuf>)> {
             Some(root.join(major.to_string()).join("bin")),
         ),
     ]
+}
+
+/// Where scripts/install-postgres.sh installs: `PGSTREAM_PG_ROOT`, else [`DEFAULT_PG_ROOT`].
+pub fn pg_root() -> PathBuf {
+    match std::env::var_os("PGSTREAM_PG_ROOT") {
+        Some(r) if !r.is_empty() => PathBuf::from(r),
+        _ => PathBuf::from(DEFAULT_PG_ROOT),
+    }
 }
 
 fn pg_config_bindir() -> Option<PathBuf> {
@@ -149,7 +154,7 @@ fn postgres_on_path() -> Option<PathBuf> {
 }
 
 /// The binaries in `dir`, when its `postgres --version` runs and parses.
-fn probe(dir: &Path) -> Option<PgBin> {
+pub fn probe(dir: &Path) -> Option<PgBin> {
     let postgres = dir.join("postgres");
     if !postgres.is_file() {
         return None;

@@ -540,8 +540,8 @@ pub(super) fn conf_quote(v: &str) -> String {
     format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
 }
 
-/// Quotes a conninfo value when it needs it.
-fn conninfo_quote(v: &str) -> String {
+/// Quotes a conninfo value when it needs it (libpq's rules: single quotes, backslash escapes).
+pub fn conninfo_quote(v: &str) -> String {
     if !v.is_empty() && !v.contains([' ', '\'', '\\']) {
         return v.to_string();
     }
@@ -592,5 +592,7 @@ mod tests {
         assert_eq!(conninfo_quote("a b"), "'a b'");
         assert_eq!(conninfo_quote("it's"), r"'it\'s'");
         assert_eq!(conninfo_quote(""), "''");
+        // The demo's passfile path.
+        assert_eq!(conninfo_quote("/tmp/my dir/it's"), r"'/tmp/my dir/it\'s'");
     }
 }

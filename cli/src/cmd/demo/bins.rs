@@ -3,9 +3,8 @@
 //! taken from the same directory when it is there.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use backup_core::localpg::bin::parse_major;
+use backup_core::localpg::bin::{pg_root, probe};
 use backup_core::localpg::PgBin;
 
 /// The majors pgstream supports, newest first: the demo picks the first one installed.
@@ -30,7 +29,7 @@ pub fn find(explicit: Option<&Path>, major: Option<u32>) -> Result<PgBin, String
     if let Some(dir) = explicit {
         // The directory's own major, unless --major insists on one (then PgBin::find says
         // when they differ).
-        let wanted = match major.or_else(|| major_of(dir)) {
+        let wanted = match major.or_else(|| probe(dir).map(|b| b.major)) {
             Some(m) => m,
             None => {
                 return Err(format!(
@@ -62,24 +61,6 @@ pub fn find(explicit: Option<&Path>, major: Option<u32>) -> Result<PgBin, String
 pub fn pgbench(bin: &PgBin) -> Option<PathBuf> {
     let p = bin.program("pgbench");
     p.is_file().then_some(p)
-}
-
-fn major_of(dir: &Path) -> Option<u32> {
-    let out = Command::new(dir.join("postgres"))
-        .arg("--version")
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| parse_major(&String::from_utf8_lossy(&out.stdout)))
-        .flatten()
-}
-
-fn pg_root() -> PathBuf {
-    match std::env::var_os("PGSTREAM_PG_ROOT") {
-        Some(r) if !r.is_empty() => PathBuf::from(r),
-        _ => PathBuf::from(backup_core::localpg::bin::DEFAULT_PG_ROOT),
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use backup_core::localpg::server::conninfo_quote;
 use backup_core::localpg::{self, sql, InitdbOptions, LocalServer, PgBin, RunAs, StartOptions};
 use pgwire_repl::Connection;
 use tokio_util::sync::CancellationToken;
@@ -190,8 +191,8 @@ pub async fn connect_and_prepare(
         .await
         .context("connecting to the demo database")?;
     let conninfo = format!(
-        "host=127.0.0.1 port={} user={BACKUP_ROLE} dbname=postgres passfile={}",
-        server.port(),
+        "{} passfile={}",
+        server.tcp_conninfo(BACKUP_ROLE, "postgres"),
         conninfo_quote(&layout.passfile().to_string_lossy())
     );
     Ok(Source {
@@ -199,23 +200,4 @@ pub async fn connect_and_prepare(
         conninfo,
         conn,
     })
-}
-
-/// Quotes a conninfo value when it needs it (libpq's rules: single quotes, backslash escapes).
-fn conninfo_quote(v: &str) -> String {
-    if !v.is_empty() && !v.contains([' ', '\'', '\\']) {
-        return v.to_string();
-    }
-    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passfile_paths_with_spaces_are_quoted_in_the_conninfo() {
-        assert_eq!(conninfo_quote("/tmp/d/pgpass"), "/tmp/d/pgpass");
-        assert_eq!(conninfo_quote("/tmp/my dir/it's"), r"'/tmp/my dir/it\'s'");
-    }
 }
