@@ -43,6 +43,11 @@ pub fn overrides(
         ("primary_conninfo", String::new()),
         ("primary_slot_name", String::new()),
         ("synchronous_standby_names", String::new()),
+        // The copy's subscriptions would start apply workers on promotion and connect to the
+        // production publisher with their stored conninfo, consuming (and confirming) changes
+        // from the real subscriber's slot. 0 keeps the launcher from starting at all, and is
+        // not one of the settings hot standby requires to be at least the primary's.
+        ("max_logical_replication_workers", "0".into()),
         ("hot_standby", "on".into()),
         ("ssl", "off".into()),
         // The source's socket group may not exist here; the socket stays the server user's.
@@ -119,6 +124,14 @@ mod tests {
         );
         assert_eq!(get(&s, "stats_temp_directory"), None);
         assert_eq!(get(&s, "promote_trigger_file"), None);
+    }
+
+    #[test]
+    fn a_drill_never_starts_subscription_workers_that_would_consume_the_publishers_slot() {
+        for major in 13..=18 {
+            let s = overrides(major, Path::new("/d"), Path::new("/h"), &[]);
+            assert_eq!(get(&s, "max_logical_replication_workers"), Some("0"));
+        }
     }
 
     #[test]
