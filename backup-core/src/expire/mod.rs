@@ -186,18 +186,31 @@ pub fn expire(repo: &Repository, options: &ExpireOptions) -> Result<ExpireReport
         return Err(ExpireError::NoBackups);
     }
     let _lock = scan::lock(catalog.dir(), !options.dry_run)?;
-    let leftovers = scan::leftovers(&catalog)?;
+    let (mut report, leftovers) = decide(repo, &catalog, options)?;
+    if !options.dry_run {
+        apply(repo, &catalog, &mut report, &leftovers)?;
+    }
+    Ok(report)
+}
+
+/// What to delete (with the lock held), and the leftovers of a crashed expire to finish.
+fn decide(
+    repo: &Repository,
+    catalog: &Catalog,
+    options: &ExpireOptions,
+) -> Result<(ExpireReport, Vec<std::path::PathBuf>), ExpireError> {
+    let leftovers = scan::leftovers(catalog)?;
     // Before the records: a backup that completes in between is then either seen in progress
     // or listed complete, never missed.
-    let in_progress = scan::backups_in_progress(&catalog)?;
-    let records = read_records(repo, &catalog)?;
+    let in_progress = scan::backups_in_progress(catalog)?;
+    let records = read_records(repo, catalog)?;
     if records.is_empty() {
         return Err(ExpireError::NoBackups);
     }
     let mut candidates = Vec::new();
     for r in &records {
         let end_time = humantime::parse_rfc3339(&r.end_time)
-            .map_err(|e| invalid_record(r, &catalog, format!("end_time {:?}: {e}", r.end_time)))?;
+            .map_err(|e| invalid_record(r, catalog, format!("end_time {:?}: {e}", r.end_time)))?;
         let pinned = pin::read_pin(repo.dir(), &r.id, data_key(repo))
             .map_err(ExpireError::UnreadablePin)?
             .is_some();
@@ -222,7 +235,7 @@ pub fn expire(repo: &Repository, options: &ExpireOptions) -> Result<ExpireReport
                 bytes: scan::dir_bytes(&catalog.backup_dir(&record.id))?,
             });
         } else {
-            kept_wal.push(kept_backup(record, &catalog)?);
+            kept_wal.push(kept_backup(record, catalog)?);
             kept.push(KeptEntry {
                 id: record.id.clone(),
                 end_time: record.end_time.clone(),
@@ -249,19 +262,12 @@ pub fn expire(repo: &Repository, options: &ExpireOptions) -> Result<ExpireReport
     let (delete_files, wal_note) = if in_progress.is_empty() {
         (retention.delete, None)
     } else {
-        (
-            Vec::new(),
-            Some(format!(
-                "a backup is being written ({}): its start is not recorded yet, so no WAL is \
-                 deleted this time; run expire again after it finishes",
-                in_progress.join(", ")
-            )),
-        )
+        (Vec::new(), Some(in_progress_note(&in_progress)))
     };
     let wal = wal_ranges(&delete_files);
     let wal_files = delete_files.len() as u64;
     let wal_bytes: u64 = delete_files.iter().map(|f| f.bytes).sum();
-    let mut report = ExpireReport {
+    let report = ExpireReport {
         dry_run: options.dry_run,
         total_bytes: wal_bytes + expired.iter().map(|b| b.bytes).sum::<u64>(),
         kept,
@@ -283,16 +289,46 @@ pub fn expire(repo: &Repository, options: &ExpireOptions) -> Result<ExpireReport
         newest_timeline_kept: retention.newest_timeline_kept.map(|t| t.0),
         delete_files,
     };
-    if !options.dry_run {
-        delete::leftovers(&leftovers)?;
-        for b in &report.expired {
-            let _span = tracing::info_span!("expire", backup_id = %b.id).entered();
-            delete::backup(&catalog, &b.id)?;
-        }
-        delete::wal_files(repo.dir(), &report.delete_files)?;
+    Ok((report, leftovers))
+}
+
+/// Deletes what `report` decided: leftovers, expired backups, then WAL, unless a backup started
+/// since the decision. Such a backup could not be seen then, and it may need WAL the decision
+/// found unneeded: a backup of a standby starts at the standby's last restartpoint, which can
+/// be older than every kept backup's start. Deleting the backups can take long, so the
+/// backups in progress are looked at again just before the WAL goes.
+fn apply(
+    repo: &Repository,
+    catalog: &Catalog,
+    report: &mut ExpireReport,
+    leftovers: &[std::path::PathBuf],
+) -> Result<(), ExpireError> {
+    delete::leftovers(leftovers)?;
+    for b in &report.expired {
+        let _span = tracing::info_span!("expire", backup_id = %b.id).entered();
+        delete::backup(catalog, &b.id)?;
+    }
+    let started = scan::backups_in_progress(catalog)?;
+    if !started.is_empty() && !report.delete_files.is_empty() {
+        tracing::info!(backups = %started.join(", "), "a backup started while expire ran: no WAL is deleted this time");
+        report.total_bytes -= report.wal_bytes;
+        report.wal = Vec::new();
+        report.wal_files = 0;
+        report.wal_bytes = 0;
+        report.wal_note = Some(in_progress_note(&started));
         report.delete_files.clear();
     }
-    Ok(report)
+    delete::wal_files(repo.dir(), &report.delete_files)?;
+    report.delete_files.clear();
+    Ok(())
+}
+
+fn in_progress_note(in_progress: &[String]) -> String {
+    format!(
+        "a backup is being written ({}): its start is not recorded yet, so no WAL is deleted \
+         this time; run expire again after it finishes",
+        in_progress.join(", ")
+    )
 }
 
 /// Runs of consecutive segments per timeline.

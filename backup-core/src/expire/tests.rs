@@ -364,6 +364,39 @@ fn no_wal_is_deleted_while_a_backup_is_in_progress() {
 }
 
 #[test]
+fn no_wal_is_deleted_when_a_backup_starts_after_expire_decided() {
+    // A backup that starts while expire deletes the expired backups was not seen when it
+    // decided; it may need WAL older than every kept backup's start (a standby's backup
+    // starts at its last restartpoint), so the WAL stays.
+    let d = tempfile::tempdir().unwrap();
+    let repo = three_backups(&d.path().join("r"));
+    let catalog = Catalog::new(repo.dir());
+    let (mut report, leftovers) = decide(&repo, &catalog, &options(1, false)).unwrap();
+    assert_eq!(report.wal_files, 7);
+    let running = catalog.in_progress_dir("20261104T000000Z");
+    fs::create_dir_all(&running).unwrap();
+    let lock = fs::File::create(Catalog::lock_path(&running)).unwrap();
+    lock.lock().unwrap();
+    apply(&repo, &catalog, &mut report, &leftovers).unwrap();
+    assert_eq!(report.expired.len(), 2);
+    assert!(!catalog.backup_dir(IDS[0]).exists());
+    assert_eq!(segments_left(&repo), (1..=10).collect::<Vec<_>>());
+    assert!(report.wal.is_empty() && report.wal_files == 0 && report.wal_bytes == 0);
+    assert_eq!(
+        report.total_bytes,
+        report.expired.iter().map(|b| b.bytes).sum::<u64>()
+    );
+    assert!(
+        report
+            .wal_note
+            .as_deref()
+            .unwrap()
+            .contains("being written"),
+        "{report:?}"
+    );
+}
+
+#[test]
 fn a_crashed_expire_is_finished_by_the_next_run() {
     let d = tempfile::tempdir().unwrap();
     let repo = three_backups(&d.path().join("r"));
