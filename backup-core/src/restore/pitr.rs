@@ -791,6 +791,15 @@ fn is_recovery_setting(line: &str) -> bool {
     key == "restore_command" || key.starts_with("recovery_target")
 }
 
+/// The settings that name a recovery target; at most one may be set.
+const TARGET_SETTINGS: [&str; 5] = [
+    "recovery_target",
+    "recovery_target_lsn",
+    "recovery_target_name",
+    "recovery_target_time",
+    "recovery_target_xid",
+];
+
 fn write_settings(
     target: &Path,
     record: &BackupRecord,
@@ -839,14 +848,22 @@ fn write_settings(
         ),
         RecoveryTarget::Name(n) => (Some("recovery_target_name"), conf_quote(n), None),
     };
+    // A target left in the restored postgresql.conf (a server once recovered with its settings
+    // there, which PostgreSQL ignores outside recovery) would otherwise count: with ours, FATAL
+    // "multiple recovery targets specified"; without one, a silent stop at it. Empty values
+    // here outrank it. They come before our target: PostgreSQL refuses any of them, even an
+    // empty one, once another target is set.
+    for other in TARGET_SETTINGS.iter().filter(|&&k| Some(k) != key) {
+        set(other, "''".into());
+    }
     if let Some(key) = key {
         set(key, value);
+        // Explicit, for the same reason: the server's default unless asked otherwise.
+        let action = r.action.unwrap_or(TargetAction::Pause);
+        set("recovery_target_action", conf_quote(action.setting()));
     }
     if let Some(v) = with_inclusive {
         set("recovery_target_inclusive", v);
-    }
-    if let Some(a) = r.action {
-        set("recovery_target_action", conf_quote(a.setting()));
     }
     let timeline = match r.timeline {
         TargetTimeline::Latest => "latest".to_string(),
@@ -948,6 +965,79 @@ mod tests {
         assert!(is_recovery_setting("restore_command='x'"));
         assert!(!is_recovery_setting("# restore_command = 'x'"));
         assert!(!is_recovery_setting("shared_buffers = 1MB"));
+    }
+
+    /// The restored postgresql.auto.conf for `target` and `action`, the source's being `existing`.
+    fn settings_written(
+        target: RecoveryTarget,
+        action: Option<TargetAction>,
+        existing: &str,
+    ) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("postgresql.auto.conf"), existing).unwrap();
+        let record: crate::catalog::BackupRecord = serde_json::from_str(
+            r#"{"format":1,"id":"B","label":"","status":"complete","start_lsn":"0/2000028",
+            "start_timeline":1,"end_lsn":"0/2000100","end_timeline":1,"start_time":"",
+            "end_time":"","duration_seconds":0,"server_version":"16","server_major":16,
+            "system_identifier":"1","wal_segment_size":16777216,"raw_bytes":0,
+            "stored_bytes":0,"compression":"lz4","encryption":"none","archives":[],
+            "manifest_file":"","files_verified":0,"wal_segments":[],"partial_wal_file":null,
+            "history_files":[]}"#,
+        )
+        .unwrap();
+        let r = Recovery {
+            target,
+            action,
+            timeline: TargetTimeline::Latest,
+            inclusive: true,
+            copy_wal: true,
+            passphrase_file: None,
+            program: PathBuf::from("/bin/pgstream"),
+        };
+        write_settings(dir.path(), &record, &r, "false").unwrap();
+        std::fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap()
+    }
+
+    /// The settings lines (not comments), in order.
+    fn setting_lines(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
+
+    #[test]
+    fn a_stale_recovery_target_in_postgresql_conf_is_overridden_not_combined() {
+        // Empty values for the other targets, before ours (PostgreSQL refuses even an empty
+        // one once a target is set: checked with postgres -C on 18), and an explicit action.
+        let text = settings_written(
+            RecoveryTarget::Lsn(Lsn(0x3000000)),
+            None,
+            "recovery_target_lsn = '0/1'\nwork_mem = 4MB\n",
+        );
+        assert_eq!(
+            setting_lines(&text),
+            vec![
+                "work_mem = 4MB",
+                "restore_command = 'false'",
+                "recovery_target = ''",
+                "recovery_target_name = ''",
+                "recovery_target_time = ''",
+                "recovery_target_xid = ''",
+                "recovery_target_lsn = '0/3000000'",
+                "recovery_target_action = 'pause'",
+                "recovery_target_inclusive = on",
+                "recovery_target_timeline = 'latest'",
+            ]
+        );
+        assert!(text.contains("# disabled by pgstream restore: recovery_target_lsn = '0/1'"));
+        // The latest point: no target may count at all.
+        let text = settings_written(RecoveryTarget::Latest, Some(TargetAction::Promote), "");
+        let lines = setting_lines(&text);
+        for key in TARGET_SETTINGS {
+            assert!(
+                lines.contains(&format!("{key} = ''").as_str()),
+                "{key}: {text}"
+            );
+        }
+        assert!(!text.contains("recovery_target_action"), "{text}");
     }
 
     #[test]
