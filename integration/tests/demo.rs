@@ -11,16 +11,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use integration::{server_user, ServerUser};
-use support::s;
-
-/// `--os-user` for the harness's server user (none when not root).
-fn os_user_args() -> Vec<String> {
-    match server_user() {
-        ServerUser::Current => Vec::new(),
-        ServerUser::Switch { name, .. } => vec!["--os-user".into(), name.clone()],
-    }
-}
+use support::{os_user, s};
 
 /// The demo's arguments: small, short, in `dir`, with the binaries in `bin`.
 fn demo_args(dir: &Path, bin: &Path, load_seconds: u32) -> Vec<String> {
@@ -38,7 +29,12 @@ fn demo_args(dir: &Path, bin: &Path, load_seconds: u32) -> Vec<String> {
     .iter()
     .map(|a| a.to_string())
     .collect();
-    args.extend(os_user_args());
+    // As root, the demo runs everything as the harness's server user.
+    args.extend(
+        os_user()
+            .into_iter()
+            .flat_map(|name| ["--os-user".to_string(), name]),
+    );
     args
 }
 

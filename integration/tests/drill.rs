@@ -15,19 +15,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use backup_core::localpg::{self, InitdbOptions, LocalServer, PgBin, RunAs, StartOptions};
-use integration::{cluster, server_user, test_majors, Cluster, ServerUser};
+use integration::{server_user, Cluster, ServerUser};
+use support::archiving::switch_and_archive;
 use support::setup::Setup;
-use support::{ok, s, wait_for_server, Run};
+use support::{ok, oldest_and_newest_majors, os_user, s, Run};
 
 const PASSPHRASE: &str = "drill passphrase";
-
-/// The `--os-user` the harness's server user stands for (none when not root).
-fn os_user() -> Option<String> {
-    match server_user() {
-        ServerUser::Current => None,
-        ServerUser::Switch { name, .. } => Some(name.clone()),
-    }
-}
 
 #[test]
 fn localpg_initdb_start_query_and_stop_leave_no_server_behind() {
@@ -112,20 +105,6 @@ fn localpg_initdb_start_query_and_stop_leave_no_server_behind() {
     assert!(err.contains("exited"), "{err}");
 }
 
-/// The oldest and the newest of `test_majors()`: the recovery functions differ between 13 and
-/// 14+, and a drill per major would add a minute each.
-fn drill_majors() -> Vec<u32> {
-    let majors = test_majors();
-    let (Some(&oldest), Some(&newest)) = (majors.iter().min(), majors.iter().max()) else {
-        return majors;
-    };
-    if oldest == newest {
-        vec![oldest]
-    } else {
-        vec![oldest, newest]
-    }
-}
-
 /// A source cluster archiving into a repository, with a backup and the drill rows.
 struct Source {
     setup: Setup,
@@ -138,25 +117,9 @@ struct Source {
     row2_segment: String,
 }
 
-fn switch_and_archive(pg: &Cluster) {
-    let current = pg.psql("SELECT pg_walfile_name(pg_current_wal_lsn())");
-    ok(
-        support::pgstream(&["switch-wal", "--source", &pg.conninfo("postgres")], None),
-        "switch-wal",
-    );
-    wait_for_server(pg, &format!("{current} is archived"), || {
-        pg.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
-            .as_str()
-            >= current.as_str()
-    });
-}
-
 fn source(major: u32) -> Source {
     let setup = Setup::new(PASSPHRASE);
-    let pg = cluster(major)
-        .setting("archive_mode", "on")
-        .setting("archive_command", &setup.archive_command())
-        .start();
+    let pg = setup.archiving_cluster(major).start();
     let tablespace = setup.dir("ts1");
     pg.psql(&format!(
         "CREATE TABLESPACE ts1 LOCATION {}",
@@ -269,7 +232,9 @@ fn assert_no_drill_server_left(ctx: &str, parent: &Path) {
 #[test]
 fn drill_passes_at_a_time_target_with_timings_row_counts_amcheck_tablespace_untouched_and_with_copy_wal_keep(
 ) {
-    for major in drill_majors() {
+    // The oldest and the newest major: the recovery functions differ between 13 and 14+, and a
+    // drill per major would add a minute each.
+    for major in oldest_and_newest_majors() {
         let ctx = format!("PostgreSQL {major}");
         let started = std::time::Instant::now();
         let src = source(major);
@@ -425,7 +390,9 @@ fn drill_passes_at_a_time_target_with_timings_row_counts_amcheck_tablespace_unto
 
 #[test]
 fn drill_fails_with_its_report_on_a_failing_check_sql_and_on_missing_wal() {
-    for major in drill_majors() {
+    // The oldest and the newest major: the recovery functions differ between 13 and 14+, and a
+    // drill per major would add a minute each.
+    for major in oldest_and_newest_majors() {
         let ctx = format!("PostgreSQL {major}");
         let src = source(major);
         let parent = src.setup.dir("drills");

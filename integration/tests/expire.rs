@@ -15,37 +15,15 @@ mod support;
 use std::path::Path;
 
 use backup_core::catalog::{BackupRecord, Catalog};
-use integration::{cluster, test_majors, Cluster};
+use integration::{cluster, Cluster};
 use serde_json::Value;
+use support::archiving::sql_switch_and_archive;
 use support::receiver::{wait_caught_up, Receiver};
+use support::restored::start_promoted;
 use support::setup::Setup;
-use support::{files_under, ok, s, wait_for_server as wait_for};
+use support::{files_under, ok, oldest_and_newest_majors, s};
 
 const PASSPHRASE: &str = "expire test passphrase";
-
-/// Switches WAL on `pg` and waits until the segment it was writing is archived.
-fn switch_and_archive(pg: &Cluster) {
-    let current = pg.psql("SELECT pg_walfile_name(pg_current_wal_lsn())");
-    pg.psql("SELECT pg_switch_wal()");
-    wait_for(pg, &format!("{current} is archived"), || {
-        pg.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
-            .as_str()
-            >= current.as_str()
-    });
-}
-
-/// Starts a restored directory with `settings`, waits for the end of recovery and returns it.
-fn start_restored(major: u32, dir: &Path, settings: &[(&str, &str)]) -> Cluster {
-    let mut builder = cluster(major).restored_data_dir(dir);
-    for (k, v) in settings {
-        builder = builder.setting(k, v);
-    }
-    let pg = builder.start();
-    wait_for(&pg, "recovery ends", || {
-        pg.try_psql("SELECT pg_is_in_recovery()").as_deref() == Ok("f")
-    });
-    pg
-}
 
 fn ids(pg: &Cluster) -> String {
     pg.psql("SELECT string_agg(id::text, ',' ORDER BY id) FROM t")
@@ -87,22 +65,10 @@ fn wal_files(setup: &Setup, tli: u32) -> Vec<String> {
         .collect()
 }
 
-/// The oldest and the newest of `test_majors()`: timelines behave alike in between.
-fn majors() -> Vec<u32> {
-    let majors = test_majors();
-    let (Some(&oldest), Some(&newest)) = (majors.iter().min(), majors.iter().max()) else {
-        return majors;
-    };
-    if oldest == newest {
-        vec![oldest]
-    } else {
-        vec![oldest, newest]
-    }
-}
-
 #[test]
 fn expire_keeps_the_wal_kept_backups_need_across_timelines_and_verify_passes() {
-    for major in majors() {
+    // The oldest and the newest major: timelines behave alike in between.
+    for major in oldest_and_newest_majors() {
         let started = std::time::Instant::now();
         let ctx = format!("PostgreSQL {major}");
         let setup = Setup::new(PASSPHRASE);
@@ -110,11 +76,7 @@ fn expire_keeps_the_wal_kept_backups_need_across_timelines_and_verify_passes() {
             ("archive_mode", "on"),
             ("archive_command", &setup.archive_command()),
         ];
-        let mut builder = cluster(major);
-        for (k, v) in archiving {
-            builder = builder.setting(k, v);
-        }
-        let pg = builder.start();
+        let pg = setup.archiving_cluster(major).start();
         let conninfo = pg.conninfo("postgres");
         pg.psql("CREATE TABLE t (id int PRIMARY KEY)");
 
@@ -122,10 +84,10 @@ fn expire_keeps_the_wal_kept_backups_need_across_timelines_and_verify_passes() {
         ok(setup.base(&conninfo), "base 1");
         pg.psql("INSERT INTO t VALUES (1)");
         let fork = pg.psql("SELECT pg_current_wal_lsn()");
-        switch_and_archive(&pg);
+        sql_switch_and_archive(&pg);
         ok(setup.base(&conninfo), "base 2");
         pg.psql("INSERT INTO t VALUES (2)");
-        switch_and_archive(&pg);
+        sql_switch_and_archive(&pg);
 
         // Timeline 2: backup 1 restored to `fork` and promoted, archiving into the repository.
         // It forked before backup 2 started, so once backup 1 is gone no backup can reach it.
@@ -137,16 +99,16 @@ fn expire_keeps_the_wal_kept_backups_need_across_timelines_and_verify_passes() {
             ),
             "restore for the dead branch",
         );
-        let dead = start_restored(major, &branch, &archiving);
+        let dead = start_promoted(major, &branch, &archiving);
         assert_eq!(ids(&dead), "1", "{ctx}: the dead branch");
         dead.psql("INSERT INTO t VALUES (100)");
-        switch_and_archive(&dead);
+        sql_switch_and_archive(&dead);
         drop(dead);
 
         pg.psql("INSERT INTO t VALUES (3)");
         ok(setup.base(&conninfo), "base 3");
         pg.psql("INSERT INTO t VALUES (4)");
-        switch_and_archive(&pg);
+        sql_switch_and_archive(&pg);
 
         // Timeline 3: backup 3 replayed to the end of timeline 1's archive and promoted.
         let live = setup.path("live");
@@ -154,19 +116,19 @@ fn expire_keeps_the_wal_kept_backups_need_across_timelines_and_verify_passes() {
             setup.restore(&live, &["--target-timeline", "current"]),
             "restore for timeline 3",
         );
-        let tl3 = start_restored(major, &live, &archiving);
+        let tl3 = start_promoted(major, &live, &archiving);
         assert_eq!(
             tl3.psql("SELECT timeline_id FROM pg_control_checkpoint()"),
             "3",
             "{ctx}"
         );
         tl3.psql("INSERT INTO t VALUES (200)");
-        switch_and_archive(&tl3);
+        sql_switch_and_archive(&tl3);
         drop(tl3);
         // Timeline 1 goes on past the fork to timeline 3.
         pg.psql("INSERT INTO t VALUES (5)");
         let after_fork = pg.psql("SELECT pg_walfile_name(pg_current_wal_lsn())");
-        switch_and_archive(&pg);
+        sql_switch_and_archive(&pg);
         drop(pg);
 
         let all = backups(&setup);
@@ -282,7 +244,7 @@ fn expire_keeps_the_wal_kept_backups_need_across_timelines_and_verify_passes() {
             run.stdout.contains("timeline path 1 -> 3"),
             "{ctx}: {run:?}"
         );
-        let restored = start_restored(major, &pitr, &[]);
+        let restored = start_promoted(major, &pitr, &[]);
         assert_eq!(
             ids(&restored),
             "1,2,3,4,200",
@@ -316,7 +278,7 @@ fn expire_keeps_the_wal_kept_backups_need_across_timelines_and_verify_passes() {
             setup.restore(&pitr, &["--target-latest"]),
             "restore of backup 3",
         );
-        let restored = start_restored(major, &pitr, &[]);
+        let restored = start_promoted(major, &pitr, &[]);
         assert_eq!(
             ids(&restored),
             "1,2,3,4,200",

@@ -9,7 +9,6 @@
 
 mod support;
 
-use integration::cluster;
 use serde_json::Value;
 use support::archiving::switch_and_archive;
 use support::setup::Setup;
@@ -41,11 +40,7 @@ fn list_shows_backups_timelines_branch_points_gaps_and_windows() {
     let major = newest_major();
     let ctx = format!("PostgreSQL {major}");
     let setup = Setup::new(PASSPHRASE);
-    let archive_command = setup.archive_command();
-    let pg = cluster(major)
-        .setting("archive_mode", "on")
-        .setting("archive_command", &archive_command)
-        .start();
+    let pg = setup.archiving_cluster(major).start();
     pg.psql("CREATE TABLE t (id int)");
     ok(setup.base(&pg.conninfo("postgres")), "base");
     pg.psql("INSERT INTO t VALUES (1)");
@@ -54,10 +49,9 @@ fn list_shows_backups_timelines_branch_points_gaps_and_windows() {
     // A copy promoted onto timeline 2, archiving into the same repository.
     let dir = setup.path("promoted");
     ok(setup.restore(&dir, &["--target-latest"]), "restore");
-    let promoted = cluster(major)
+    let promoted = setup
+        .archiving_cluster(major)
         .restored_data_dir(&dir)
-        .setting("archive_mode", "on")
-        .setting("archive_command", &archive_command)
         // Its insert is then the last commit of timeline 2, with a time to compare.
         .setting("track_commit_timestamp", "on")
         .setting("autovacuum", "off")

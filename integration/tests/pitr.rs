@@ -10,66 +10,32 @@ mod support;
 
 use std::path::Path;
 
-use integration::{cluster, server_user, test_majors, Cluster};
+use integration::{server_user, Cluster};
+use support::archiving::switch_and_archive;
+use support::restored::start_promoted;
 use support::setup::Setup;
-use support::{ok, s, wait_for_server as wait_for};
+use support::{ok, oldest_and_newest_majors, s};
 
 const PASSPHRASE: &str = "pitr drill passphrase";
 const RESTORE_POINT: &str = "drill after test2";
 
-/// Switches WAL on `pg` and waits until the segment it was writing is archived.
-fn switch_and_archive(pg: &Cluster) {
-    let current = pg.psql("SELECT pg_walfile_name(pg_current_wal_lsn())");
-    ok(
-        support::pgstream(&["switch-wal", "--source", &pg.conninfo("postgres")], None),
-        "switch-wal",
-    );
-    wait_for(pg, &format!("{current} is archived"), || {
-        pg.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
-            .as_str()
-            >= current.as_str()
-    });
-}
-
 /// Starts the restored directory, waits for the end of recovery (promotion) and returns the
 /// drill rows, in order.
 fn recovered_rows(major: u32, dir: &Path, settings: &[(&str, &str)]) -> (Cluster, String) {
-    let mut builder = cluster(major).restored_data_dir(dir);
-    for (k, v) in settings {
-        builder = builder.setting(k, v);
-    }
-    let pg = builder.start();
-    wait_for(&pg, "recovery ends", || {
-        pg.try_psql("SELECT pg_is_in_recovery()").as_deref() == Ok("f")
-    });
+    let pg = start_promoted(major, dir, settings);
     let rows = pg.psql("SELECT string_agg(note, ',' ORDER BY id) FROM drill");
     (pg, rows)
 }
 
-/// The oldest and the newest of `test_majors()`: the drill takes well over a minute per major
-/// (seven restores, each started), too long to repeat for every one.
-fn drill_majors() -> Vec<u32> {
-    let majors = test_majors();
-    let (Some(&oldest), Some(&newest)) = (majors.iter().min(), majors.iter().max()) else {
-        return majors;
-    };
-    if oldest == newest {
-        vec![oldest]
-    } else {
-        vec![oldest, newest]
-    }
-}
-
 #[test]
 fn runbook_drill_point_in_time_restores() {
-    for major in drill_majors() {
+    // The oldest and the newest major: the drill takes well over a minute per major (seven
+    // restores, each started), too long to repeat for every one.
+    for major in oldest_and_newest_majors() {
         let started = std::time::Instant::now();
         let ctx = format!("PostgreSQL {major}");
         let setup = Setup::new(PASSPHRASE);
-        let pg = cluster(major)
-            .setting("archive_mode", "on")
-            .setting("archive_command", &setup.archive_command())
-            .start();
+        let pg = setup.archiving_cluster(major).start();
         pg.psql("CREATE TABLE drill (id int PRIMARY KEY, note text)");
         ok(setup.base(&pg.conninfo("postgres")), "base");
         pg.psql("INSERT INTO drill VALUES (1, 'test1')");

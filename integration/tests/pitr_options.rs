@@ -13,41 +13,16 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use integration::{cluster, free_port, pg_bin_dir, server_user, test_majors, Cluster};
+use integration::{cluster, free_port, pg_bin_dir, server_user, Cluster};
 use support::archiving::switch_and_archive;
+use support::restored::start_promoted;
 use support::setup::Setup;
-use support::{ok, wait_for_server as wait_for};
+use support::{ok, oldest_and_newest_majors, wait_for_server as wait_for};
 
 const PASSPHRASE: &str = "pitr options passphrase";
 
-/// The oldest and the newest of `test_majors()`.
-fn majors() -> Vec<u32> {
-    let majors = test_majors();
-    let (Some(&oldest), Some(&newest)) = (majors.iter().min(), majors.iter().max()) else {
-        return majors;
-    };
-    if oldest == newest {
-        vec![oldest]
-    } else {
-        vec![oldest, newest]
-    }
-}
-
 fn rows(pg: &Cluster) -> String {
     pg.psql("SELECT coalesce(string_agg(note, ',' ORDER BY id), '') FROM opts")
-}
-
-/// Starts a restored directory and waits until recovery has ended (promoted).
-fn start_promoted(major: u32, dir: &Path, settings: &[(&str, &str)]) -> Cluster {
-    let mut builder = cluster(major).restored_data_dir(dir);
-    for (k, v) in settings {
-        builder = builder.setting(k, v);
-    }
-    let pg = builder.start();
-    wait_for(&pg, "recovery ends", || {
-        pg.try_psql("SELECT pg_is_in_recovery()").as_deref() == Ok("f")
-    });
-    pg
 }
 
 /// Whether replay is paused: pg_get_wal_replay_pause_state() from 14 on (pg_is_wal_replay_paused
@@ -112,7 +87,7 @@ fn run_until_it_stops(major: u32, dir: &Path, socket_dir: &Path) -> (Option<i32>
 
 #[test]
 fn restore_options_inclusive_pause_shutdown_immediate_numeric_timeline() {
-    for major in majors() {
+    for major in oldest_and_newest_majors() {
         let started = Instant::now();
         let ctx = format!("PostgreSQL {major}");
         let setup = Setup::new(PASSPHRASE);
@@ -120,10 +95,7 @@ fn restore_options_inclusive_pause_shutdown_immediate_numeric_timeline() {
             ("archive_mode", "on"),
             ("archive_command", &setup.archive_command()),
         ];
-        let pg = cluster(major)
-            .setting(archiving[0].0, archiving[0].1)
-            .setting(archiving[1].0, archiving[1].1)
-            .start();
+        let pg = setup.archiving_cluster(major).start();
         pg.psql("CREATE TABLE opts (id int PRIMARY KEY, note text)");
         ok(setup.base(&pg.conninfo("postgres")), "base");
         pg.psql("INSERT INTO opts VALUES (1, 'after backup')");

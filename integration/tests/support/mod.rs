@@ -4,6 +4,7 @@
 pub mod archiving;
 pub mod proxy;
 pub mod receiver;
+pub mod restored;
 pub mod setup;
 pub mod standby;
 pub mod wal;
@@ -195,6 +196,29 @@ pub fn pgstream_command(args: &[&str], passphrase: Option<&str>) -> std::process
 /// The newest of the majors under test, for tests whose subject does not depend on the version.
 pub fn newest_major() -> u32 {
     *integration::test_majors().last().unwrap()
+}
+
+/// The oldest and the newest of the majors under test (one when they are the same), for tests
+/// where versions differ at the ends (recovery functions, timelines) but a run per major would
+/// take too long.
+pub fn oldest_and_newest_majors() -> Vec<u32> {
+    let majors = integration::test_majors();
+    let (Some(&oldest), Some(&newest)) = (majors.iter().min(), majors.iter().max()) else {
+        return majors;
+    };
+    if oldest == newest {
+        vec![oldest]
+    } else {
+        vec![oldest, newest]
+    }
+}
+
+/// The `--os-user` the harness's server user stands for (none when not root).
+pub fn os_user() -> Option<String> {
+    match integration::server_user() {
+        integration::ServerUser::Current => None,
+        integration::ServerUser::Switch { name, .. } => Some(name.clone()),
+    }
 }
 
 /// `run`, checked to have exited 0.

@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use integration::{scratch_dir, server_user};
+use integration::{cluster, scratch_dir, server_user, ClusterBuilder};
 
 use super::{ok, s, Run};
 
@@ -112,6 +112,14 @@ impl Setup {
     /// The archive_command line: `archive-push … %p`.
     pub fn archive_command(&self) -> String {
         self.command("archive-push", "%p")
+    }
+
+    /// A cluster of `major` archiving into this setup's repository (archive_mode on, this
+    /// archive_command); more settings can be added before it starts.
+    pub fn archiving_cluster(&self, major: u32) -> ClusterBuilder {
+        cluster(major)
+            .setting("archive_mode", "on")
+            .setting("archive_command", &self.archive_command())
     }
 
     /// `pgstream base --repo REPO --source CONNINFO --no-progress --passphrase-file FILE`.
