@@ -28,6 +28,8 @@ pub mod repo;
 pub mod restore;
 pub mod sink;
 pub mod tarwalk;
+#[cfg(test)]
+mod test_support;
 pub mod verify;
 pub mod wal;
 

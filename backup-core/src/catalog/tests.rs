@@ -1,35 +1,15 @@
 use super::*;
+use crate::test_support::backup_record;
 use std::time::{Duration, UNIX_EPOCH};
 
 fn record(id: &str) -> BackupRecord {
     BackupRecord {
-        format: RECORD_FORMAT,
-        id: id.to_string(),
         label: "nightly".into(),
-        status: BackupStatus::Complete,
-        start_lsn: "0/2000028".parse().unwrap(),
-        start_timeline: 1,
-        end_lsn: "0/2000100".parse().unwrap(),
-        end_timeline: 1,
+        // The same times whatever the id.
         start_time: "2026-11-21T06:00:00Z".into(),
         end_time: "2026-11-21T06:00:05Z".into(),
-        duration_seconds: 5.0,
-        server_version: "16.2".into(),
-        server_major: 16,
-        system_identifier: "7300000000000000001".into(),
-        wal_segment_size: 16 << 20,
-        raw_bytes: 1000,
-        stored_bytes: 500,
-        compression: "lz4".into(),
-        encryption: "aes-256-gcm".into(),
-        archives: vec![],
         manifest_file: "backup_manifest".into(),
-        files_verified: 10,
-        wal_segments: vec!["000000010000000000000002".into()],
-        partial_wal_file: None,
-        history_files: vec![],
-        checksum: None,
-        mac: None,
+        ..backup_record(id, 2)
     }
 }
 

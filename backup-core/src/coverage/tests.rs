@@ -5,10 +5,10 @@ use std::io::Write as _;
 use std::path::Path;
 
 use super::*;
-use crate::crypto::{Aead, Encryption, Secret};
+use crate::crypto::{Aead, Encryption};
 use crate::layout;
-use crate::repo::config::ClusterIdentity;
-use crate::repo::{InitOptions, KdfCost, Repository};
+use crate::repo::Repository;
+use crate::test_support::{cluster, test_repo};
 
 const MIB: u64 = 1 << 20;
 
@@ -212,27 +212,15 @@ fn a_timeline_without_a_history_file_says_so() {
 }
 
 fn unbound_repo(dir: &Path) -> Repository {
-    let options = InitOptions {
-        encryption: Encryption::Aead(Aead::Aes256Gcm),
-        kdf_cost: KdfCost {
-            log2_n: 10,
-            r: 8,
-            p: 1,
-        },
-        ..InitOptions::default()
-    };
-    Repository::init(dir, options, Some(&Secret::from("pw"))).unwrap()
+    test_repo(dir, Encryption::Aead(Aead::Aes256Gcm), None)
 }
 
 fn encrypted_repo(dir: &Path) -> Repository {
-    let mut repo = unbound_repo(dir);
-    repo.bind_cluster(ClusterIdentity {
-        system_identifier: 7_300_000_000_000_000_001,
-        major: 16,
-        wal_segment_size: MIB as u32,
-    })
-    .unwrap();
-    repo
+    test_repo(
+        dir,
+        Encryption::Aead(Aead::Aes256Gcm),
+        Some(cluster(MIB as u32)),
+    )
 }
 
 fn store(repo: &Repository, name: &str, content: &[u8]) {

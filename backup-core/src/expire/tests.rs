@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
-use crate::catalog::{BackupStatus, RECORD_FILE, RECORD_FORMAT};
-use crate::crypto::{Aead, Encryption, Secret};
-use crate::repo::config::ClusterIdentity;
-use crate::repo::{InitOptions, KdfCost};
+use crate::catalog::RECORD_FILE;
+use crate::crypto::{Aead, Encryption};
+use crate::test_support::{backup_record, cluster, test_repo};
 use crate::wal::archive::WalArchive;
 use crate::wal::WalFileName;
 
@@ -20,58 +19,7 @@ fn repo(dir: &Path) -> Repository {
 }
 
 fn repo_with(dir: &Path, encryption: Encryption) -> Repository {
-    let encrypted = encryption != Encryption::None;
-    let options = InitOptions {
-        encryption,
-        kdf_cost: KdfCost {
-            log2_n: 10,
-            r: 8,
-            p: 1,
-        },
-        ..InitOptions::default()
-    };
-    let pass = Secret::from("pw");
-    let mut repo = Repository::init(dir, options, encrypted.then_some(&pass)).unwrap();
-    repo.bind_cluster(ClusterIdentity {
-        system_identifier: 7_300_000_000_000_000_001,
-        major: 16,
-        wal_segment_size: 16 << 20,
-    })
-    .unwrap();
-    repo
-}
-
-fn record(id: &str, start_segno: u64) -> BackupRecord {
-    let day: u64 = id[6..8].parse().unwrap();
-    BackupRecord {
-        format: RECORD_FORMAT,
-        id: id.to_string(),
-        label: String::new(),
-        status: BackupStatus::Complete,
-        start_lsn: pgwire_repl::Lsn((start_segno << 24) + 0x28),
-        start_timeline: 1,
-        end_lsn: pgwire_repl::Lsn((start_segno << 24) + 0x100),
-        end_timeline: 1,
-        start_time: format!("2026-11-{day:02}T00:00:00Z"),
-        end_time: format!("2026-11-{day:02}T00:00:05Z"),
-        duration_seconds: 5.0,
-        server_version: "16.2".into(),
-        server_major: 16,
-        system_identifier: "7300000000000000001".into(),
-        wal_segment_size: 16 << 20,
-        raw_bytes: 1000,
-        stored_bytes: 500,
-        compression: "lz4".into(),
-        encryption: "aes-256-gcm".into(),
-        archives: vec![],
-        manifest_file: "backup_manifest.lz4.enc".into(),
-        files_verified: 10,
-        wal_segments: vec![format!("0000000100000000{start_segno:08X}")],
-        partial_wal_file: None,
-        history_files: vec![],
-        checksum: None,
-        mac: None,
-    }
+    test_repo(dir, encryption, Some(cluster(16 << 20)))
 }
 
 fn write_record(repo: &Repository, r: &BackupRecord) {
@@ -97,7 +45,7 @@ fn segment_file(repo: &Repository, tli: u32, segno: u64) -> PathBuf {
 fn three_backups(dir: &Path) -> Repository {
     let repo = repo(dir);
     for (id, segno) in IDS.iter().zip([2, 5, 8]) {
-        write_record(&repo, &record(id, segno));
+        write_record(&repo, &backup_record(id, segno));
     }
     for segno in 1..=10 {
         segment_file(&repo, 1, segno);
@@ -259,7 +207,7 @@ fn a_damaged_record_stops_expire_before_anything_is_deleted() {
 fn a_record_resealed_without_the_key_fails_its_mac_and_stops_expire() {
     let d = tempfile::tempdir().unwrap();
     let repo = three_backups(&d.path().join("r"));
-    let mut forged = record(IDS[0], 2);
+    let mut forged = backup_record(IDS[0], 2);
     forged.seal(None).unwrap();
     let path = Catalog::new(repo.dir()).record_path(IDS[0]);
     fs::write(&path, serde_json::to_vec(&forged).unwrap()).unwrap();
@@ -436,7 +384,7 @@ fn an_unencrypted_repository_is_expired_the_same_way() {
     let d = tempfile::tempdir().unwrap();
     let repo = repo_with(&d.path().join("r"), Encryption::None);
     for (id, segno) in IDS.iter().zip([2, 5, 8]) {
-        write_record(&repo, &record(id, segno));
+        write_record(&repo, &backup_record(id, segno));
     }
     for segno in 1..=10 {
         segment_file(&repo, 1, segno);

@@ -5,33 +5,18 @@ use std::path::Path;
 use pgwire_repl::TimelineId;
 
 use super::*;
-use crate::crypto::{Aead, Encryption, Secret};
+use crate::crypto::{Aead, Encryption};
 use crate::repo::config::ClusterIdentity;
-use crate::repo::{InitOptions, KdfCost};
+use crate::test_support::{cluster, test_repo, SYSID};
 
-const SYSID: u64 = 7_300_000_000_000_000_001;
 const MIB: u32 = 1 << 20;
 
 fn repo(dir: &Path, bound: bool) -> Repository {
-    let options = InitOptions {
-        encryption: Encryption::Aead(Aead::Aes256Gcm),
-        kdf_cost: KdfCost {
-            log2_n: 10,
-            r: 8,
-            p: 1,
-        },
-        ..InitOptions::default()
-    };
-    let mut repo = Repository::init(dir, options, Some(&Secret::from("pw"))).unwrap();
-    if bound {
-        repo.bind_cluster(ClusterIdentity {
-            system_identifier: SYSID,
-            major: 16,
-            wal_segment_size: MIB,
-        })
-        .unwrap();
-    }
-    repo
+    test_repo(
+        dir,
+        Encryption::Aead(Aead::Aes256Gcm),
+        bound.then(|| cluster(MIB)),
+    )
 }
 
 /// A 1 MiB segment with `valid` page headers (the rest zero), like the server's files.

@@ -1,0 +1,99 @@
+//! Builders shared by the unit tests: cheap repositories and hand-made backup records.
+
+use std::path::Path;
+
+use crate::catalog::{BackupRecord, BackupStatus, RECORD_FORMAT};
+use crate::crypto::{Encryption, Secret};
+use crate::repo::config::ClusterIdentity;
+use crate::repo::{InitOptions, KdfCost, Repository};
+
+/// The system identifier of the test clusters.
+pub(crate) const SYSID: u64 = 7_300_000_000_000_000_001;
+
+/// The passphrase of encrypted test repositories.
+pub(crate) const PASSPHRASE: &str = "pw";
+
+/// `InitOptions` with `encryption` and a cheap scrypt cost, so the tests stay fast.
+pub(crate) fn fast_init_options(encryption: Encryption) -> InitOptions {
+    InitOptions {
+        encryption,
+        kdf_cost: KdfCost {
+            log2_n: 10,
+            r: 8,
+            p: 1,
+        },
+        ..InitOptions::default()
+    }
+}
+
+/// A PostgreSQL 16 cluster [`SYSID`] with `wal_segment_size`.
+pub(crate) fn cluster(wal_segment_size: u32) -> ClusterIdentity {
+    ClusterIdentity {
+        system_identifier: SYSID,
+        major: 16,
+        wal_segment_size,
+    }
+}
+
+/// A new repository in `dir` with `encryption` ([`PASSPHRASE`] when encrypted), bound to
+/// `cluster` when given.
+pub(crate) fn test_repo(
+    dir: &Path,
+    encryption: Encryption,
+    cluster: Option<ClusterIdentity>,
+) -> Repository {
+    let encrypted = encryption != Encryption::None;
+    let pass = Secret::from(PASSPHRASE);
+    let options = fast_init_options(encryption);
+    let mut repo = Repository::init(dir, options, encrypted.then_some(&pass)).unwrap();
+    if let Some(cluster) = cluster {
+        repo.bind_cluster(cluster).unwrap();
+    }
+    repo
+}
+
+/// A complete, unsealed record of backup `id` (`YYYYMMDDTHHMMSSZ`, which gives its start time;
+/// it took 5 s) of cluster [`SYSID`] with 16 MiB segments on timeline 1, starting 0x28 into
+/// segment `start_segno` and ending in it.
+pub(crate) fn backup_record(id: &str, start_segno: u64) -> BackupRecord {
+    let at = |seconds: u32| {
+        format!(
+            "{}-{}-{}T{}:{}:{seconds:02}Z",
+            &id[0..4],
+            &id[4..6],
+            &id[6..8],
+            &id[9..11],
+            &id[11..13]
+        )
+    };
+    let started: u32 = id[13..15].parse().unwrap();
+    BackupRecord {
+        format: RECORD_FORMAT,
+        id: id.to_string(),
+        label: String::new(),
+        status: BackupStatus::Complete,
+        start_lsn: pgwire_repl::Lsn((start_segno << 24) + 0x28),
+        start_timeline: 1,
+        end_lsn: pgwire_repl::Lsn((start_segno << 24) + 0x100),
+        end_timeline: 1,
+        start_time: at(started),
+        end_time: at(started + 5),
+        duration_seconds: 5.0,
+        server_version: "16.2".into(),
+        server_major: 16,
+        system_identifier: SYSID.to_string(),
+        wal_segment_size: 16 << 20,
+        raw_bytes: 1000,
+        stored_bytes: 500,
+        compression: "lz4".into(),
+        encryption: "aes-256-gcm".into(),
+        archives: vec![],
+        manifest_file: "backup_manifest.lz4.enc".into(),
+        files_verified: 10,
+        wal_segments: vec![format!("0000000100000000{start_segno:08X}")],
+        partial_wal_file: None,
+        history_files: vec![],
+        checksum: None,
+        mac: None,
+    }
+}
