@@ -30,20 +30,18 @@ pub fn last_commit(repo: &Repository, window: &Window) -> Result<Option<XactReco
     for segno in (first..=last).rev() {
         let timeline = window.history.timeline_for_segment(segno, seg_size);
         let segment = SegmentName::new(timeline, segno, seg_size);
-        let Some((stored, mut reader)) = served(repo, &segment)? else {
+        let Some(served_now) = served(repo, &segment)? else {
             continue;
         };
         let mut scanner = CommitScanner::new(segment.start_lsn());
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = reader.read(&mut buf).map_err(|source| PitrError::Read {
-                file: stored.clone(),
-                source,
-            })?;
-            if n == 0 {
-                break;
+        feed(&mut scanner, served_now, |_| true)?;
+        if scanner.ends_inside_xact() && segno < last {
+            // A commit cut by the segment's end: the next segment's scan skipped it as a
+            // continuation, so read on into that segment until it is complete.
+            let timeline = window.history.timeline_for_segment(segno + 1, seg_size);
+            if let Some(next) = served(repo, &SegmentName::new(timeline, segno + 1, seg_size))? {
+                feed(&mut scanner, next, CommitScanner::ends_inside_xact)?;
             }
-            scanner.push(&buf[..n]);
         }
         let found = scanner
             .finish()
@@ -54,6 +52,26 @@ pub fn last_commit(repo: &Repository, window: &Window) -> Result<Option<XactReco
         }
     }
     Ok(None)
+}
+
+/// Pushes `served` into `scanner` a chunk at a time while `more` says so, to its end at most.
+fn feed(
+    scanner: &mut CommitScanner,
+    (stored, mut reader): Served,
+    more: impl Fn(&CommitScanner) -> bool,
+) -> Result<(), PitrError> {
+    let mut buf = vec![0u8; CHUNK];
+    while more(scanner) {
+        let n = reader.read(&mut buf).map_err(|source| PitrError::Read {
+            file: stored.clone(),
+            source,
+        })?;
+        if n == 0 {
+            break;
+        }
+        scanner.push(&buf[..n]);
+    }
+    Ok(())
 }
 
 /// The content wal-fetch would serve for `segment`, in its order: the complete segment, an

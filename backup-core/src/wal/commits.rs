@@ -5,7 +5,8 @@
 //! assembled (the others are skipped by length), so memory stays at one page and one commit.
 //!
 //! The scan starts at a segment's first page: a record continued from the previous segment is
-//! skipped. It ends at the end of the data: a zero page, a page of another address (a recycled
+//! skipped (the previous segment's scan completes it by reading on, see
+//! [`CommitScanner::ends_inside_xact`]). It ends at the end of the data: a zero page, a page of another address (a recycled
 //! file), a zero length where a record should start, an XLOG_SWITCH, or a record cut short.
 
 use pgwire_repl::Lsn;
@@ -130,6 +131,13 @@ impl CommitScanner {
             self.page = page;
             self.page.clear();
         }
+    }
+
+    /// Whether the segment ended inside a record that may be a commit or abort (a transaction
+    /// record, or one whose header is cut): pushing the next segment's bytes after this one's
+    /// completes it (its pages follow on, the first with a long header).
+    pub fn ends_inside_xact(&self) -> bool {
+        matches!(&self.state, State::InRecord(r) if r.keep || r.seen < RECORD_HEADER)
     }
 
     /// The commit and abort records found, in WAL order.

@@ -25,7 +25,7 @@ impl Wal {
 
     fn page_header(&mut self, rem_len: usize) {
         let offset = self.buf.len();
-        let long = offset == 0;
+        let long = offset.is_multiple_of(SEG);
         let mut info: u16 = if long { 0x0002 } else { 0 };
         if rem_len > 0 {
             info |= 0x0001;
@@ -225,4 +225,44 @@ fn a_segment_of_another_address_or_no_wal_gives_nothing() {
     data[8] ^= 1;
     assert!(scan(&data, SEG).is_empty());
     assert!(scan(&vec![0; SEG], SEG).is_empty());
+}
+
+#[test]
+fn a_commit_crossing_into_the_next_segment_is_found_by_reading_on() {
+    // Fillers (another resource manager) up to a few bytes before the segment's end, so the
+    // commit's header, or the commit after it, is cut by the segment boundary.
+    for left in [8usize, 16, 24, 32] {
+        let mut w = Wal::new(0);
+        let filler = |w: &mut Wal, total: usize| {
+            w.record(10, 0, &vec![0x22; total - 26]);
+        };
+        while SEG - w.buf.len() - left > 64 {
+            filler(&mut w, 40);
+        }
+        let rest = SEG - w.buf.len() - left;
+        filler(&mut w, rest);
+        assert_eq!(SEG - w.buf.len(), left);
+        let c = w.commit(77, 0);
+        let next = w.commit(78, 0);
+        w.buf.resize(2 * SEG, 0);
+        let (first, second) = w.buf.split_at(SEG);
+
+        let mut s = CommitScanner::new(Lsn(START));
+        s.push(first);
+        assert!(s.ends_inside_xact(), "left {left}");
+        s.push(second);
+        assert!(!s.ends_inside_xact());
+        let found: Vec<(Lsn, i64)> = s.finish().iter().map(|x| (x.lsn, x.time)).collect();
+        assert_eq!(found, vec![(c, 77), (next, 78)], "left {left}");
+        // The next segment's own scan skips it as a continuation.
+        let mut s = CommitScanner::new(Lsn(START + SEG as u64));
+        s.push(second);
+        assert_eq!(s.finish().len(), 1);
+    }
+    // A segment ending between records, or inside another record, needs nothing more.
+    let mut w = Wal::new(0);
+    w.commit(1, 0);
+    let mut s = CommitScanner::new(Lsn(START));
+    s.push(&w.segment());
+    assert!(!s.ends_inside_xact());
 }
