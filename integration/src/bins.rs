@@ -13,24 +13,9 @@ use std::sync::{Mutex, OnceLock};
 /// The majors the harness knows how to find and start.
 pub const SUPPORTED_MAJORS: std::ops::RangeInclusive<u32> = 13..=18;
 
-/// Where `scripts/install-postgres.sh` installs, unless `PGSTREAM_PG_ROOT` says otherwise.
-pub const DEFAULT_PG_ROOT: &str = "/var/cache/pgstream/postgresql";
-
-/// The root that `scripts/install-postgres.sh` installs into.
-pub fn pg_root() -> PathBuf {
-    match std::env::var_os("PGSTREAM_PG_ROOT") {
-        Some(root) if !root.is_empty() => PathBuf::from(root),
-        _ => PathBuf::from(DEFAULT_PG_ROOT),
-    }
-}
-
-/// Parses the major out of `postgres --version` / `psql --version` output, e.g.
-/// `postgres (PostgreSQL) 16.15` or `psql (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)`.
-pub fn parse_major(version_output: &str) -> Option<u32> {
-    let rest = &version_output[version_output.find("(PostgreSQL) ")? + "(PostgreSQL) ".len()..];
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
+// The install root and `postgres --version` parsing are pgstream's own (localpg), so the tests
+// and `pgstream drill`/`demo` agree on them.
+pub use backup_core::localpg::bin::{parse_major, pg_root, DEFAULT_PG_ROOT};
 
 /// The major reported by `<program> --version`, or `None` when it does not run. Cached per path:
 /// resolution runs for every cluster and every client call.
@@ -63,15 +48,6 @@ struct Candidate {
     dir: Option<PathBuf>,
 }
 
-fn pg_config_bindir() -> Option<PathBuf> {
-    let out = Command::new("pg_config").arg("--bindir").output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (!dir.is_empty()).then(|| PathBuf::from(dir))
-}
-
 /// The server directories to try for `major`, in resolution order (without the
 /// `PGSTREAM_PG<N>_BIN` override, which is handled apart because it is never second-guessed).
 fn candidates(major: u32) -> Vec<Candidate> {
@@ -94,7 +70,7 @@ fn candidates(major: u32) -> Vec<Candidate> {
     });
     out.push(Candidate {
         source: "`pg_config --bindir` on PATH".to_string(),
-        dir: pg_config_bindir(),
+        dir: backup_core::localpg::bin::pg_config_bindir(),
     });
     out
 }
@@ -185,18 +161,6 @@ pub fn client_tool_major(major: u32, tool: &str) -> (PathBuf, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_plain_and_distribution_versions() {
-        assert_eq!(parse_major("postgres (PostgreSQL) 16.15\n"), Some(16));
-        assert_eq!(parse_major("postgres (PostgreSQL) 18.6"), Some(18));
-        assert_eq!(
-            parse_major("psql (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)"),
-            Some(15)
-        );
-        assert_eq!(parse_major("postgres (PostgreSQL) 19devel"), Some(19));
-        assert_eq!(parse_major("something else"), None);
-    }
 
     #[test]
     fn missing_message_says_what_to_install() {

@@ -22,30 +22,15 @@ pub enum ServerUser {
     Switch { name: String, uid: u32, gid: u32 },
 }
 
-/// The effective uid of this process, read from `/proc/self/status` (unsafe code, hence
-/// `libc::geteuid`, is forbidden in the workspace).
+/// The effective uid of this process (localpg reads it from `/proc/self/status`: unsafe code,
+/// hence `libc::geteuid`, is forbidden in the workspace).
 pub fn effective_uid() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_else(|e| panic!("cannot read /proc/self/status to learn the euid: {e}"));
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1))
-        .and_then(|euid| euid.parse().ok())
-        .unwrap_or_else(|| panic!("no parsable Uid line in /proc/self/status:\n{status}"))
+    backup_core::localpg::user::effective_uid()
+        .unwrap_or_else(|e| panic!("cannot learn the effective uid: {e}"))
 }
 
-/// `(uid, gid)` of `name` from /etc/passwd.
 fn lookup_passwd(name: &str) -> Option<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        if fields.len() >= 4 && fields[0] == name {
-            Some((fields[2].parse().ok()?, fields[3].parse().ok()?))
-        } else {
-            None
-        }
-    })
+    backup_core::localpg::user::lookup_user(name)
 }
 
 fn create_user(name: &str) {

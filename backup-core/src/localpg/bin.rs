@@ -133,7 +133,8 @@ pub fn pg_root() -> PathBuf {
     }
 }
 
-fn pg_config_bindir() -> Option<PathBuf> {
+/// The `--bindir` of the `pg_config` on PATH, when it runs.
+pub fn pg_config_bindir() -> Option<PathBuf> {
     let out = Command::new("pg_config").arg("--bindir").output().ok()?;
     if !out.status.success() {
         return None;
@@ -191,6 +192,12 @@ mod tests {
     fn majors_parse_from_version_output() {
         assert_eq!(parse_major("postgres (PostgreSQL) 16.4"), Some(16));
         assert_eq!(parse_major("postgres (PostgreSQL) 18beta1"), Some(18));
+        assert_eq!(parse_major("postgres (PostgreSQL) 19devel"), Some(19));
+        // The harness reads client tools' versions too.
+        assert_eq!(
+            parse_major("psql (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)"),
+            Some(15)
+        );
         assert_eq!(
             parse_major("postgres (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)"),
             Some(15)

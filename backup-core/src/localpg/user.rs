@@ -152,6 +152,11 @@ fn read_passwd() -> String {
     std::fs::read_to_string("/etc/passwd").unwrap_or_default()
 }
 
+/// `(uid, gid)` of `name` in /etc/passwd.
+pub fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    lookup(&read_passwd(), name)
+}
+
 /// `(uid, gid)` of `name` in passwd-format text.
 fn lookup(passwd: &str, name: &str) -> Option<(u32, u32)> {
     passwd.lines().find_map(|line| {
