@@ -48,6 +48,9 @@ pub fn overrides(
         // from the real subscriber's slot. 0 keeps the launcher from starting at all, and is
         // not one of the settings hot standby requires to be at least the primary's.
         ("max_logical_replication_workers", "0".into()),
+        // pg_cron 1.6+ (a placeholder otherwise): the source's scheduled jobs would run on the
+        // promoted copy, and a job with another host as its node connects there.
+        ("cron.launch_active_jobs", "off".into()),
         ("hot_standby", "on".into()),
         ("ssl", "off".into()),
         // The source's socket group may not exist here; the socket stays the server user's.
@@ -127,10 +130,11 @@ mod tests {
     }
 
     #[test]
-    fn a_drill_never_starts_subscription_workers_that_would_consume_the_publishers_slot() {
+    fn a_drill_never_starts_subscription_workers_or_cron_jobs_that_would_reach_production() {
         for major in 13..=18 {
             let s = overrides(major, Path::new("/d"), Path::new("/h"), &[]);
             assert_eq!(get(&s, "max_logical_replication_workers"), Some("0"));
+            assert_eq!(get(&s, "cron.launch_active_jobs"), Some("off"));
         }
     }
 
