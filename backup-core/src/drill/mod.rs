@@ -279,6 +279,7 @@ impl Drill<'_> {
         let hba = self.scratch.join("pg_hba.drill.conf");
         fsutil::write_new_file_durably(&hba, settings::DRILL_HBA.as_bytes(), 0o600)?;
         fsutil::write_new_file_durably(&self.scratch.join("pg_ident.drill.conf"), b"", 0o600)?;
+        ensure_postgresql_conf(&self.scratch.join("data"))?;
         self.run_as.chown_tree(&self.scratch)?;
 
         // Start, replay, promote.
@@ -428,6 +429,23 @@ fn make_scratch(parent: &Path, backup: &str, run_as: &RunAs) -> Result<PathBuf, 
     Ok(dir)
 }
 
+/// Writes an empty `postgresql.conf` into the restored `data` when the backup had none: a
+/// cluster configured outside its data directory (Debian's /etc/postgresql/...) is backed up
+/// without one, and the server does not start without it. The drill's `-c` settings and the
+/// server's defaults then apply.
+fn ensure_postgresql_conf(data: &Path) -> Result<(), LocalPgError> {
+    let conf = data.join("postgresql.conf");
+    if std::fs::symlink_metadata(&conf).is_err() {
+        fsutil::write_new_file_durably(
+            &conf,
+            b"# Written by pgstream drill: the backup had no postgresql.conf (the cluster was \
+              configured outside its data directory).\n",
+            0o600,
+        )?;
+    }
+    Ok(())
+}
+
 /// Removes the passphrase file always, and the scratch directory unless `keep`.
 fn cleanup(scratch: &Path, keep: bool) -> Result<(), String> {
     let pass = scratch.join(PASSPHRASE_FILE);
@@ -439,4 +457,28 @@ fn cleanup(scratch: &Path, keep: bool) -> Result<(), String> {
             .map_err(|e| format!("removing the scratch directory: {e}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backup_without_postgresql_conf_gets_an_empty_one_and_an_existing_one_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("postgresql.conf");
+        ensure_postgresql_conf(dir.path()).unwrap();
+        let written = std::fs::read_to_string(&conf).unwrap();
+        assert!(
+            written.starts_with("# Written by pgstream drill"),
+            "{written}"
+        );
+        assert!(written.lines().all(|l| l.starts_with('#')), "{written}");
+        std::fs::write(&conf, "shared_buffers = 64MB\n").unwrap();
+        ensure_postgresql_conf(dir.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&conf).unwrap(),
+            "shared_buffers = 64MB\n"
+        );
+    }
 }
