@@ -8,7 +8,10 @@
 //! measured, never asserted: this is not a test.
 //!
 //! Usage: bench [--quick] [--major N] [--scale S] [--noise-mb M] [--runs R] [--out FILE]
-//! [--pgstream PATH] [--no-restore]
+//! [--pgstream PATH] [--no-restore] [--tablespace]
+//!
+//! `--tablespace` puts each dataset's table in a tablespace, so the tablespace paths of both
+//! tools (an extra archive each, `--tablespace-map` on restore) are exercised too.
 //!
 //! Default datasets are sized like a small production database (pgbench scale 100, about
 //! 1.5 GiB, and 1.5 GB of poorly compressible rows) so the ~0.1-0.2 s fixed cost of a backup
@@ -33,6 +36,7 @@ struct Options {
     out: PathBuf,
     pgstream: PathBuf,
     restore: bool,
+    tablespace: bool,
 }
 
 fn parse_args() -> Options {
@@ -44,6 +48,7 @@ fn parse_args() -> Options {
         out: PathBuf::from("docs/BENCHMARKS.md"),
         pgstream: PathBuf::from("target/release/pgstream"),
         restore: true,
+        tablespace: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -60,6 +65,7 @@ fn parse_args() -> Options {
             "--out" => o.out = PathBuf::from(value()),
             "--pgstream" => o.pgstream = PathBuf::from(value()),
             "--no-restore" => o.restore = false,
+            "--tablespace" => o.tablespace = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -297,6 +303,17 @@ fn bench_dataset(
         .unwrap();
     let conninfo = pg.conninfo("postgres");
     let scratch = integration::scratch_dir();
+    let tablespaces: Vec<(u32, String)> = pg
+        .psql(
+            "SELECT oid || ' ' || pg_tablespace_location(oid) FROM pg_tablespace
+             WHERE pg_tablespace_location(oid) <> ''",
+        )
+        .lines()
+        .filter_map(|l| {
+            let (oid, location) = l.split_once(' ')?;
+            Some((oid.parse().ok()?, location.to_string()))
+        })
+        .collect();
     let passphrase = "benchmark passphrase, not a secret";
     let mut basebackup = Vec::new();
     let mut pgstream = Vec::new();
@@ -359,6 +376,7 @@ fn bench_dataset(
             passphrase,
             &pg_backup,
             &repo,
+            &tablespaces,
             scratch.path(),
         );
         restores.push(tar);
@@ -493,6 +511,16 @@ fn report(o: &Options, rows: &[Row], load: &str) -> String {
     s
 }
 
+const BENCH_TABLESPACE: &str = "bench_ts";
+
+fn start_cluster(o: &Options) -> Cluster {
+    let mut builder = cluster(o.major).setting("max_wal_size", "2GB");
+    if o.tablespace {
+        builder = builder.tablespace(BENCH_TABLESPACE);
+    }
+    builder.start()
+}
+
 fn main() {
     let o = parse_args();
     assert!(
@@ -505,10 +533,14 @@ fn main() {
     let load_before = load_average();
     {
         eprintln!("bench: pgbench scale {} on PostgreSQL {}", o.scale, o.major);
-        let pg = cluster(o.major).setting("max_wal_size", "2GB").start();
+        let pg = start_cluster(&o);
         let status = Command::new(client_tool(o.major, "pgbench"))
             .args(["-i", "-q", "-s", &o.scale.to_string(), "-d"])
             .arg(pg.conninfo("postgres"))
+            .args(
+                o.tablespace
+                    .then_some(format!("--tablespace={BENCH_TABLESPACE}")),
+            )
             .status()
             .expect("pgbench");
         assert!(status.success(), "pgbench -i failed");
@@ -523,11 +555,15 @@ fn main() {
     }
     {
         eprintln!("bench: {} MB of poorly compressible data", o.noise_mb);
-        let pg = cluster(o.major).setting("max_wal_size", "2GB").start();
+        let pg = start_cluster(&o);
+        let in_tablespace = match o.tablespace {
+            true => format!(" TABLESPACE {BENCH_TABLESPACE}"),
+            false => String::new(),
+        };
         // md5 text, base64 and raw bytes from md5: lz4 keeps most of it.
         let rows_needed = o.noise_mb as u64 * 1024 * 1024 / 200;
         pg.psql(&format!(
-            "CREATE TABLE noise AS SELECT g,
+            "CREATE TABLE noise{in_tablespace} AS SELECT g,
                  md5(random()::text) || md5(random()::text) AS hex,
                  encode(decode(md5(random()::text) || md5(random()::text), 'hex'), 'base64') AS b64,
                  decode(md5(random()::text) || md5(random()::text) || md5(random()::text), 'hex') AS raw

@@ -115,6 +115,7 @@ pub fn bench(
     passphrase: &str,
     pg_backup: &Path,
     repo: &Path,
+    tablespaces: &[(u32, String)],
     scratch: &Path,
 ) -> (RestoreRow, RestoreRow) {
     assert!(
@@ -152,6 +153,11 @@ pub fn bench(
                     .arg(&target)
                     .env("PGSTREAM_PASSPHRASE", passphrase)
                     .env("PGSTREAM_LOG", "warn");
+                // Next to the target, as the tar side does: never the live server's location.
+                for (oid, location) in tablespaces {
+                    cmd.arg("--tablespace-map")
+                        .arg(format!("{location}={}-ts-{oid}", target.display()));
+                }
                 measure(cmd, &target, None)
             };
             // The data directory plus any tablespace directories next to it.
