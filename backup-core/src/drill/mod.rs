@@ -5,6 +5,7 @@
 //! - [`settings`]: the `-c` overrides that keep the copy inside its scratch directory.
 //! - [`recovery`]: waiting for the target and promoting.
 //! - [`checks`]: row counts, the SQL file, amcheck.
+//! - [`control`]: the settings recovery requires, from the restored pg_control.
 //! - [`report`]: the report, as JSON or markdown.
 //!
 //! [`run`] refuses a plan before touching anything when the backup, the binaries or the OS user
@@ -12,6 +13,7 @@
 //! (a failed restore, a server that exits, a failed check, a signal) is a [`DrillReport`].
 
 pub mod checks;
+pub mod control;
 pub mod recovery;
 pub mod report;
 pub mod settings;
@@ -290,7 +292,15 @@ impl Drill<'_> {
             data.clone(),
             &self.scratch,
         );
-        opts.settings = settings::overrides(self.bin.major, &data, &hba, &plan.server_settings);
+        // At least the source's values of the settings hot standby checks, which the copy's
+        // configuration may lack; --server-setting still wins.
+        let mut server_settings = control::read(&self.bin, &self.run_as, &data)
+            .unwrap_or_else(|why| {
+                tracing::warn!(%why, "could not read the restored pg_control: the copy's own max_connections, max_worker_processes, ... apply");
+                Vec::new()
+            });
+        server_settings.extend(plan.server_settings.iter().cloned());
+        opts.settings = settings::overrides(self.bin.major, &data, &hba, &server_settings);
         let server_started = Instant::now();
         let deadline = server_started + plan.timeout;
         let server = self.server.insert(LocalServer::start(opts)?);
