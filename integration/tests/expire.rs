@@ -72,10 +72,6 @@ fn expire_keeps_the_wal_kept_backups_need_across_timelines_and_verify_passes() {
         let started = std::time::Instant::now();
         let ctx = format!("PostgreSQL {major}");
         let setup = Setup::new(PASSPHRASE);
-        let archiving = [
-            ("archive_mode", "on"),
-            ("archive_command", &setup.archive_command()),
-        ];
         let pg = setup.archiving_cluster(major).start();
         let conninfo = pg.conninfo("postgres");
         pg.psql("CREATE TABLE t (id int PRIMARY KEY)");
@@ -99,7 +95,7 @@ fn expire_keeps_the_wal_kept_backups_need_across_timelines_and_verify_passes() {
             ),
             "restore for the dead branch",
         );
-        let dead = start_promoted(major, &branch, &archiving);
+        let dead = setup.start_promoted_archiving(major, &branch);
         assert_eq!(ids(&dead), "1", "{ctx}: the dead branch");
         dead.psql("INSERT INTO t VALUES (100)");
         sql_switch_and_archive(&dead);
@@ -116,7 +112,7 @@ fn expire_keeps_the_wal_kept_backups_need_across_timelines_and_verify_passes() {
             setup.restore(&live, &["--target-timeline", "current"]),
             "restore for timeline 3",
         );
-        let tl3 = start_promoted(major, &live, &archiving);
+        let tl3 = setup.start_promoted_archiving(major, &live);
         assert_eq!(
             tl3.psql("SELECT timeline_id FROM pg_control_checkpoint()"),
             "3",
@@ -244,7 +240,7 @@ fn expire_keeps_the_wal_kept_backups_need_across_timelines_and_verify_passes() {
             run.stdout.contains("timeline path 1 -> 3"),
             "{ctx}: {run:?}"
         );
-        let restored = start_promoted(major, &pitr, &[]);
+        let restored = start_promoted(major, &pitr);
         assert_eq!(
             ids(&restored),
             "1,2,3,4,200",
@@ -278,7 +274,7 @@ fn expire_keeps_the_wal_kept_backups_need_across_timelines_and_verify_passes() {
             setup.restore(&pitr, &["--target-latest"]),
             "restore of backup 3",
         );
-        let restored = start_promoted(major, &pitr, &[]);
+        let restored = start_promoted(major, &pitr);
         assert_eq!(
             ids(&restored),
             "1,2,3,4,200",

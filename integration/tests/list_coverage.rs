@@ -11,8 +11,9 @@ mod support;
 
 use serde_json::Value;
 use support::archiving::switch_and_archive;
+use support::restored::start_and_wait_promoted;
 use support::setup::Setup;
-use support::{newest_major, ok, s, wait_for_server as wait_for};
+use support::{newest_major, ok, s};
 
 const PASSPHRASE: &str = "list coverage passphrase";
 
@@ -49,16 +50,14 @@ fn list_shows_backups_timelines_branch_points_gaps_and_windows() {
     // A copy promoted onto timeline 2, archiving into the same repository.
     let dir = setup.path("promoted");
     ok(setup.restore(&dir, &["--target-latest"]), "restore");
-    let promoted = setup
-        .archiving_cluster(major)
-        .restored_data_dir(&dir)
-        // Its insert is then the last commit of timeline 2, with a time to compare.
-        .setting("track_commit_timestamp", "on")
-        .setting("autovacuum", "off")
-        .start();
-    wait_for(&promoted, "promotion", || {
-        promoted.try_psql("SELECT pg_is_in_recovery()").as_deref() == Ok("f")
-    });
+    let promoted = start_and_wait_promoted(
+        setup
+            .archiving_cluster(major)
+            .restored_data_dir(&dir)
+            // Its insert is then the last commit of timeline 2, with a time to compare.
+            .setting("track_commit_timestamp", "on")
+            .setting("autovacuum", "off"),
+    );
     let xid = promoted.psql("INSERT INTO t VALUES (2) RETURNING txid_current()");
     let committed = promoted.psql(&format!(
         "SELECT to_char(pg_xact_commit_timestamp('{xid}'::xid) AT TIME ZONE 'UTC', \

@@ -21,10 +21,14 @@ const RESTORE_POINT: &str = "drill after test2";
 
 /// Starts the restored directory, waits for the end of recovery (promotion) and returns the
 /// drill rows, in order.
-fn recovered_rows(major: u32, dir: &Path, settings: &[(&str, &str)]) -> (Cluster, String) {
-    let pg = start_promoted(major, dir, settings);
-    let rows = pg.psql("SELECT string_agg(note, ',' ORDER BY id) FROM drill");
+fn recovered_rows(major: u32, dir: &Path) -> (Cluster, String) {
+    let pg = start_promoted(major, dir);
+    let rows = drill_rows(&pg);
     (pg, rows)
+}
+
+fn drill_rows(pg: &Cluster) -> String {
+    pg.psql("SELECT string_agg(note, ',' ORDER BY id) FROM drill")
 }
 
 #[test]
@@ -110,7 +114,7 @@ fn runbook_drill_point_in_time_restores() {
                 .filter(|e| e.as_ref().unwrap().file_type().unwrap().is_file())
                 .count();
             assert_eq!(wal_files, 0, "{ctx}: pg_wal is not empty");
-            let (restored, rows) = recovered_rows(major, &dir, &[]);
+            let (restored, rows) = recovered_rows(major, &dir);
             assert_eq!(
                 rows, expected,
                 "{ctx}: rows after recovery to the {what} target"
@@ -172,15 +176,8 @@ fn runbook_drill_point_in_time_restores() {
             setup.restore(&latest, &["--target-latest"]),
             "restore latest",
         );
-        let (promoted, rows) = recovered_rows(
-            major,
-            &latest,
-            &[
-                ("archive_mode", "on"),
-                ("archive_command", &setup.archive_command()),
-            ],
-        );
-        assert_eq!(rows, "test1,test2,test3", "{ctx}: latest");
+        let promoted = setup.start_promoted_archiving(major, &latest);
+        assert_eq!(drill_rows(&promoted), "test1,test2,test3", "{ctx}: latest");
         promoted.psql("INSERT INTO drill VALUES (4, 'test4 on timeline 2')");
         switch_and_archive(&promoted);
         let history = std::fs::read(latest.join("pg_wal/00000002.history")).unwrap();
@@ -198,7 +195,7 @@ fn runbook_drill_point_in_time_restores() {
                 .contains("recoverable window for timeline 2 (timeline path 1 -> 2)"),
             "{ctx}: {run:?}"
         );
-        let (restored, rows) = recovered_rows(major, &tl2, &[]);
+        let (restored, rows) = recovered_rows(major, &tl2);
         assert_eq!(rows, "test1,test2,test3,test4 on timeline 2", "{ctx}");
         drop(restored);
         // --target-timeline current stays on timeline 1.
@@ -207,7 +204,7 @@ fn runbook_drill_point_in_time_restores() {
             setup.restore(&tl1, &["--target-timeline", "current"]),
             "restore timeline current",
         );
-        let (restored, rows) = recovered_rows(major, &tl1, &[]);
+        let (restored, rows) = recovered_rows(major, &tl1);
         assert_eq!(rows, "test1,test2,test3", "{ctx}: timeline current");
         drop(restored);
 
@@ -226,7 +223,7 @@ fn runbook_drill_point_in_time_restores() {
         );
         let moved = setup.path("repo-moved-away");
         std::fs::rename(&setup.repo, &moved).unwrap();
-        let (restored, rows) = recovered_rows(major, &copied, &[]);
+        let (restored, rows) = recovered_rows(major, &copied);
         assert_eq!(
             rows, "test1,test2,test3,test4 on timeline 2",
             "{ctx}: --copy-wal"

@@ -91,10 +91,6 @@ fn restore_options_inclusive_pause_shutdown_immediate_numeric_timeline() {
         let started = Instant::now();
         let ctx = format!("PostgreSQL {major}");
         let setup = Setup::new(PASSPHRASE);
-        let archiving = [
-            ("archive_mode", "on"),
-            ("archive_command", &setup.archive_command()),
-        ];
         let pg = setup.archiving_cluster(major).start();
         pg.psql("CREATE TABLE opts (id int PRIMARY KEY, note text)");
         ok(setup.base(&pg.conninfo("postgres")), "base");
@@ -126,7 +122,7 @@ fn restore_options_inclusive_pause_shutdown_immediate_numeric_timeline() {
                 && auto.contains(&format!("recovery_target_xid = '{xid}'")),
             "{ctx}: {auto}\n{run:?}"
         );
-        let restored = start_promoted(major, &dir, &[]);
+        let restored = start_promoted(major, &dir);
         assert_eq!(rows(&restored), "after backup", "{ctx}: inclusive off");
         drop(restored);
 
@@ -192,7 +188,7 @@ fn restore_options_inclusive_pause_shutdown_immediate_numeric_timeline() {
         let mut auto = std::fs::read_to_string(&auto_path).unwrap();
         auto.push_str("recovery_target_action = 'promote'\n");
         std::fs::write(&auto_path, auto).unwrap();
-        let restored = start_promoted(major, &dir, &[]);
+        let restored = start_promoted(major, &dir);
         assert_eq!(
             rows(&restored),
             "after backup,xid target",
@@ -212,7 +208,7 @@ fn restore_options_inclusive_pause_shutdown_immediate_numeric_timeline() {
             auto.contains("recovery_target = 'immediate'"),
             "{ctx}: {auto}"
         );
-        let tl2 = start_promoted(major, &dir, &archiving);
+        let tl2 = setup.start_promoted_archiving(major, &dir);
         assert_eq!(rows(&tl2), "", "{ctx}: immediate");
         tl2.psql("INSERT INTO opts VALUES (4, 'on timeline 2')");
         switch_and_archive(&tl2);
@@ -224,7 +220,7 @@ fn restore_options_inclusive_pause_shutdown_immediate_numeric_timeline() {
             setup.restore(&dir, &["--target-latest"]),
             "restore --target-latest",
         );
-        let tl3 = start_promoted(major, &dir, &archiving);
+        let tl3 = setup.start_promoted_archiving(major, &dir);
         assert_eq!(rows(&tl3), "on timeline 2", "{ctx}: latest");
         tl3.psql("INSERT INTO opts VALUES (5, 'on timeline 3')");
         switch_and_archive(&tl3);
@@ -252,7 +248,7 @@ fn restore_options_inclusive_pause_shutdown_immediate_numeric_timeline() {
             auto.contains("recovery_target_timeline = '2'"),
             "{ctx}: {auto}"
         );
-        let restored = start_promoted(major, &dir, &[]);
+        let restored = start_promoted(major, &dir);
         assert_eq!(rows(&restored), "on timeline 2", "{ctx}: timeline 2");
         assert_eq!(
             restored.psql("CHECKPOINT; SELECT timeline_id FROM pg_control_checkpoint()"),

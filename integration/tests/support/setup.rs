@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use integration::{cluster, scratch_dir, server_user, ClusterBuilder};
+use integration::{cluster, scratch_dir, server_user, Cluster, ClusterBuilder};
 
 use super::{ok, s, Run};
 
@@ -120,6 +120,14 @@ impl Setup {
         cluster(major)
             .setting("archive_mode", "on")
             .setting("archive_command", &self.archive_command())
+    }
+
+    /// The restored directory `dir` started archiving into this setup's repository (a new
+    /// timeline's history file and segments land there), once recovery has ended.
+    pub fn start_promoted_archiving(&self, major: u32, dir: &Path) -> Cluster {
+        super::restored::start_and_wait_promoted(
+            self.archiving_cluster(major).restored_data_dir(dir),
+        )
     }
 
     /// `pgstream base --repo REPO --source CONNINFO --no-progress --passphrase-file FILE`.
