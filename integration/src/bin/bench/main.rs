@@ -374,9 +374,11 @@ fn bench_dataset(
             o.runs,
             &o.pgstream,
             passphrase,
-            &pg_backup,
-            &repo,
-            &tablespaces,
+            &restore::Backups {
+                pg_backup: &pg_backup,
+                repo: &repo,
+                tablespaces: &tablespaces,
+            },
             scratch.path(),
         );
         restores.push(tar);

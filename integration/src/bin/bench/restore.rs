@@ -106,18 +106,31 @@ fn tar_script(backup: &Path, target: &Path) -> String {
     script
 }
 
-/// Restores pg_basebackup's `pg_backup` and pgstream's `repo` (both of the cluster just
-/// measured) `runs` times each, alternating, into fresh directories under `scratch`.
+/// The last backup each tool took of one cluster.
+pub struct Backups<'a> {
+    /// pg_basebackup's output directory.
+    pub pg_backup: &'a Path,
+    /// pgstream's repository.
+    pub repo: &'a Path,
+    /// The cluster's tablespaces: OID and location.
+    pub tablespaces: &'a [(u32, String)],
+}
+
+/// Restores both `backups` `runs` times each, alternating, into fresh directories under
+/// `scratch`.
 pub fn bench(
     dataset: &str,
     runs: usize,
     pgstream: &Path,
     passphrase: &str,
-    pg_backup: &Path,
-    repo: &Path,
-    tablespaces: &[(u32, String)],
+    backups: &Backups<'_>,
     scratch: &Path,
 ) -> (RestoreRow, RestoreRow) {
+    let Backups {
+        pg_backup,
+        repo,
+        tablespaces,
+    } = *backups;
     assert!(
         Path::new("/usr/bin/lz4").exists(),
         "/usr/bin/lz4 is missing: apt-get install lz4"
