@@ -283,18 +283,17 @@ fn a_dead_branch_goes_and_history_files_stay() {
     assert!(repo.dir().join("wal/00000002.history.lz4.enc").exists());
 }
 
-#[test]
-fn no_wal_is_deleted_while_a_backup_is_in_progress() {
-    let d = tempfile::tempdir().unwrap();
-    let repo = three_backups(&d.path().join("r"));
-    let catalog = Catalog::new(repo.dir());
-    let running = catalog.in_progress_dir("20261104T000000Z");
+/// The in-progress directory of backup `id` with its lock held, as a running `base` has it;
+/// the lock is released when the returned file is dropped.
+fn backup_in_progress(catalog: &Catalog, id: &str) -> fs::File {
+    let running = catalog.in_progress_dir(id);
     fs::create_dir_all(&running).unwrap();
     let lock = fs::File::create(Catalog::lock_path(&running)).unwrap();
     lock.lock().unwrap();
-    let report = expire(&repo, &options(1, false)).unwrap();
-    assert_eq!(report.expired.len(), 2);
-    assert!(report.wal.is_empty());
+    lock
+}
+
+fn assert_wal_held_for_a_running_backup(report: &ExpireReport) {
     assert!(
         report
             .wal_note
@@ -303,6 +302,18 @@ fn no_wal_is_deleted_while_a_backup_is_in_progress() {
             .contains("being written"),
         "{report:?}"
     );
+}
+
+#[test]
+fn no_wal_is_deleted_while_a_backup_is_in_progress() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = three_backups(&d.path().join("r"));
+    let catalog = Catalog::new(repo.dir());
+    let lock = backup_in_progress(&catalog, "20261104T000000Z");
+    let report = expire(&repo, &options(1, false)).unwrap();
+    assert_eq!(report.expired.len(), 2);
+    assert!(report.wal.is_empty());
+    assert_wal_held_for_a_running_backup(&report);
     assert_eq!(segments_left(&repo), (1..=10).collect::<Vec<_>>());
     // A dead one (lock free, no record) does not hold WAL back.
     drop(lock);
@@ -321,10 +332,7 @@ fn no_wal_is_deleted_when_a_backup_starts_after_expire_decided() {
     let catalog = Catalog::new(repo.dir());
     let (mut report, leftovers) = decide(&repo, &catalog, &options(1, false)).unwrap();
     assert_eq!(report.wal_files, 7);
-    let running = catalog.in_progress_dir("20261104T000000Z");
-    fs::create_dir_all(&running).unwrap();
-    let lock = fs::File::create(Catalog::lock_path(&running)).unwrap();
-    lock.lock().unwrap();
+    let _lock = backup_in_progress(&catalog, "20261104T000000Z");
     apply(&repo, &catalog, &mut report, &leftovers).unwrap();
     assert_eq!(report.expired.len(), 2);
     assert!(!catalog.backup_dir(IDS[0]).exists());
@@ -334,14 +342,7 @@ fn no_wal_is_deleted_when_a_backup_starts_after_expire_decided() {
         report.total_bytes,
         report.expired.iter().map(|b| b.bytes).sum::<u64>()
     );
-    assert!(
-        report
-            .wal_note
-            .as_deref()
-            .unwrap()
-            .contains("being written"),
-        "{report:?}"
-    );
+    assert_wal_held_for_a_running_backup(&report);
 }
 
 #[test]
