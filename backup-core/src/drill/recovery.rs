@@ -90,7 +90,12 @@ pub async fn recover(
     if state.in_recovery {
         // wait => true: pg_promote returns once the server is out of recovery (or its wait
         // ends, which the loop below covers).
-        query_value(conn, "SELECT pg_promote(true, 60)").await?;
+        if let Err(e) = query_value(conn, "SELECT pg_promote(true, 60)").await {
+            // A pause that was not the target (PostgreSQL 14+ pauses when the WAL raises a
+            // setting above the copy's) ends in FATAL on promotion: the server's exit and log
+            // say why, the lost connection does not.
+            server_exit_or(server, e, "the server was promoted").await?;
+        }
     }
     loop {
         wait_step(server, deadline, timeout, cancel, "finish promotion")?;
@@ -116,14 +121,21 @@ async fn poll_or_exit(
 ) -> Result<State, LocalPgError> {
     match poll(conn, major).await {
         Ok(state) => Ok(state),
-        Err(e) => {
-            for _ in 0..50 {
-                server.check_running("recovery reached the target")?;
-                tokio::time::sleep(POLL).await;
-            }
-            Err(e)
-        }
+        Err(e) => server_exit_or(server, e, "recovery reached the target").await,
     }
+}
+
+/// After a failed query: the server's exit (within 5 s) as the error if it is exiting, else `e`.
+async fn server_exit_or<T>(
+    server: &mut LocalServer,
+    e: LocalPgError,
+    what: &str,
+) -> Result<T, LocalPgError> {
+    for _ in 0..50 {
+        server.check_running(what)?;
+        tokio::time::sleep(POLL).await;
+    }
+    Err(e)
 }
 
 fn wait_step(
