@@ -7,10 +7,8 @@ use std::io::Read;
 
 use super::pitr::PitrError;
 use super::window::Window;
-use crate::catalog::Catalog;
-use crate::layout;
 use crate::repo::Repository;
-use crate::wal::archive::{ArchiveFileName, WalArchive};
+use crate::wal::archive::{longest_backup_partial, ArchiveFileName, WalArchive};
 use crate::wal::commits::{CommitScanner, XactRecord};
 use crate::wal::{SegmentName, WalFileName};
 
@@ -95,17 +93,7 @@ fn served(repo: &Repository, segment: &SegmentName) -> Result<Option<Served>, Pi
         let stored = crate::receive::partial_file(segment, repo.codec().encryption.is_some());
         return Ok(Some((stored, Box::new(reader))));
     }
-    let name = segment.to_string();
-    let best = Catalog::new(repo.dir())
-        .list()?
-        .into_iter()
-        .filter_map(|r| {
-            let p = r.partial_wal_file?;
-            (p.segment == name && r.wal_segment_size == segment.seg_size.bytes())
-                .then(|| (p.valid_bytes, layout::backup_file(&r.id, &p.file)))
-        })
-        .max();
-    match best {
+    match longest_backup_partial(repo, segment)? {
         Some((valid, stored)) => {
             let reader = repo.open_file(&stored)?.take(valid);
             Ok(Some((stored, Box::new(reader))))

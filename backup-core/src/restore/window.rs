@@ -10,10 +10,10 @@ use std::io::Read;
 use pgwire_repl::{Lsn, TimelineId};
 
 use super::pitr::PitrError;
-use crate::catalog::{BackupRecord, Catalog};
+use crate::catalog::BackupRecord;
 use crate::layout;
 use crate::repo::Repository;
-use crate::wal::archive::WalArchive;
+use crate::wal::archive::{longest_backup_partial, WalArchive};
 use crate::wal::{SegmentName, TimelineHistory, WalSegmentSize};
 
 /// How far recovery from one backup can go along one timeline path.
@@ -216,16 +216,7 @@ pub(crate) fn served_partial_bytes(
             return Ok(Some(bytes));
         }
     }
-    let name = segment.to_string();
-    Ok(Catalog::new(repo.dir())
-        .list()?
-        .into_iter()
-        .filter_map(|r| {
-            let p = r.partial_wal_file?;
-            (p.segment == name && r.wal_segment_size == segment.seg_size.bytes())
-                .then_some(p.valid_bytes)
-        })
-        .max())
+    Ok(longest_backup_partial(repo, segment)?.map(|(valid_bytes, _)| valid_bytes))
 }
 
 fn count(mut reader: impl Read, stored: &str) -> Result<u64, PitrError> {

@@ -5,10 +5,11 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use super::{read_some, ArchiveFileName, FetchOutcome, WalArchive, WalArchiveError, BUFFER};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, CatalogError};
 use crate::fsutil::{DurableFile, FsError, Replace};
 use crate::layout;
-use crate::wal::{WalFileName, WalSegmentSize};
+use crate::repo::Repository;
+use crate::wal::{SegmentName, WalFileName, WalSegmentSize};
 
 impl WalArchive<'_> {
     /// Writes archived file `name` (as restore_command's `%f` names it) to `dest`, decrypted and
@@ -78,18 +79,7 @@ impl WalArchive<'_> {
                 return Ok(FetchOutcome::FromPartial { stored, bytes });
             }
         }
-        let segment_text = segment.to_string();
-        let best = Catalog::new(self.repo.dir())
-            .list()?
-            .into_iter()
-            .filter_map(|r| {
-                let p = r.partial_wal_file?;
-                (p.segment == segment_text && r.wal_segment_size == seg_bytes)
-                    .then(|| (p.valid_bytes, layout::backup_file(&r.id, &p.file)))
-            })
-            // The longest copy; among equals the newest backup (ids sort in time order).
-            .max_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-        let Some((valid_bytes, stored)) = best else {
+        let Some((valid_bytes, stored)) = longest_backup_partial(self.repo, &segment)? else {
             return Err(not_found());
         };
         let bytes = self.copy_out(&stored, dest, Some(valid_bytes), Some(seg_bytes))?;
@@ -108,6 +98,25 @@ impl WalArchive<'_> {
         let mut reader = self.repo.open_file(stored)?;
         copy_reader(&mut reader, stored, dest, expected, pad_to)
     }
+}
+
+/// The longest copy of `segment` a base backup kept (its unfinished last segment), as
+/// `(valid bytes, stored name)`; among equals the newest backup (ids sort in time order).
+pub(crate) fn longest_backup_partial(
+    repo: &Repository,
+    segment: &SegmentName,
+) -> Result<Option<(u64, String)>, CatalogError> {
+    let name = segment.to_string();
+    let seg_bytes = segment.seg_size.bytes();
+    Ok(Catalog::new(repo.dir())
+        .list()?
+        .into_iter()
+        .filter_map(|r| {
+            let p = r.partial_wal_file?;
+            (p.segment == name && r.wal_segment_size == seg_bytes)
+                .then(|| (p.valid_bytes, layout::backup_file(&r.id, &p.file)))
+        })
+        .max())
 }
 
 /// Copies `reader` (the content of `stored`) into `dest`, checking its length against

@@ -27,6 +27,7 @@ use crate::repo::Repository;
 use crate::wal::{SegmentName, WalFileName, WalSegmentSize};
 pub use check::segment_cluster;
 pub use error::WalArchiveError;
+pub(crate) use fetch::longest_backup_partial;
 pub use name::ArchiveFileName;
 
 const BUFFER: usize = 64 * 1024;
