@@ -320,6 +320,10 @@ impl Drill<'_> {
         )
         .await?;
         conn.close().await;
+        // Recovery is over, and with it restore_command: the passphrase goes before anything
+        // runs on the promoted copy as a superuser (the checks, the SQL file, and whatever the
+        // backed-up database itself runs, such as login event triggers).
+        remove_passphrase_file(&self.scratch)?;
         report.reached = recovered.reached;
         report.timings.wal_replay_seconds =
             Some((recovered.target_at - server_started).as_secs_f64());
@@ -456,12 +460,18 @@ fn ensure_postgresql_conf(data: &Path) -> Result<(), LocalPgError> {
     Ok(())
 }
 
+/// Removes the passphrase file, if there is one.
+fn remove_passphrase_file(scratch: &Path) -> Result<(), fsutil::FsError> {
+    let pass = scratch.join(PASSPHRASE_FILE);
+    if std::fs::symlink_metadata(&pass).is_ok() {
+        fsutil::remove_durably(&pass)?;
+    }
+    Ok(())
+}
+
 /// Removes the passphrase file always, and the scratch directory unless `keep`.
 fn cleanup(scratch: &Path, keep: bool) -> Result<(), String> {
-    let pass = scratch.join(PASSPHRASE_FILE);
-    if pass.exists() {
-        fsutil::remove_durably(&pass).map_err(|e| format!("removing the passphrase file: {e}"))?;
-    }
+    remove_passphrase_file(scratch).map_err(|e| format!("removing the passphrase file: {e}"))?;
     if !keep {
         fsutil::remove_dir_all_durably(scratch)
             .map_err(|e| format!("removing the scratch directory: {e}"))?;
