@@ -270,12 +270,5 @@ pub fn scratch_dir() -> tempfile::TempDir {
     dir
 }
 
-/// `name` as a quoted SQL identifier.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// `value` as a quoted SQL string literal.
-pub fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
+// SQL quoting is pgstream's own (localpg), the same for the tests as for `pgstream drill`.
+pub use backup_core::localpg::sql::{quote_ident, quote_literal};
