@@ -8,7 +8,7 @@
 //! measured, never asserted: this is not a test.
 //!
 //! Usage: bench [--quick] [--major N] [--scale S] [--noise-mb M] [--runs R] [--out FILE]
-//! [--pgstream PATH] [--no-restore] [--tablespace]
+//! [--pgstream PATH] [--no-restore] [--tablespace] [--no-drill | --drill-only]
 //!
 //! `--tablespace` puts each dataset's table in a tablespace, so the tablespace paths of both
 //! tools (an extra archive each, `--tablespace-map` on restore) are exercised too.
@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use integration::{client_tool, cluster, Cluster};
 
+mod drill;
 mod restore;
 use restore::RestoreRow;
 
@@ -37,6 +38,9 @@ struct Options {
     pgstream: PathBuf,
     restore: bool,
     tablespace: bool,
+    /// The drill benchmark (drill.rs): after the others, or alone with `--drill-only`.
+    drill: bool,
+    drill_only: bool,
 }
 
 fn parse_args() -> Options {
@@ -49,6 +53,8 @@ fn parse_args() -> Options {
         pgstream: PathBuf::from("target/release/pgstream"),
         restore: true,
         tablespace: false,
+        drill: true,
+        drill_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -66,6 +72,8 @@ fn parse_args() -> Options {
             "--pgstream" => o.pgstream = PathBuf::from(value()),
             "--no-restore" => o.restore = false,
             "--tablespace" => o.tablespace = true,
+            "--no-drill" => o.drill = false,
+            "--drill-only" => o.drill_only = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -530,6 +538,9 @@ fn main() {
         "{} not found: build it with `cargo build --release -p pgstream-cli`",
         o.pgstream.display()
     );
+    if o.drill_only {
+        return drill::run(&drill_options(&o));
+    }
     let mut rows = Vec::new();
     let mut restores = Vec::new();
     let load_before = load_average();
@@ -602,5 +613,18 @@ fn main() {
         println!("{section}");
         restore::write_section(&o.out, &section);
     }
+    if o.drill {
+        drill::run(&drill_options(&o));
+    }
     eprintln!("bench: wrote {}", o.out.display());
+}
+
+fn drill_options(o: &Options) -> drill::Options<'_> {
+    drill::Options {
+        major: o.major,
+        scale: o.scale,
+        runs: o.runs.min(3),
+        out: &o.out,
+        pgstream: &o.pgstream,
+    }
 }

@@ -1,0 +1,586 @@
+//! The drill half of `just bench`: how long `pgstream drill --target-time T` takes to bring a
+//! pgbench database of about 1.5 GB back to T, beside the same recovery done by hand from
+//! `pg_basebackup` and `pg_receivewal`.
+//!
+//! Setup, untimed: one cluster, `pgbench -i -s SCALE`; `pgstream receive-wal` and
+//! `pg_receivewal` stream on their own slots (both as the server's user, as a real deployment
+//! runs them); `pgstream base`, then `pg_basebackup -Ft -Xs --compress=client-lz4`; pgbench
+//! (`-c 4 -j 2`, in chunks of a fixed transaction count) until about `wal_mb` of WAL exists past
+//! the backups; T is read from the server's clock; one more chunk of load after T;
+//! `pg_switch_wal()` and a wait until both receivers report that WAL flushed; receivers and
+//! source stop.
+//!
+//! Then, alternating, `runs` times each:
+//! - *drill*: `pgstream drill --target-time T --json` (restore into its scratch directory,
+//!   start, replay through `restore_command = pgstream wal-fetch`, pause at T, promote, checks).
+//!   Its own timings are reported, plus the wall time of the whole command.
+//! - *by hand*: the runbook an operator would follow with PostgreSQL's tools: `lz4 -dc | tar -xf`
+//!   of base.tar.lz4 and pg_wal.tar.lz4, `sync -f`, `recovery.signal`, `restore_command = 'cp
+//!   <pg_receivewal dir>/%f %p'`, `recovery_target_time = T`, `recovery_target_action =
+//!   promote`, start (the test harness: chown to the server user, `pg_ctl start -w`), then poll
+//!   `SELECT pg_is_in_recovery()` with a new psql connection every 50 ms until it says `f`. No
+//!   checks: this is the drill's `total_recovery_seconds` without them.
+//!
+//! Numbers are measured, never asserted: this is not a test.
+
+use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use integration::{client_tool, cluster, server_user, Cluster, ClusterBuilder, ServerUser};
+
+use super::{load_average, machine, median};
+
+const PASSPHRASE: &str = "benchmark passphrase, not a secret";
+/// The source's settings, also given to the by-hand restore so both recover under the same
+/// ones. synchronous_commit = off only makes the load faster to generate; replay is the same.
+const SETTINGS: [(&str, &str); 2] = [("max_wal_size", "2GB"), ("synchronous_commit", "off")];
+const PGSTREAM_SLOT: &str = "bench_drill_pgstream";
+const RECEIVEWAL_SLOT: &str = "bench_drill_pg_receivewal";
+/// pgbench transactions per client in one chunk of load (4 clients).
+const CHUNK_TX: u32 = 2000;
+const MIB: f64 = 1048576.0;
+
+/// What `bench` passes on from its own options.
+pub struct Options<'a> {
+    pub major: u32,
+    pub scale: u32,
+    pub runs: usize,
+    pub out: &'a Path,
+    pub pgstream: &'a Path,
+}
+
+/// One recovery, either way; `None` where that way has no such phase.
+#[derive(Clone, Debug, Default)]
+struct Run {
+    restore: f64,
+    server_start: Option<f64>,
+    replay: Option<f64>,
+    promote: Option<f64>,
+    total_recovery: f64,
+    checks: Option<f64>,
+    /// Wall time of the whole command (drill: cleanup included).
+    wall: f64,
+    /// From the backup's start LSN to the LSN replay stopped at.
+    replayed_bytes: u64,
+}
+
+struct Way {
+    way: &'static str,
+    runs: Vec<Run>,
+    /// Check names whose status was not `pass`, with that status (drill only).
+    not_passed: Vec<String>,
+}
+
+/// `X/Y` as a byte position.
+fn parse_lsn(lsn: &str) -> u64 {
+    let (hi, lo) = lsn
+        .trim()
+        .split_once('/')
+        .unwrap_or_else(|| panic!("not an LSN: {lsn:?}"));
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
+
+/// `program` as the server's user (PostgreSQL's own tools and pgstream's WAL side run so in
+/// production), from `cwd`.
+fn as_server_user(program: &Path, cwd: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.current_dir(cwd).env("PGSTREAM_PASSPHRASE", PASSPHRASE);
+    server_user().apply(&mut cmd);
+    cmd
+}
+
+fn check(out: std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// SIGTERM (both receivers flush and exit cleanly on it), then wait.
+fn terminate(mut child: Child, what: &str) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(status.is_ok_and(|s| s.success()), "kill -TERM {what}");
+    let exited = child.wait().expect("waiting for a receiver");
+    eprintln!("bench drill: {what} stopped ({exited})");
+}
+
+/// Everything the recoveries need, made once.
+struct Prepared {
+    repo: PathBuf,
+    pgstream: PathBuf,
+    pg_backup: PathBuf,
+    receivewal_dir: PathBuf,
+    target_time: String,
+    pg_backup_start: u64,
+    db_bytes: u64,
+    load_wal_bytes: u64,
+    load_seconds: f64,
+    after_target_wal_bytes: u64,
+    transactions: u64,
+}
+
+fn pgbench(pg: &Cluster, args: &[&str]) -> String {
+    let out = Command::new(client_tool(pg.major(), "pgbench"))
+        .args(args)
+        .arg("-d")
+        .arg(pg.conninfo("postgres"))
+        .output()
+        .expect("pgbench");
+    check(out, &format!("pgbench {args:?}"))
+}
+
+fn prepare(o: &Options, pg: &Cluster, scratch: &Path) -> Prepared {
+    let user = server_user();
+    let conninfo = pg.conninfo("postgres");
+    // The server's user runs restore_command, so it needs its own copy of the binary.
+    let pgstream = scratch.join("pgstream");
+    std::fs::copy(o.pgstream, &pgstream).expect("copying the pgstream binary");
+    std::fs::set_permissions(&pgstream, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let repo = scratch.join("repo");
+    let receivewal_dir = scratch.join("pg_receivewal");
+    std::fs::create_dir(&receivewal_dir).unwrap();
+    user.chown(&receivewal_dir);
+
+    eprintln!(
+        "bench drill: pgbench -i -s {} on PostgreSQL {}",
+        o.scale, o.major
+    );
+    pgbench(pg, &["-i", "-q", "-s", &o.scale.to_string()]);
+    pg.psql("CHECKPOINT");
+    let db_bytes: u64 = pg
+        .psql("SELECT sum(pg_database_size(oid)) FROM pg_database")
+        .parse()
+        .unwrap();
+    check(
+        as_server_user(&pgstream, scratch)
+            .args(["init", "--repo"])
+            .arg(&repo)
+            .output()
+            .unwrap(),
+        "pgstream init",
+    );
+    pg.psql(&format!(
+        "SELECT pg_create_physical_replication_slot('{PGSTREAM_SLOT}', true);
+         SELECT pg_create_physical_replication_slot('{RECEIVEWAL_SLOT}', true);"
+    ));
+    let log = std::fs::File::create(scratch.join("receive-wal.log")).unwrap();
+    let receive_wal = as_server_user(&pgstream, scratch)
+        .args(["receive-wal", "--repo"])
+        .arg(&repo)
+        .arg("--source")
+        .arg(&conninfo)
+        .args([
+            "--slot",
+            PGSTREAM_SLOT,
+            "--application-name",
+            PGSTREAM_SLOT,
+            "--status-interval",
+            "1",
+        ])
+        .env("PGSTREAM_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("pgstream receive-wal");
+    let log = std::fs::File::create(scratch.join("pg_receivewal.log")).unwrap();
+    let pg_receivewal = as_server_user(&client_tool(o.major, "pg_receivewal"), scratch)
+        .arg("-D")
+        .arg(&receivewal_dir)
+        .args(["--slot", RECEIVEWAL_SLOT, "--no-loop", "-s", "1", "-d"])
+        .arg(format!("{conninfo} application_name={RECEIVEWAL_SLOT}"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("pg_receivewal");
+    wait_until("both receivers stream", Duration::from_secs(60), || {
+        pg.psql(&format!(
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'
+             AND application_name IN ('{PGSTREAM_SLOT}', '{RECEIVEWAL_SLOT}')"
+        )) == "2"
+    });
+
+    eprintln!("bench drill: pgstream base, pg_basebackup");
+    check(
+        as_server_user(&pgstream, scratch)
+            .args(["base", "--no-progress", "--checkpoint", "fast", "--repo"])
+            .arg(&repo)
+            .arg("--source")
+            .arg(&conninfo)
+            .env("PGSTREAM_LOG", "warn")
+            .output()
+            .unwrap(),
+        "pgstream base",
+    );
+    let pg_backup = scratch.join("pg_basebackup");
+    check(
+        Command::new(client_tool(o.major, "pg_basebackup"))
+            .args(["-Ft", "-Xs", "--compress=client-lz4", "-c", "fast", "-D"])
+            .arg(&pg_backup)
+            .arg("-d")
+            .arg(&conninfo)
+            .output()
+            .unwrap(),
+        "pg_basebackup",
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pg_backup.join("backup_manifest")).unwrap())
+            .expect("pg_basebackup's backup_manifest");
+    let pg_backup_start = parse_lsn(manifest["WAL-Ranges"][0]["Start-LSN"].as_str().unwrap());
+
+    // A fixed amount of WAL, in whole chunks of a fixed transaction count.
+    let wal_mb: u64 = if o.scale >= 100 { 1024 } else { 256 };
+    let lsn = || parse_lsn(&pg.psql("SELECT pg_current_wal_lsn()"));
+    let load_start = lsn();
+    let load_started = Instant::now();
+    let mut transactions = 0u64;
+    let chunk = |transactions: &mut u64| {
+        pgbench(
+            pg,
+            &[
+                "-c",
+                "4",
+                "-j",
+                "2",
+                "-M",
+                "prepared",
+                "-t",
+                &CHUNK_TX.to_string(),
+            ],
+        );
+        *transactions += 4 * u64::from(CHUNK_TX);
+    };
+    while lsn() - load_start < wal_mb * 1048576 {
+        chunk(&mut transactions);
+        eprintln!(
+            "bench drill: load: {transactions} transactions, {:.0} MiB of WAL",
+            (lsn() - load_start) as f64 / MIB
+        );
+    }
+    let load_seconds = load_started.elapsed().as_secs_f64();
+    let load_wal_bytes = lsn() - load_start;
+    // The server's clock after the last commit before it: UTC with a Z, as --target-time wants.
+    let target_time = pg.psql(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    let after_target = lsn();
+    chunk(&mut transactions);
+    let after_target_wal_bytes = lsn() - after_target;
+    pg.psql("SELECT pg_switch_wal()");
+    let end = pg.psql("SELECT pg_current_wal_lsn()");
+    wait_until(
+        "both receivers have flushed the switched WAL",
+        Duration::from_secs(600),
+        || {
+            pg.psql(&format!(
+                "SELECT count(*) FROM pg_stat_replication WHERE flush_lsn >= '{end}'
+                 AND application_name IN ('{PGSTREAM_SLOT}', '{RECEIVEWAL_SLOT}')"
+            )) == "2"
+        },
+    );
+    terminate(receive_wal, "pgstream receive-wal");
+    terminate(pg_receivewal, "pg_receivewal");
+    Prepared {
+        repo,
+        pgstream,
+        pg_backup,
+        receivewal_dir,
+        target_time,
+        pg_backup_start,
+        db_bytes,
+        load_wal_bytes,
+        load_seconds,
+        after_target_wal_bytes,
+        transactions,
+    }
+}
+
+fn seconds(v: &serde_json::Value) -> Option<f64> {
+    v.as_f64()
+}
+
+/// `pgstream drill --target-time T --json`, as root with the server as the server's user.
+fn drill_run(o: &Options, p: &Prepared, scratch: &Path, not_passed: &mut Vec<String>) -> Run {
+    let mut cmd = Command::new(&p.pgstream);
+    cmd.args(["drill", "--json", "--repo"])
+        .arg(&p.repo)
+        .args(["--target-time", &p.target_time, "--pg-bin"])
+        .arg(integration::pg_bin_dir(o.major))
+        .arg("--scratch")
+        .arg(scratch)
+        .env("PGSTREAM_PASSPHRASE", PASSPHRASE)
+        .env("PGSTREAM_LOG", "warn");
+    if let ServerUser::Switch { name, .. } = server_user() {
+        cmd.args(["--os-user", name]);
+    }
+    let started = Instant::now();
+    let out = cmd.output().expect("pgstream drill");
+    let wall = started.elapsed().as_secs_f64();
+    let json = check(out, "pgstream drill");
+    let report: serde_json::Value = serde_json::from_str(&json).expect("the drill's JSON report");
+    assert_eq!(report["result"], "PASS", "the drill failed:\n{json}");
+    for c in report["checks"].as_array().unwrap() {
+        if c["status"] != "pass" {
+            let name = format!("{} ({})", c["name"].as_str().unwrap(), c["status"]);
+            if !not_passed.contains(&name) {
+                not_passed.push(name);
+            }
+        }
+    }
+    let t = &report["timings"];
+    let start = parse_lsn(report["backup"]["start_lsn"].as_str().unwrap());
+    let reached = parse_lsn(report["reached"]["lsn"].as_str().unwrap());
+    Run {
+        restore: seconds(&t["restore_seconds"]).unwrap(),
+        server_start: seconds(&t["server_start_seconds"]),
+        replay: seconds(&t["wal_replay_seconds"]),
+        promote: seconds(&t["promote_seconds"]),
+        total_recovery: seconds(&t["total_recovery_seconds"]).unwrap(),
+        checks: seconds(&t["checks_seconds"]),
+        wall,
+        replayed_bytes: reached - start,
+    }
+}
+
+/// The runbook by hand: unpack pg_basebackup's tars, point restore_command at pg_receivewal's
+/// directory, start, wait until promoted.
+fn by_hand_run(o: &Options, p: &Prepared, target: &Path) -> Run {
+    let q = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+    let script = format!(
+        "set -e -o pipefail
+         mkdir -p {t}/pg_wal
+         /usr/bin/lz4 -dc {b}/base.tar.lz4 | tar -xf - -C {t}
+         /usr/bin/lz4 -dc {b}/pg_wal.tar.lz4 | tar -xf - -C {t}/pg_wal
+         touch {t}/recovery.signal
+         sync -f {t}",
+        t = q(target),
+        b = q(&p.pg_backup)
+    );
+    let started = Instant::now();
+    check(
+        Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap(),
+        "unpacking pg_basebackup's tars",
+    );
+    let restore = started.elapsed().as_secs_f64();
+    let mut builder: ClusterBuilder = cluster(o.major).restored_data_dir(target);
+    for (k, v) in SETTINGS {
+        builder = builder.setting(k, v);
+    }
+    let restore_command = format!("cp {}/%f %p", p.receivewal_dir.display());
+    let pg = builder
+        .setting("restore_command", &format!("'{restore_command}'"))
+        .setting("recovery_target_time", &format!("'{}'", p.target_time))
+        .setting("recovery_target_action", "promote")
+        .start();
+    let server_start = started.elapsed().as_secs_f64() - restore;
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    while pg.try_psql("SELECT pg_is_in_recovery()").as_deref() != Ok("f") {
+        assert!(Instant::now() < deadline, "recovery by hand did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let total_recovery = started.elapsed().as_secs_f64();
+    let reached = parse_lsn(&pg.psql("SELECT pg_last_wal_replay_lsn()"));
+    drop(pg);
+    std::fs::remove_dir_all(target).ok();
+    Run {
+        restore,
+        server_start: Some(server_start),
+        replay: None,
+        promote: None,
+        total_recovery,
+        checks: None,
+        wall: total_recovery,
+        replayed_bytes: reached - p.pg_backup_start,
+    }
+}
+
+/// Median and min–max of one measure over the runs, or `—` when the way has no such phase.
+fn cell(runs: &[Run], f: impl Fn(&Run) -> Option<f64>) -> String {
+    let v: Vec<f64> = runs.iter().filter_map(f).collect();
+    if v.is_empty() {
+        return "—".into();
+    }
+    let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().cloned().fold(0.0, f64::max);
+    format!("{:.2} ({lo:.2}–{hi:.2})", median(v))
+}
+
+fn report(o: &Options, p: &Prepared, results: &[Way], load: &str) -> String {
+    let mut s = String::new();
+    writeln!(s, "## Restore drill: time to recover to a point in time\n").unwrap();
+    writeln!(
+        s,
+        "Measured by `just bench` (integration/src/bin/bench/drill.rs): PostgreSQL {}, pgbench scale {} ({:.0} MiB). After the backups, {} pgbench transactions (`-c 4 -j 2 -M prepared`, chunks of {} per client) wrote {:.0} MiB of WAL in {:.0} s; T was taken from the server's clock, one more chunk ({:.0} MiB of WAL) ran after T, then `pg_switch_wal()`. {} runs per way, alternating; medians, min–max in brackets. Machine: {}; load average before / after: {load}.\n",
+        o.major,
+        o.scale,
+        p.db_bytes as f64 / MIB,
+        p.transactions,
+        CHUNK_TX,
+        p.load_wal_bytes as f64 / MIB,
+        p.load_seconds,
+        p.after_target_wal_bytes as f64 / MIB,
+        o.runs,
+        machine()
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "- *pgstream drill*: `pgstream drill --target-time T --json` on the repository that `pgstream receive-wal` and `pgstream base` filled (lz4, AES-256-GCM); the phases are the report's own timings (docs/cli.md, drill): restore = choosing the backup to unpacked, fsynced and recovery settings written (the repository is opened before, WAL is fetched during replay); replay = server start to paused at T; total recovery = drill start to promoted and a new connection made. *command wall* is the whole process, checks (row counts, amcheck) and cleanup included.\n- *by hand*: `lz4 -dc | tar -xf` of pg_basebackup's base.tar.lz4 and pg_wal.tar.lz4, `recovery.signal`, `sync -f`, then start with `restore_command = 'cp <pg_receivewal dir>/%f %p'`, `recovery_target_time = T`, `recovery_target_action = promote` (the test harness's start: chown to the server user, settings, `pg_ctl start -w`), polling `SELECT pg_is_in_recovery()` every 50 ms with a new psql connection. Its server start is start to consistent; its replay and promotion are in its total, not measured apart. No checks.\n- *WAL replayed*: from the backup's start LSN to where replay stopped (pg_basebackup's backup starts a few MiB later than pgstream's, taken just before it).\n"
+    )
+    .unwrap();
+    writeln!(
+        s,
+        "| way | restore / unpack (s) | server start (s) | WAL replay (s) | promotion (s) | total recovery (s) | checks (s) | command wall (s) | WAL replayed (MiB) |"
+    )
+    .unwrap();
+    writeln!(s, "|---|---|---|---|---|---|---|---|---|").unwrap();
+    for r in results {
+        writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |",
+            r.way,
+            cell(&r.runs, |x| Some(x.restore)),
+            cell(&r.runs, |x| x.server_start),
+            cell(&r.runs, |x| x.replay),
+            cell(&r.runs, |x| x.promote),
+            cell(&r.runs, |x| Some(x.total_recovery)),
+            cell(&r.runs, |x| x.checks),
+            cell(&r.runs, |x| Some(x.wall)),
+            median(r.runs.iter().map(|x| x.replayed_bytes as f64).collect()) / MIB,
+        )
+        .unwrap();
+    }
+    for r in results.iter().filter(|r| !r.not_passed.is_empty()) {
+        writeln!(
+            s,
+            "\n{}: checks not passed: {}.",
+            r.way,
+            r.not_passed.join(", ")
+        )
+        .unwrap();
+    }
+    if let [ours, theirs] = results {
+        let median_total = |r: &Way| median(r.runs.iter().map(|x| x.total_recovery).collect());
+        writeln!(
+            s,
+            "\nTotal recovery ratio (pgstream drill / by hand): {:.2}.",
+            median_total(ours) / median_total(theirs)
+        )
+        .unwrap();
+    }
+    s
+}
+
+/// Replaces the generated part of the drill section (keeping notes after
+/// `<!-- bench:drill:notes -->`); a new section goes before the WAL section, or at the end.
+fn write_section(out: &Path, section: &str) {
+    let existing = std::fs::read_to_string(out).unwrap_or_default();
+    let start = "<!-- bench:drill:start -->";
+    let end = "<!-- bench:drill:end -->";
+    let notes = "<!-- bench:drill:notes -->";
+    let updated = match (existing.find(start), existing.find(end)) {
+        (Some(a), Some(b)) if a < b => {
+            let inner = &existing[a..b];
+            let kept = inner
+                .find(notes)
+                .map(|i| format!("\n{}", &inner[i..]))
+                .unwrap_or_default();
+            format!(
+                "{}{start}\n{section}{kept}{end}{}",
+                &existing[..a],
+                &existing[b + end.len()..]
+            )
+        }
+        _ => {
+            let block = format!("{start}\n{section}{end}\n\n");
+            match existing.find("<!-- bench:wal:start -->") {
+                Some(w) => format!("{}{block}{}", &existing[..w], &existing[w..]),
+                None => format!("{existing}\n{block}"),
+            }
+        }
+    };
+    std::fs::write(out, updated).unwrap();
+}
+
+/// Runs the drill benchmark and writes its section of `o.out`.
+pub fn run(o: &Options) {
+    assert!(
+        Path::new("/usr/bin/lz4").exists(),
+        "/usr/bin/lz4 is missing: apt-get install lz4"
+    );
+    let load_before = load_average();
+    let scratch = integration::scratch_dir();
+    let mut builder = cluster(o.major);
+    for (k, v) in SETTINGS {
+        builder = builder.setting(k, v);
+    }
+    let pg = builder.start();
+    let prepared = prepare(o, &pg, scratch.path());
+    // The recoveries need nothing from the source: stopped, it competes for nothing.
+    pg.stop();
+    let mut ours = Way {
+        way: "pgstream drill (restore_command = pgstream wal-fetch)",
+        runs: Vec::new(),
+        not_passed: Vec::new(),
+    };
+    let mut theirs = Way {
+        way: "by hand (pg_basebackup tar + pg_receivewal, cp)",
+        runs: Vec::new(),
+        not_passed: Vec::new(),
+    };
+    for run in 0..o.runs {
+        let order = if run % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for is_drill in order {
+            // Untimed: whatever else is dirty is written now, not charged to the next run.
+            let flushed = Command::new("sync").arg("-f").arg(scratch.path()).status();
+            assert!(flushed.is_ok_and(|s| s.success()), "sync -f failed");
+            let r = if is_drill {
+                drill_run(o, &prepared, scratch.path(), &mut ours.not_passed)
+            } else {
+                by_hand_run(o, &prepared, &scratch.path().join(format!("by-hand{run}")))
+            };
+            eprintln!(
+                "bench drill: run {run}, {}: total recovery {:.2} s (restore {:.2} s), wall {:.2} s",
+                if is_drill { "drill" } else { "by hand" },
+                r.total_recovery,
+                r.restore,
+                r.wall
+            );
+            if is_drill {
+                ours.runs.push(r);
+            } else {
+                theirs.runs.push(r);
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    let load = format!("{load_before} / {}", load_average());
+    let section = report(o, &prepared, &[ours, theirs], &load);
+    println!("{section}");
+    write_section(o.out, &section);
+}
