@@ -32,7 +32,8 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Benchmarks against pg_basebackup / pg_receivewal on throwaway clusters; results go to docs/BENCHMARKS.md.
+# Benchmarks against pg_basebackup / pg_receivewal on throwaway clusters (base backup, restore, restore
+# drill, WAL streaming); results go to docs/BENCHMARKS.md. `target/release/bench --drill-only`: the drill alone.
 bench *ARGS:
     command -v /usr/bin/time >/dev/null || apt-get install -y time
     command -v /usr/bin/lz4 >/dev/null || apt-get install -y lz4

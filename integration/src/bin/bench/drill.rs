@@ -15,11 +15,12 @@
 //!   start, replay through `restore_command = pgstream wal-fetch`, pause at T, promote, checks).
 //!   Its own timings are reported, plus the wall time of the whole command.
 //! - *by hand*: the runbook an operator would follow with PostgreSQL's tools: `lz4 -dc | tar -xf`
-//!   of base.tar.lz4 and pg_wal.tar.lz4, `sync -f`, `recovery.signal`, `restore_command = 'cp
-//!   <pg_receivewal dir>/%f %p'`, `recovery_target_time = T`, `recovery_target_action =
-//!   promote`, start (the test harness: chown to the server user, `pg_ctl start -w`), then poll
-//!   `SELECT pg_is_in_recovery()` with a new psql connection every 50 ms until it says `f`. No
-//!   checks: this is the drill's `total_recovery_seconds` without them.
+//!   of base.tar.lz4 and pg_wal.tar (.lz4 when compressed), `sync -f`, `recovery.signal`,
+//!   `restore_command = 'cp <pg_receivewal dir>/%f %p'`, `recovery_target_time = T`,
+//!   `recovery_target_action = promote`, start (the test harness: chown to the server user,
+//!   `pg_ctl start -w`), then poll `SELECT pg_is_in_recovery()` with a new psql connection every
+//!   50 ms until it says `f`. No checks: this is the drill's `total_recovery_seconds` without
+//!   them.
 //!
 //! Numbers are measured, never asserted: this is not a test.
 
@@ -65,6 +66,8 @@ struct Run {
     wall: f64,
     /// From the backup's start LSN to the LSN replay stopped at.
     replayed_bytes: u64,
+    /// Bytes of the unpacked data directory, where measured (by hand: before the start).
+    restored_bytes: Option<u64>,
 }
 
 struct Way {
@@ -283,8 +286,9 @@ fn prepare(o: &Options, pg: &Cluster, scratch: &Path) -> Prepared {
     let after_target = lsn();
     chunk(&mut transactions);
     let after_target_wal_bytes = lsn() - after_target;
-    pg.psql("SELECT pg_switch_wal()");
-    let end = pg.psql("SELECT pg_current_wal_lsn()");
+    // The switch record's end, not the current LSN: WAL written after the switch (autovacuum)
+    // would sit in a segment pg_receivewal flushes only when it is full.
+    let end = pg.psql("SELECT pg_switch_wal()");
     wait_until(
         "both receivers have flushed the switched WAL",
         Duration::from_secs(600),
@@ -356,7 +360,14 @@ fn drill_run(o: &Options, p: &Prepared, scratch: &Path, not_passed: &mut Vec<Str
         checks: seconds(&t["checks_seconds"]),
         wall,
         replayed_bytes: reached - start,
+        restored_bytes: None,
     }
+}
+
+/// `2026-11-21T09:22:46.231675Z` as recovery_target_time takes it (its check rejects the `T`
+/// form): `2026-11-21 09:22:46.231675+00`.
+fn server_time(rfc3339: &str) -> String {
+    format!("{}+00", rfc3339.replacen('T', " ", 1).trim_end_matches('Z'))
 }
 
 /// The runbook by hand: unpack pg_basebackup's tars, point restore_command at pg_receivewal's
@@ -367,7 +378,11 @@ fn by_hand_run(o: &Options, p: &Prepared, target: &Path) -> Run {
         "set -e -o pipefail
          mkdir -p {t}/pg_wal
          /usr/bin/lz4 -dc {b}/base.tar.lz4 | tar -xf - -C {t}
-         /usr/bin/lz4 -dc {b}/pg_wal.tar.lz4 | tar -xf - -C {t}/pg_wal
+         if [ -e {b}/pg_wal.tar.lz4 ]; then
+             /usr/bin/lz4 -dc {b}/pg_wal.tar.lz4 | tar -xf - -C {t}/pg_wal
+         else
+             tar -xf {b}/pg_wal.tar -C {t}/pg_wal
+         fi
          touch {t}/recovery.signal
          sync -f {t}",
         t = q(target),
@@ -383,6 +398,11 @@ fn by_hand_run(o: &Options, p: &Prepared, target: &Path) -> Run {
         "unpacking pg_basebackup's tars",
     );
     let restore = started.elapsed().as_secs_f64();
+    // Files counted, not the filesystem's allocation. Not part of the runbook: its time moves
+    // the start.
+    let counting = Instant::now();
+    let restored_bytes = super::dir_size(target);
+    let started = started + counting.elapsed();
     let mut builder: ClusterBuilder = cluster(o.major).restored_data_dir(target);
     for (k, v) in SETTINGS {
         builder = builder.setting(k, v);
@@ -390,7 +410,10 @@ fn by_hand_run(o: &Options, p: &Prepared, target: &Path) -> Run {
     let restore_command = format!("cp {}/%f %p", p.receivewal_dir.display());
     let pg = builder
         .setting("restore_command", &format!("'{restore_command}'"))
-        .setting("recovery_target_time", &format!("'{}'", p.target_time))
+        .setting(
+            "recovery_target_time",
+            &format!("'{}'", server_time(&p.target_time)),
+        )
         .setting("recovery_target_action", "promote")
         .start();
     let server_start = started.elapsed().as_secs_f64() - restore;
@@ -412,6 +435,7 @@ fn by_hand_run(o: &Options, p: &Prepared, target: &Path) -> Run {
         checks: None,
         wall: total_recovery,
         replayed_bytes: reached - p.pg_backup_start,
+        restored_bytes: Some(restored_bytes),
     }
 }
 
@@ -446,7 +470,7 @@ fn report(o: &Options, p: &Prepared, results: &[Way], load: &str) -> String {
     .unwrap();
     writeln!(
         s,
-        "- *pgstream drill*: `pgstream drill --target-time T --json` on the repository that `pgstream receive-wal` and `pgstream base` filled (lz4, AES-256-GCM); the phases are the report's own timings (docs/cli.md, drill): restore = choosing the backup to unpacked, fsynced and recovery settings written (the repository is opened before, WAL is fetched during replay); replay = server start to paused at T; total recovery = drill start to promoted and a new connection made. *command wall* is the whole process, checks (row counts, amcheck) and cleanup included.\n- *by hand*: `lz4 -dc | tar -xf` of pg_basebackup's base.tar.lz4 and pg_wal.tar.lz4, `recovery.signal`, `sync -f`, then start with `restore_command = 'cp <pg_receivewal dir>/%f %p'`, `recovery_target_time = T`, `recovery_target_action = promote` (the test harness's start: chown to the server user, settings, `pg_ctl start -w`), polling `SELECT pg_is_in_recovery()` every 50 ms with a new psql connection. Its server start is start to consistent; its replay and promotion are in its total, not measured apart. No checks.\n- *WAL replayed*: from the backup's start LSN to where replay stopped (pg_basebackup's backup starts a few MiB later than pgstream's, taken just before it).\n"
+        "- *pgstream drill*: `pgstream drill --target-time T --json` on the repository that `pgstream receive-wal` and `pgstream base` filled (lz4, AES-256-GCM); the phases are the report's own timings (docs/cli.md, drill): restore = choosing the backup to unpacked, fsynced and recovery settings written (the repository is opened before, WAL is fetched during replay); replay = server start to paused at T; total recovery = drill start to promoted and a new connection made. *command wall* is the whole process, checks (row counts, amcheck) and cleanup included.\n- *by hand*: `lz4 -dc | tar -xf` of pg_basebackup's base.tar.lz4 and `tar -xf` of pg_wal.tar (or `lz4 -dc | tar -xf` of pg_wal.tar.lz4), `recovery.signal`, `sync -f`, then start with `restore_command = 'cp <pg_receivewal dir>/%f %p'`, `recovery_target_time = T`, `recovery_target_action = promote` (the test harness's start: chown to the server user, settings, `pg_ctl start -w`), polling `SELECT pg_is_in_recovery()` every 50 ms with a new psql connection. Its server start is start to consistent; its replay and promotion are in its total, not measured apart. No checks.\n- *WAL replayed*: from the backup's start LSN to where replay stopped (pg_basebackup's backup starts a few MiB later than pgstream's, taken just before it).\n"
     )
     .unwrap();
     writeln!(
@@ -477,6 +501,21 @@ fn report(o: &Options, p: &Prepared, results: &[Way], load: &str) -> String {
             "\n{}: checks not passed: {}.",
             r.way,
             r.not_passed.join(", ")
+        )
+        .unwrap();
+    }
+    let restored: Vec<f64> = results
+        .iter()
+        .flat_map(|r| r.runs.iter().filter_map(|x| x.restored_bytes))
+        .map(|b| b as f64)
+        .collect();
+    if let ([ours, _], false) = (results, restored.is_empty()) {
+        let mib = median(restored) / MIB;
+        let restore = median(ours.runs.iter().map(|x| x.restore).collect());
+        writeln!(
+            s,
+            "\nThe unpacked data directory (by hand, before the start; files counted): {mib:.0} MiB. The drill's restore phase wrote about as much (its WAL comes later, through restore_command): {:.0} MiB/s at its median {restore:.2} s.",
+            mib / restore
         )
         .unwrap();
     }
