@@ -23,10 +23,10 @@ use crate::sink::{FileCodec, FileSink};
 use crate::tarwalk::{SeenFile, TarWalker};
 
 /// Batches in flight between the network and the writer, and between writer and verifier.
-const CHANNEL_BATCHES: usize = 8;
+const CHANNEL_BATCHES: usize = 4;
 /// The network hands over its ~32 KiB messages in batches of about this many bytes: one
 /// thread wake-up per batch instead of per message (a wake-up costs more than moving 32 KiB).
-const BATCH_BYTES: usize = 256 * 1024;
+const BATCH_BYTES: usize = 1024 * 1024;
 
 /// Received chunks, passed on without copying.
 type Batch = Arc<Vec<Bytes>>;
