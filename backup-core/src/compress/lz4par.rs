@@ -2,8 +2,10 @@
 //! writes them in order, so compression is not bound to one core. The output is one standard
 //! LZ4 frame (`lz4 -d` reads it): 256 KiB independent blocks, an optional content checksum.
 //!
-//! Memory is bounded: at most `2 × workers` blocks are in flight, each with an input and an
-//! output buffer of one block, and the buffers are recycled.
+//! Work goes to the workers in jobs of [`JOB_BLOCKS`] blocks: one hand-off to a worker and one
+//! back per job instead of per block (each is a thread wake-up). Memory is bounded: at most
+//! `2 × workers` jobs are in flight, each with an input and an output buffer of one job, and
+//! the buffers are recycled.
 
 use std::collections::VecDeque;
 use std::hash::Hasher;
@@ -16,6 +18,9 @@ use twox_hash::XxHash32;
 
 /// Uncompressed bytes per block (the frame's block maximum size, BD = 5).
 pub const BLOCK_SIZE: usize = 256 * 1024;
+/// Blocks per job handed to a worker (1 MiB of input).
+pub const JOB_BLOCKS: usize = 4;
+const JOB_SIZE: usize = JOB_BLOCKS * BLOCK_SIZE;
 /// Most compression threads per file.
 const MAX_WORKERS: usize = 4;
 const MAGIC: u32 = 0x184D_2204;
@@ -27,13 +32,23 @@ const BD_256K: u8 = 5 << 4;
 /// Block size word flag: the block is stored uncompressed.
 const UNCOMPRESSED: u32 = 0x8000_0000;
 
-/// Room for one compressed block with its 4-byte size prefix.
+/// Room for one job's compressed blocks, each with its 4-byte size prefix.
 fn output_capacity() -> usize {
-    4 + lz4_flex::block::get_maximum_output_size(BLOCK_SIZE)
+    JOB_BLOCKS * (4 + lz4_flex::block::get_maximum_output_size(BLOCK_SIZE))
 }
 
-/// Compresses `input` into `output` (sized by [`output_capacity`]) as one framed block:
-/// the size word then the data; stored raw when compression does not shrink it.
+/// Compresses `input` (at most one job) into `output` (sized by [`output_capacity`]) as
+/// consecutive framed blocks of at most [`BLOCK_SIZE`] input bytes each.
+fn compress_job(input: &[u8], output: &mut [u8]) -> io::Result<usize> {
+    let mut len = 0;
+    for block in input.chunks(BLOCK_SIZE) {
+        len += compress_block(block, &mut output[len..])?;
+    }
+    Ok(len)
+}
+
+/// Compresses `input` (at most one block) into `output` as one framed block: the size word
+/// then the data; stored raw when compression does not shrink it.
 fn compress_block(input: &[u8], output: &mut [u8]) -> io::Result<usize> {
     let n = lz4_flex::block::compress_into(input, &mut output[4..]).map_err(io::Error::other)?;
     let (word, len) = if n < input.len() {
@@ -105,7 +120,7 @@ fn worker(rx: &Mutex<Receiver<Job>>) {
             mut output,
             reply,
         } = job;
-        let len = compress_block(&input, &mut output);
+        let len = compress_job(&input, &mut output);
         // The writer may have gone (an error elsewhere): nothing left to do with the block.
         let _ = reply.send(Done { input, output, len });
     }
@@ -116,7 +131,7 @@ pub struct ParLz4Encoder<W: Write> {
     inner: W,
     checksum: Option<XxHash32>,
     header_written: bool,
-    /// The block being filled.
+    /// The job being filled.
     block: Vec<u8>,
     workers: usize,
     pool: Option<Pool>,
@@ -135,7 +150,7 @@ impl<W: Write> ParLz4Encoder<W> {
             inner,
             checksum: content_checksum.then(|| XxHash32::with_seed(0)),
             header_written: false,
-            block: Vec::with_capacity(BLOCK_SIZE),
+            block: Vec::with_capacity(JOB_SIZE),
             workers,
             pool: None,
             pending: VecDeque::new(),
@@ -167,18 +182,18 @@ impl<W: Write> ParLz4Encoder<W> {
     fn buffers(&mut self) -> (Vec<u8>, Vec<u8>) {
         self.free
             .pop()
-            .unwrap_or_else(|| (Vec::with_capacity(BLOCK_SIZE), vec![0u8; output_capacity()]))
+            .unwrap_or_else(|| (Vec::with_capacity(JOB_SIZE), vec![0u8; output_capacity()]))
     }
 
-    /// Hands the filled block to the pool (or compresses it here when it is the only one).
+    /// Hands the filled job to the pool (or compresses it here when it is the only one).
     fn dispatch(&mut self, last: bool) -> io::Result<()> {
         if self.block.is_empty() {
             return Ok(());
         }
         if self.pool.is_none() && last {
-            // A file of one block: no threads for it.
+            // A file of one job: no threads for it.
             let (input, mut output) = self.buffers();
-            let len = compress_block(&self.block, &mut output)?;
+            let len = compress_job(&self.block, &mut output)?;
             self.write_block(&output[..len])?;
             self.block.clear();
             self.free.push((input, output));
@@ -262,12 +277,12 @@ impl<W: Write> ParLz4Encoder<W> {
 
 impl<W: Write> Write for ParLz4Encoder<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let take = (BLOCK_SIZE - self.block.len()).min(data.len());
+        let take = (JOB_SIZE - self.block.len()).min(data.len());
         self.block.extend_from_slice(&data[..take]);
         if let Some(h) = self.checksum.as_mut() {
             h.write(&data[..take]);
         }
-        if self.block.len() == BLOCK_SIZE {
+        if self.block.len() == JOB_SIZE {
             self.dispatch(false)?;
         }
         Ok(take)
@@ -301,6 +316,21 @@ mod tests {
             .collect()
     }
 
+    /// Blocks that compress, alternating with blocks of pseudo-random bytes that do not.
+    fn alternating_blocks(n: usize) -> Vec<u8> {
+        let mut x: u32 = 7;
+        (0..n)
+            .map(|i| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                if (i / BLOCK_SIZE).is_multiple_of(2) {
+                    (i % 7) as u8
+                } else {
+                    (x >> 16) as u8
+                }
+            })
+            .collect()
+    }
+
     fn decode(frame: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         lz4_flex::frame::FrameDecoder::new(frame)
@@ -318,7 +348,11 @@ mod tests {
             BLOCK_SIZE,
             BLOCK_SIZE + 1,
             3 * BLOCK_SIZE + 17,
+            JOB_SIZE - 1,
+            JOB_SIZE,
+            JOB_SIZE + 1,
             40 * BLOCK_SIZE,
+            5 * JOB_SIZE + BLOCK_SIZE / 2,
         ] {
             let data = sample(n);
             for checksum in [false, true] {
@@ -340,6 +374,63 @@ mod tests {
         e.flush().unwrap();
         e.write_all(&data[1000..]).unwrap();
         assert!(decode(&e.finish().unwrap()) == data);
+    }
+
+    /// The (size word, stored length) of every block of a frame without content checksum.
+    fn blocks(frame: &[u8]) -> Vec<(u32, usize)> {
+        let mut at = 7;
+        let mut out = Vec::new();
+        loop {
+            let word = u32::from_le_bytes(frame[at..at + 4].try_into().unwrap());
+            if word == 0 {
+                return out;
+            }
+            let len = (word & !UNCOMPRESSED) as usize;
+            out.push((word, len));
+            at += 4 + len;
+        }
+    }
+
+    #[test]
+    fn jobs_are_split_into_blocks_of_at_most_the_frames_block_size() {
+        let data = alternating_blocks(3 * JOB_SIZE + 1000);
+        let mut e = ParLz4Encoder::new(Vec::new(), false);
+        e.write_all(&data).unwrap();
+        let frame = e.finish().unwrap();
+        assert!(decode(&frame) == data);
+        let blocks = blocks(&frame);
+        // 12 full blocks and one of 1000 bytes; the random ones are stored raw.
+        assert_eq!(blocks.len(), 13);
+        assert!(blocks.iter().all(|&(_, len)| len <= BLOCK_SIZE));
+        assert!(blocks.iter().any(|&(w, _)| w & UNCOMPRESSED != 0));
+        assert!(blocks.iter().any(|&(w, _)| w & UNCOMPRESSED == 0));
+    }
+
+    #[test]
+    fn the_lz4_cli_decompresses_frames_with_raw_and_compressed_blocks() {
+        let lz4 = std::path::Path::new("/usr/bin/lz4");
+        assert!(lz4.exists(), "/usr/bin/lz4 is missing: apt-get install lz4");
+        let data = alternating_blocks(2 * JOB_SIZE + 12_345);
+        for checksum in [false, true] {
+            let mut e = ParLz4Encoder::new(Vec::new(), checksum);
+            e.write_all(&data).unwrap();
+            let frame = e.finish().unwrap();
+            let mut child = std::process::Command::new(lz4)
+                .args(["-d", "-c"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            let writer = std::thread::spawn(move || stdin.write_all(&frame));
+            let out = child.wait_with_output().unwrap();
+            writer.join().unwrap().unwrap();
+            assert!(out.status.success(), "lz4 -d failed (checksum={checksum})");
+            assert!(
+                out.stdout == data,
+                "lz4 -d output differs (checksum={checksum})"
+            );
+        }
     }
 
     #[test]
