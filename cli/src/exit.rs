@@ -139,6 +139,8 @@ fn classify_base(e: &BaseBackupError) -> Failure {
         | B::TimelineChanged { .. }
         | B::WalStreamEnded { .. } => Failure::Server,
         B::Cancelled => Failure::Interrupted,
+        // Stands in for the opening error, which `pgstream base` reports instead.
+        B::RepositoryNotOpened => Failure::Repository,
         B::Internal(_) => Failure::Other,
     }
 }

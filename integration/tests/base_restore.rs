@@ -214,6 +214,25 @@ fn wrong_passphrase_fails_cleanly() {
         assert!(run.stderr.contains("passphrase"), "{run:?}");
         assert!(!run.stderr.contains("not the passphrase"), "{run:?}");
     }
+    // `base` sends BASE_BACKUP while the key derivation runs: when unlocking then fails, the
+    // server's backup and slot end with the connections, and the repository gains nothing.
+    let mut walsenders = String::new();
+    for _ in 0..100 {
+        walsenders = pg
+            .psql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'")
+            + "/"
+            + &pg.psql("SELECT count(*) FROM pg_replication_slots");
+        if walsenders == "0/0" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        walsenders, "0/0",
+        "walsenders/slots left by the failed base"
+    );
+    let entries = std::fs::read_dir(repo.join("backups")).unwrap().count();
+    assert_eq!(entries, 1, "the failed base left something in backups/");
     assert!(!target.exists(), "a failed restore created its target");
     let none = pgstream(&args_restore(&repo, &target), None);
     assert_eq!(none.code, 2, "{none:?}");

@@ -24,7 +24,7 @@ use std::time::{Instant, SystemTime};
 use pgwire_repl::basebackup::options::{
     Checkpoint, Manifest as ManifestOption, ManifestChecksums, ServerCompression,
 };
-use pgwire_repl::basebackup::{BaseBackupEvent, BaseBackupOptions};
+use pgwire_repl::basebackup::{BaseBackupEvent, BaseBackupOptions, BaseBackupStream};
 use pgwire_repl::config::{Config, ReplicationMode};
 use pgwire_repl::{Connection, Lsn, TimelineId};
 use tokio_util::sync::CancellationToken;
@@ -149,6 +149,9 @@ pub enum BaseBackupError {
     NoManifest,
     #[error("stopped before the backup finished; nothing was marked complete")]
     Cancelled,
+    /// The caller could not open the repository ([`run_opening`]); it reports why.
+    #[error("the repository could not be opened")]
+    RepositoryNotOpened,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -228,10 +231,32 @@ pub async fn run_connected(
     cancel: CancellationToken,
     progress: Arc<dyn Progress>,
 ) -> Result<BackupRecord, BaseBackupError> {
+    let dir = repo.dir().to_path_buf();
+    let opened: OpeningRepository = Box::pin(std::future::ready(Some(repo)));
+    run_opening(dir, opened, plan, connected, cancel, progress).await
+}
+
+/// The repository at `dir` as the caller is still opening it (unlocking it is a deliberately
+/// slow key derivation); `None` when that failed, and the caller reports why.
+pub type OpeningRepository =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<Repository>> + Send>>;
+
+/// [`run_connected`] while the repository is still being opened: BASE_BACKUP is sent first,
+/// so the server's checkpoint overlaps the key derivation and the first data waits in the
+/// socket; nothing is written to the repository before it is open and bound to the cluster.
+/// When `repo` yields `None`, the backup stops with [`BaseBackupError::RepositoryNotOpened`].
+pub async fn run_opening(
+    dir: std::path::PathBuf,
+    repo: OpeningRepository,
+    plan: BaseBackupPlan,
+    connected: Connected,
+    cancel: CancellationToken,
+    progress: Arc<dyn Progress>,
+) -> Result<BackupRecord, BaseBackupError> {
     // On a runtime worker, the task reading the server polls the socket itself; left on the
     // caller's `block_on` thread, every readiness event would be relayed to it by a worker
     // (a wake-up of two threads per read: measured 13% of pgstream's CPU).
-    let task = tokio::spawn(run_here(repo, plan, connected, cancel, progress));
+    let task = tokio::spawn(run_here(dir, repo, plan, connected, cancel, progress));
     let abort = task.abort_handle();
     let _abort_if_dropped = AbortOnDrop(abort);
     match task.await {
@@ -253,7 +278,8 @@ impl Drop for AbortOnDrop {
 }
 
 async fn run_here(
-    mut repo: Repository,
+    repo_dir: std::path::PathBuf,
+    opening: OpeningRepository,
     plan: BaseBackupPlan,
     connected: Connected,
     cancel: CancellationToken,
@@ -267,10 +293,26 @@ async fn run_here(
         seg_bytes,
         wal,
     } = connected;
-    let catalog = Catalog::new(repo.dir());
-    remove_stale(&catalog);
+    let catalog = Catalog::new(&repo_dir);
     let seg_size = WalSegmentSize::new(seg_bytes)
         .map_err(|e| BaseBackupError::Internal(format!("wal_segment_size: {e}")))?;
+    let start_time = SystemTime::now();
+    let started = Instant::now();
+    let id = catalog::new_backup_id(start_time, |id| catalog.id_taken(id));
+    let span = tracing::info_span!("base_backup", backup_id = %id);
+    let _enter = span.enter();
+    let options = backup_options(&plan, &id);
+    progress.phase(Phase::Checkpoint);
+    let stream = conn.base_backup(&options).await?;
+    mark("BASE_BACKUP sent");
+    // An early return closes the connection, which ends the backup on the server too.
+    let mut repo = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => return Err(BaseBackupError::Cancelled),
+        r = opening => r.ok_or(BaseBackupError::RepositoryNotOpened)?,
+    };
+    mark("repository open");
+    remove_stale(&catalog);
     repo.bind_cluster(ClusterIdentity {
         system_identifier: identity.system_id,
         major,
@@ -278,11 +320,6 @@ async fn run_here(
     })?;
     let repo = Arc::new(repo);
     mark("repository bound");
-    let start_time = SystemTime::now();
-    let started = Instant::now();
-    let id = catalog::new_backup_id(start_time, |id| catalog.id_taken(id));
-    let span = tracing::info_span!("base_backup", backup_id = %id);
-    let _enter = span.enter();
 
     let dir = catalog.in_progress_dir(&id);
     fsutil::create_dir_all_durably(catalog.dir())?;
@@ -292,9 +329,9 @@ async fn run_here(
         // a dead one.
         let lock = lock_in_progress(&dir)?;
         let record = take(
-            &mut conn,
+            stream,
+            options.label,
             &repo,
-            &plan,
             &id,
             seg_size,
             wal,
@@ -370,19 +407,9 @@ fn remove_stale(catalog: &Catalog) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn take(
-    conn: &mut Connection,
-    repo: &Arc<Repository>,
-    plan: &BaseBackupPlan,
-    id: &str,
-    seg_size: WalSegmentSize,
-    wal: walstream::PreparedStream,
-    cancel: &CancellationToken,
-    progress: &dyn Progress,
-    meta: Meta,
-) -> Result<BackupRecord, BaseBackupError> {
-    let options = BaseBackupOptions {
+/// The BASE_BACKUP command's options for backup `id`.
+fn backup_options(plan: &BaseBackupPlan, id: &str) -> BaseBackupOptions {
+    BaseBackupOptions {
         label: plan
             .label
             .clone()
@@ -400,14 +427,25 @@ async fn take(
         manifest: ManifestOption::Yes,
         manifest_checksums: ManifestChecksums::Crc32c,
         server_compression: plan.server_compression.clone(),
-    };
-    progress.phase(Phase::Checkpoint);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn take(
+    mut stream: BaseBackupStream<'_>,
+    label: String,
+    repo: &Arc<Repository>,
+    id: &str,
+    seg_size: WalSegmentSize,
+    wal: walstream::PreparedStream,
+    cancel: &CancellationToken,
+    progress: &dyn Progress,
+    meta: Meta,
+) -> Result<BackupRecord, BaseBackupError> {
     // The user's token stays apart: the WAL streamer cancels only this child when it fails,
     // and its error, not "stopped", is then the one to report.
     let user_cancel = cancel;
     let cancel = cancel.child_token();
-    let mut stream = conn.base_backup(&options).await?;
-    mark("BASE_BACKUP sent");
     let mut first_data = true;
     let mut streamer: Option<WalStreamer> = None;
     let mut wal = Some(wal);
@@ -564,7 +602,7 @@ async fn take(
     Ok(BackupRecord {
         format: catalog::RECORD_FORMAT,
         id: id.to_string(),
-        label: options.label,
+        label,
         status: BackupStatus::Complete,
         start_lsn,
         start_timeline: start_tli.0,

@@ -38,8 +38,9 @@ pub async fn run(args: BaseArgs) -> anyhow::Result<()> {
     };
     let cancel = crate::signals::install().context("installing signal handlers")?;
     let reporter = Arc::new(Reporter::new(!args.no_progress, "base backup"));
-    // Unlocking the repository (scrypt, ~0.1 s of CPU) overlaps with connecting and
-    // reserving WAL; a repository problem is still the one reported when both fail.
+    // Unlocking the repository (scrypt, ~0.1 s of CPU) overlaps with connecting, reserving
+    // WAL and the server's checkpoint; a repository problem is still the one reported when
+    // both fail.
     let repo_args = args.repo.clone();
     let mut opening = tokio::task::spawn_blocking(move || super::open_repo(&repo_args));
     let connecting = {
@@ -54,22 +55,47 @@ pub async fn run(args: BaseArgs) -> anyhow::Result<()> {
     };
     tokio::pin!(connecting);
     reporter.phase(basebackup::Phase::Connecting);
-    let (repo, connected) = tokio::select! {
-        opened = &mut opening => {
-            let repo = opened.context("opening the repository")??;
-            (repo, connecting.await)
+    let mut opened = None;
+    let connected = tokio::select! {
+        repo = &mut opening => {
+            opened = Some(repo.context("opening the repository")??);
+            connecting.await
         }
-        connected = &mut connecting => {
-            (opening.await.context("opening the repository")??, connected)
+        connected = &mut connecting => connected,
+    };
+    let connected = match connected {
+        Ok(connected) => connected,
+        Err(e) => {
+            if opened.is_none() {
+                opening.await.context("opening the repository")??;
+            }
+            reporter.done();
+            return Err(e).context("base backup failed");
         }
     };
-    let result = match connected {
-        Ok(connected) => {
-            basebackup::run_connected(repo, plan, connected, cancel, reporter.clone()).await
-        }
-        Err(e) => Err(e),
+    // BASE_BACKUP goes out before the repository is open; when opening then fails, the
+    // backup stops and this is the error reported.
+    let (open_error_tx, mut open_error) = tokio::sync::oneshot::channel::<anyhow::Error>();
+    let repo: basebackup::OpeningRepository = match opened {
+        Some(repo) => Box::pin(std::future::ready(Some(repo))),
+        None => Box::pin(async move {
+            let e = match opening.await.context("opening the repository") {
+                Ok(Ok(repo)) => return Some(repo),
+                Ok(Err(e)) | Err(e) => e,
+            };
+            let _ = open_error_tx.send(e);
+            None
+        }),
     };
+    let dir = args.repo.repo.clone();
+    let result =
+        basebackup::run_opening(dir, repo, plan, connected, cancel, reporter.clone()).await;
     reporter.done();
+    if let Err(basebackup::BaseBackupError::RepositoryNotOpened) = result {
+        if let Ok(e) = open_error.try_recv() {
+            return Err(e);
+        }
+    }
     let record = result.context("base backup failed")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&record)?);
