@@ -320,11 +320,19 @@ fn seconds(v: &serde_json::Value) -> Option<f64> {
     v.as_f64()
 }
 
-/// `pgstream drill --target-time T --json`, as root with the server as the server's user.
-fn drill_run(o: &Options, p: &Prepared, scratch: &Path, not_passed: &mut Vec<String>) -> Run {
+/// `pgstream drill --target-time T --json`, as root with the server as the server's user;
+/// with `copy_wal`, `--copy-wal` (the WAL decrypted into pg_wal/ during the restore phase).
+fn drill_run(
+    o: &Options,
+    p: &Prepared,
+    scratch: &Path,
+    copy_wal: bool,
+    not_passed: &mut Vec<String>,
+) -> Run {
     let mut cmd = Command::new(&p.pgstream);
     cmd.args(["drill", "--json", "--repo"])
         .arg(&p.repo)
+        .args(copy_wal.then_some("--copy-wal"))
         .args(["--target-time", &p.target_time, "--pg-bin"])
         .arg(integration::pg_bin_dir(o.major))
         .arg("--scratch")
@@ -364,8 +372,9 @@ fn drill_run(o: &Options, p: &Prepared, scratch: &Path, not_passed: &mut Vec<Str
     }
 }
 
-/// `2026-11-21T09:22:46.231675Z` as recovery_target_time takes it (its check rejects the `T`
-/// form): `2026-11-21 09:22:46.231675+00`.
+/// `2026-11-21T09:22:46.231675Z` in the form `pgstream restore` writes for
+/// recovery_target_time, `2026-11-21 09:22:46.231675+00` (PostgreSQL 16 refused the first as
+/// an invalid value).
 fn server_time(rfc3339: &str) -> String {
     format!("{}+00", rfc3339.replacen('T', " ", 1).trim_end_matches('Z'))
 }
@@ -455,7 +464,7 @@ fn report(o: &Options, p: &Prepared, results: &[Way], load: &str) -> String {
     writeln!(s, "## Restore drill: time to recover to a point in time\n").unwrap();
     writeln!(
         s,
-        "Measured by `just bench` (integration/src/bin/bench/drill.rs): PostgreSQL {}, pgbench scale {} ({:.0} MiB). After the backups, {} pgbench transactions (`-c 4 -j 2 -M prepared`, chunks of {} per client) wrote {:.0} MiB of WAL in {:.0} s; T was taken from the server's clock, one more chunk ({:.0} MiB of WAL) ran after T, then `pg_switch_wal()`. {} runs per way, alternating; medians, min–max in brackets. Machine: {}; load average before / after: {load}.\n",
+        "Measured by `just bench` (integration/src/bin/bench/drill.rs): PostgreSQL {}, pgbench scale {} ({:.0} MiB). After the backups, {} pgbench transactions (`-c 4 -j 2 -M prepared`, chunks of {} per client) wrote {:.0} MiB of WAL in {:.0} s; T was taken from the server's clock, one more chunk ({:.0} MiB of WAL) ran after T, then `pg_switch_wal()`. {} runs per way, rotating which goes first; medians, min–max in brackets. Machine: {}; load average before / after: {load}.\n",
         o.major,
         o.scale,
         p.db_bytes as f64 / MIB,
@@ -470,7 +479,7 @@ fn report(o: &Options, p: &Prepared, results: &[Way], load: &str) -> String {
     .unwrap();
     writeln!(
         s,
-        "- *pgstream drill*: `pgstream drill --target-time T --json` on the repository that `pgstream receive-wal` and `pgstream base` filled (lz4, AES-256-GCM); the phases are the report's own timings (docs/cli.md, drill): restore = choosing the backup to unpacked, fsynced and recovery settings written (the repository is opened before, WAL is fetched during replay); replay = server start to paused at T; total recovery = drill start to promoted and a new connection made. *command wall* is the whole process, checks (row counts, amcheck) and cleanup included.\n- *by hand*: `lz4 -dc | tar -xf` of pg_basebackup's base.tar.lz4 and `tar -xf` of pg_wal.tar (or `lz4 -dc | tar -xf` of pg_wal.tar.lz4), `recovery.signal`, `sync -f`, then start with `restore_command = 'cp <pg_receivewal dir>/%f %p'`, `recovery_target_time = T`, `recovery_target_action = promote` (the test harness's start: chown to the server user, settings, `pg_ctl start -w`), polling `SELECT pg_is_in_recovery()` every 50 ms with a new psql connection. Its server start is start to consistent; its replay and promotion are in its total, not measured apart. No checks.\n- *WAL replayed*: from the backup's start LSN to where replay stopped (pg_basebackup's backup starts a few MiB later than pgstream's, taken just before it).\n"
+        "- *pgstream drill*: `pgstream drill --target-time T --json` on the repository that `pgstream receive-wal` and `pgstream base` filled (lz4, AES-256-GCM); the phases are the report's own timings (docs/cli.md, drill): restore = choosing the backup to unpacked, fsynced and recovery settings written (the repository is opened before, WAL is fetched during replay); replay = server start to paused at T; total recovery = drill start to promoted and a new connection made. *command wall* is the whole process, checks (row counts, amcheck) and cleanup included.\n- *pgstream drill --copy-wal*: the same, but the restore phase also writes the WAL recovery needs into `pg_wal/` (decrypted, decompressed, fsynced), so replay runs no `wal-fetch` process.\n- *by hand*: `lz4 -dc | tar -xf` of pg_basebackup's base.tar.lz4 and `tar -xf` of pg_wal.tar (or `lz4 -dc | tar -xf` of pg_wal.tar.lz4), `recovery.signal`, `sync -f`, then start with `restore_command = 'cp <pg_receivewal dir>/%f %p'`, `recovery_target_time = T`, `recovery_target_action = promote` (the test harness's start: chown to the server user, settings, `pg_ctl start -w`), polling `SELECT pg_is_in_recovery()` every 50 ms with a new psql connection. Its server start is start to consistent; its replay and promotion are in its total, not measured apart. No checks.\n- *WAL replayed*: from the backup's start LSN to where replay stopped (pg_basebackup's backup starts a few MiB later than pgstream's, taken just before it).\n"
     )
     .unwrap();
     writeln!(
@@ -509,7 +518,7 @@ fn report(o: &Options, p: &Prepared, results: &[Way], load: &str) -> String {
         .flat_map(|r| r.runs.iter().filter_map(|x| x.restored_bytes))
         .map(|b| b as f64)
         .collect();
-    if let ([ours, _], false) = (results, restored.is_empty()) {
+    if let (Some(ours), false) = (results.first(), restored.is_empty()) {
         let mib = median(restored) / MIB;
         let restore = median(ours.runs.iter().map(|x| x.restore).collect());
         writeln!(
@@ -519,14 +528,17 @@ fn report(o: &Options, p: &Prepared, results: &[Way], load: &str) -> String {
         )
         .unwrap();
     }
-    if let [ours, theirs] = results {
+    if let [drills @ .., by_hand] = results {
         let median_total = |r: &Way| median(r.runs.iter().map(|x| x.total_recovery).collect());
-        writeln!(
-            s,
-            "\nTotal recovery ratio (pgstream drill / by hand): {:.2}.",
-            median_total(ours) / median_total(theirs)
-        )
-        .unwrap();
+        for d in drills {
+            writeln!(
+                s,
+                "\nTotal recovery ratio ({} / by hand): {:.2}.",
+                d.way,
+                median_total(d) / median_total(by_hand)
+            )
+            .unwrap();
+        }
     }
     s
 }
@@ -578,48 +590,45 @@ pub fn run(o: &Options) {
     let prepared = prepare(o, &pg, scratch.path());
     // The recoveries need nothing from the source: stopped, it competes for nothing.
     pg.stop();
-    let mut ours = Way {
-        way: "pgstream drill (restore_command = pgstream wal-fetch)",
-        runs: Vec::new(),
-        not_passed: Vec::new(),
-    };
-    let mut theirs = Way {
-        way: "by hand (pg_basebackup tar + pg_receivewal, cp)",
-        runs: Vec::new(),
-        not_passed: Vec::new(),
-    };
+    let mut ways = [
+        Way {
+            way: "pgstream drill (restore_command = pgstream wal-fetch)",
+            runs: Vec::new(),
+            not_passed: Vec::new(),
+        },
+        Way {
+            way: "pgstream drill --copy-wal",
+            runs: Vec::new(),
+            not_passed: Vec::new(),
+        },
+        Way {
+            way: "by hand (pg_basebackup tar + pg_receivewal, cp)",
+            runs: Vec::new(),
+            not_passed: Vec::new(),
+        },
+    ];
     for run in 0..o.runs {
-        let order = if run % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for is_drill in order {
+        // Each way goes first once in three runs, so caches and neighbours favour none.
+        for k in 0..ways.len() {
+            let i = (run + k) % ways.len();
             // Untimed: whatever else is dirty is written now, not charged to the next run.
             let flushed = Command::new("sync").arg("-f").arg(scratch.path()).status();
             assert!(flushed.is_ok_and(|s| s.success()), "sync -f failed");
-            let r = if is_drill {
-                drill_run(o, &prepared, scratch.path(), &mut ours.not_passed)
-            } else {
-                by_hand_run(o, &prepared, &scratch.path().join(format!("by-hand{run}")))
+            let way = &mut ways[i];
+            let r = match i {
+                0 | 1 => drill_run(o, &prepared, scratch.path(), i == 1, &mut way.not_passed),
+                _ => by_hand_run(o, &prepared, &scratch.path().join(format!("by-hand{run}"))),
             };
             eprintln!(
                 "bench drill: run {run}, {}: total recovery {:.2} s (restore {:.2} s), wall {:.2} s",
-                if is_drill { "drill" } else { "by hand" },
-                r.total_recovery,
-                r.restore,
-                r.wall
+                way.way, r.total_recovery, r.restore, r.wall
             );
-            if is_drill {
-                ours.runs.push(r);
-            } else {
-                theirs.runs.push(r);
-            }
+            way.runs.push(r);
             std::thread::sleep(Duration::from_secs(1));
         }
     }
     let load = format!("{load_before} / {}", load_average());
-    let section = report(o, &prepared, &[ours, theirs], &load);
+    let section = report(o, &prepared, &ways, &load);
     println!("{section}");
     write_section(o.out, &section);
 }
