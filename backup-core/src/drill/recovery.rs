@@ -1,6 +1,6 @@
-//! Waiting for recovery: until replay pauses at an explicit target (then promoting with
-//! `pg_promote()`), or until recovery of all the WAL ends and the server promotes itself; then
-//! a fresh connection proves the promoted server serves.
+//! Waiting for recovery: until replay pauses at an explicit target (then ending recovery, which
+//! promotes), or until recovery of all the WAL ends and the server promotes itself; then a fresh
+//! connection proves the promoted server serves.
 
 use std::time::{Duration, Instant};
 
@@ -88,12 +88,10 @@ pub async fn recover(
         timeline: None,
     };
     if state.in_recovery {
-        // wait => true: pg_promote returns once the server is out of recovery (or its wait
-        // ends, which the loop below covers).
-        if let Err(e) = query_value(conn, "SELECT pg_promote(true, 60)").await {
+        if let Err(e) = query_value(conn, end_recovery_sql(major)).await {
             // A pause that was not the target (PostgreSQL 14+ pauses when the WAL raises a
-            // setting above the copy's) ends in FATAL on promotion: the server's exit and log
-            // say why, the lost connection does not.
+            // setting above the copy's) ends in FATAL on promotion or resume: the server's exit
+            // and log say why, the lost connection does not.
             server_exit_or(server, e, "the server was promoted").await?;
         }
     }
@@ -109,6 +107,20 @@ pub async fn recover(
         target_at,
         promoted_at: Instant::now(),
     })
+}
+
+/// Ends recovery paused at its target. On 14+ the paused startup process sleeps on a condition
+/// variable (1 s timeout) that a promote signal does not wake, so pg_promote() took 1.0-1.4 s;
+/// pg_wal_replay_resume() wakes it, and at a target with action pause recovery then ends and
+/// promotes at once. On 13 the pause is a pg_usleep that the promote signal interrupts, while
+/// resume would wait out the second: pg_promote() (wait => true: it returns once the server is
+/// out of recovery, or its wait ends, which the caller's loop covers).
+fn end_recovery_sql(major: u32) -> &'static str {
+    if major >= 14 {
+        "SELECT pg_wal_replay_resume()"
+    } else {
+        "SELECT pg_promote(true, 60)"
+    }
 }
 
 /// [`poll`], but when the query fails because the server is going down (a FATAL in the
