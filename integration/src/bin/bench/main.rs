@@ -485,7 +485,7 @@ fn report(o: &Options, rows: &[Row], load: &str) -> String {
     .unwrap();
     writeln!(
         s,
-        "| dataset | connected, repository unlocked, BASE_BACKUP sent | checkpoint done | last archive received | archives durable, manifest verified, WAL stored | record durable | exit |"
+        "| dataset | connected, BASE_BACKUP sent | checkpoint done, repository unlocked | last archive received | archives durable, manifest verified, WAL stored | record durable | exit |"
     )
     .unwrap();
     writeln!(s, "|---|---|---|---|---|---|---|").unwrap();
