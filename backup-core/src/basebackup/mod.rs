@@ -14,10 +14,13 @@
 //! when possible and otherwise by the next run.
 
 mod archive;
+mod error;
+mod manifest;
 mod walstream;
 
+pub use error::BaseBackupError;
+
 use std::fs;
-use std::io::Write;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -29,16 +32,15 @@ use pgwire_repl::config::{Config, ReplicationMode};
 use pgwire_repl::{Connection, Lsn, TimelineId};
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::{self, BackupRecord, BackupStatus, Catalog, CatalogError, RECORD_FILE};
+use crate::catalog::{self, BackupRecord, BackupStatus, Catalog, RECORD_FILE};
 use crate::fsutil::{self, FsError, PRIVATE_FILE_MODE};
 use crate::layout;
-use crate::manifest::{ChecksumAlgorithm, Manifest, ManifestError, Mismatch};
 use crate::repo::config::ClusterIdentity;
-use crate::repo::{RepoError, Repository};
-use crate::sink::SinkError;
-use crate::tarwalk::{SeenFile, TarError};
+use crate::repo::Repository;
+use crate::tarwalk::SeenFile;
 use crate::wal::WalSegmentSize;
 use archive::{ArchiveWriter, TablespaceOf};
+use manifest::{store_manifest, verify_manifest};
 use walstream::WalStreamer;
 
 /// A point on the backup's timeline, logged at debug level (`PGSTREAM_LOG=debug` shows where
@@ -94,66 +96,6 @@ pub struct NoProgress;
 impl Progress for NoProgress {
     fn phase(&self, _: Phase) {}
     fn bytes(&self, _: u64) {}
-}
-
-/// Why a base backup failed. In every case no complete backup was recorded.
-#[derive(Debug, thiserror::Error)]
-pub enum BaseBackupError {
-    #[error(transparent)]
-    Client(#[from] pgwire_repl::Error),
-    #[error(transparent)]
-    Repo(#[from] RepoError),
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    #[error(transparent)]
-    Fs(#[from] FsError),
-    #[error("writing {file}: {source}")]
-    Sink {
-        file: String,
-        #[source]
-        source: SinkError,
-    },
-    #[error("archive {archive} is not a valid tar stream: {source}")]
-    Tar {
-        archive: String,
-        #[source]
-        source: TarError,
-    },
-    #[error("decompressing the server-compressed archive {archive}: {source}")]
-    Decompress {
-        archive: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the server's backup manifest is invalid: {0}")]
-    Manifest(#[source] ManifestError),
-    #[error("the backup does not match the server's backup manifest ({count} problem(s)); nothing was marked complete:\n{list}")]
-    Verification { count: usize, list: String },
-    #[error("the source server runs PostgreSQL {major}; pgstream backs up PostgreSQL {MIN_SERVER_MAJOR} and later")]
-    UnsupportedServer { major: u32 },
-    #[error("the two connections reached different clusters (system identifiers {first} and {second}); use a connection string that names one server")]
-    DifferentClusters { first: u64, second: u64 },
-    #[error("the server's timeline changed from {from} to {to} at {at} during the backup (a promotion?); run the backup again")]
-    TimelineChanged {
-        from: TimelineId,
-        to: TimelineId,
-        at: Lsn,
-    },
-    #[error("the WAL stream ended at {at} before the backup's WAL was complete (the server shut down or the connection was lost)")]
-    WalStreamEnded { at: Lsn },
-    #[error("WAL file {segment} is already in the repository with different contents; the repository may hold another cluster's WAL")]
-    WalConflict { segment: String },
-    #[error(transparent)]
-    Archive(#[from] crate::wal::archive::WalArchiveError),
-    #[error("the server sent no backup manifest")]
-    NoManifest,
-    #[error("stopped before the backup finished; nothing was marked complete")]
-    Cancelled,
-    /// The caller could not open the repository ([`run_opening`]); it reports why.
-    #[error("the repository could not be opened")]
-    RepositoryNotOpened,
-    #[error("internal error: {0}")]
-    Internal(String),
 }
 
 /// Both replication connections of a backup, checked to reach the same cluster, with the
@@ -632,70 +574,4 @@ async fn take(
         checksum: None,
         mac: None,
     })
-}
-
-/// Checks every member seen in the archives against the manifest; returns how many files the
-/// manifest covers.
-fn verify_manifest(
-    bytes: &[u8],
-    seen: &[SeenFile],
-    start: Lsn,
-    end: Lsn,
-) -> Result<u64, BaseBackupError> {
-    let manifest = Manifest::parse(bytes).map_err(BaseBackupError::Manifest)?;
-    manifest
-        .require_checksum_algorithm(Some(ChecksumAlgorithm::Crc32c))
-        .map_err(BaseBackupError::Manifest)?;
-    let mut problems: Vec<Mismatch> = manifest.verify_files(seen);
-    let mut extra = Vec::new();
-    if manifest.start_lsn() != Some(start) || manifest.end_lsn() != Some(end) {
-        extra.push(format!(
-            "the manifest's WAL range {:?}..{:?} is not the backup's {start}..{end}",
-            manifest.start_lsn(),
-            manifest.end_lsn()
-        ));
-    }
-    if problems.is_empty() && extra.is_empty() {
-        return Ok(manifest.files().len() as u64);
-    }
-    let count = problems.len() + extra.len();
-    problems.truncate(MISMATCHES_SHOWN);
-    let mut list: Vec<String> = extra;
-    list.extend(problems.iter().map(|m| format!("  {m}")));
-    if count > list.len() {
-        list.push(format!("  ... and {} more", count - list.len()));
-    }
-    Err(BaseBackupError::Verification {
-        count,
-        list: list.join("\n"),
-    })
-}
-
-async fn store_manifest(
-    repo: &Arc<Repository>,
-    id: &str,
-    file: &str,
-    bytes: Vec<u8>,
-) -> Result<u64, BaseBackupError> {
-    let repo = Arc::clone(repo);
-    let identity = layout::backup_file(id, file);
-    let path = layout::in_progress_file(id, file);
-    tokio::task::spawn_blocking(move || {
-        let path = repo.resolve(&path)?;
-        let sink_err = |source| BaseBackupError::Sink {
-            file: identity.clone(),
-            source,
-        };
-        let mut sink =
-            crate::sink::FileSink::create(&path, &identity, repo.codec()).map_err(sink_err)?;
-        sink.write_all(&bytes).map_err(|e| {
-            sink_err(SinkError::Write {
-                path: path.clone(),
-                source: e,
-            })
-        })?;
-        Ok(sink.finish().map_err(sink_err)?.stored_bytes)
-    })
-    .await
-    .map_err(|e| BaseBackupError::Internal(e.to_string()))?
 }
