@@ -276,6 +276,17 @@ pub struct WalFetchArgs {
     /// Where to write it: restore_command's %p.
     #[arg(value_name = "DEST")]
     pub dest: PathBuf,
+
+    /// Prefetch spool: after serving a complete segment from the repository, also write the
+    /// next --prefetch complete segments of its timeline here (one key derivation for all),
+    /// and serve later requests from here without opening the repository. A directory for
+    /// pgstream alone (created if missing); without it nothing is prefetched.
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+
+    /// How many segments the spool holds ahead of the one requested (0 disables the spool).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub prefetch: u32,
 }
 
 #[derive(Args, Debug)]

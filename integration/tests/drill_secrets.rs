@@ -12,7 +12,8 @@ use support::setup::Setup;
 use support::{newest_major, ok, os_user, s};
 
 #[test]
-fn drill_removes_the_passphrase_file_before_the_checks_run_on_the_promoted_copy() {
+fn drill_removes_the_passphrase_file_and_the_wal_spool_before_the_checks_run_on_the_promoted_copy()
+{
     let major = newest_major();
     let setup = Setup::new("drill secrets passphrase");
     let pg = setup.archiving_cluster(major).start();
@@ -29,6 +30,9 @@ fn drill_removes_the_passphrase_file_before_the_checks_run_on_the_promoted_copy(
         "DO $$ BEGIN \
            IF EXISTS (SELECT 1 FROM pg_ls_dir('..') AS f WHERE f = 'wal-fetch.passphrase') THEN \
              RAISE EXCEPTION 'the passphrase file is still in the scratch directory'; \
+           END IF; \
+           IF EXISTS (SELECT 1 FROM pg_ls_dir('..') AS f WHERE f = 'wal-spool') THEN \
+             RAISE EXCEPTION 'wal-fetch''s spool is still in the scratch directory'; \
            END IF; \
            IF NOT EXISTS (SELECT 1 FROM pg_ls_dir('..') AS f WHERE f = 'pg_hba.drill.conf') THEN \
              RAISE EXCEPTION 'pg_ls_dir(''..'') is not the scratch directory'; \

@@ -37,6 +37,8 @@ use report::{BackupUsed, CheckResult, CheckStatus, DrillReport, Reached, Timings
 
 /// The passphrase file restore_command's wal-fetch reads, in the scratch directory.
 const PASSPHRASE_FILE: &str = "wal-fetch.passphrase";
+/// wal-fetch's prefetch spool, in the scratch directory (removed once recovery is over).
+const SPOOL_DIR: &str = "wal-spool";
 /// Lines of server log quoted in a failed drill's report.
 const LOG_TAIL_LINES: usize = 40;
 
@@ -110,6 +112,7 @@ pub async fn run(
             copy_wal: plan.copy_wal,
             passphrase_file: None,
             program: plan.program.clone(),
+            spool_dir: None,
         }),
     };
     let record = pitr::chosen_backup(&repo, &pitr_plan)?;
@@ -245,6 +248,9 @@ impl Drill<'_> {
                 r.passphrase_file = Some(file);
             }
         }
+        if let Some(r) = pitr_plan.recovery.as_mut() {
+            r.spool_dir = Some(self.scratch.join(SPOOL_DIR));
+        }
         let restore_started = Instant::now();
         let restored = tokio::task::spawn_blocking(move || pitr::run(&repo, &pitr_plan))
             .await
@@ -324,6 +330,7 @@ impl Drill<'_> {
         // runs on the promoted copy as a superuser (the checks, the SQL file, and whatever the
         // backed-up database itself runs, such as login event triggers).
         remove_passphrase_file(&self.scratch)?;
+        fsutil::remove_dir_all_durably(&self.scratch.join(SPOOL_DIR))?;
         report.reached = recovered.reached;
         report.timings.wal_replay_seconds =
             Some((recovered.target_at - server_started).as_secs_f64());
@@ -472,6 +479,8 @@ fn remove_passphrase_file(scratch: &Path) -> Result<(), fsutil::FsError> {
 /// Removes the passphrase file always, and the scratch directory unless `keep`.
 fn cleanup(scratch: &Path, keep: bool) -> Result<(), String> {
     remove_passphrase_file(scratch).map_err(|e| format!("removing the passphrase file: {e}"))?;
+    fsutil::remove_dir_all_durably(&scratch.join(SPOOL_DIR))
+        .map_err(|e| format!("removing wal-fetch's spool: {e}"))?;
     if !keep {
         fsutil::remove_dir_all_durably(scratch)
             .map_err(|e| format!("removing the scratch directory: {e}"))?;

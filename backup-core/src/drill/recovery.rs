@@ -13,6 +13,8 @@ use crate::localpg::{LocalPgError, LocalServer};
 
 /// Poll interval while waiting for recovery.
 const POLL: Duration = Duration::from_millis(100);
+/// What a server exit after the end of recovery was asked for came before.
+const PROMOTED: &str = "the server was promoted";
 
 /// When recovery reached its target and when the server was promoted.
 #[derive(Debug)]
@@ -76,7 +78,7 @@ pub async fn recover(
             cancel,
             "reach the recovery target",
         )?;
-        let state = poll_or_exit(server, conn, major).await?;
+        let state = poll_or_exit(server, conn, major, "recovery reached the target").await?;
         if !state.in_recovery || (explicit_target && state.paused) {
             break (state, Instant::now());
         }
@@ -92,12 +94,18 @@ pub async fn recover(
             // A pause that was not the target (PostgreSQL 14+ pauses when the WAL raises a
             // setting above the copy's) ends in FATAL on promotion or resume: the server's exit
             // and log say why, the lost connection does not.
-            server_exit_or(server, e, "the server was promoted").await?;
+            server_exit_or(server, e, PROMOTED).await?;
         }
     }
     loop {
+        // pg_wal_replay_resume() returns at once: a FATAL at the end of recovery (a pause for a
+        // raised setting) shows here, and is reported as it was when pg_promote() failed.
+        server.check_running(PROMOTED)?;
         wait_step(server, deadline, timeout, cancel, "finish promotion")?;
-        if !poll_or_exit(server, conn, major).await?.in_recovery {
+        if !poll_or_exit(server, conn, major, PROMOTED)
+            .await?
+            .in_recovery
+        {
             break;
         }
         tokio::time::sleep(POLL).await;
@@ -130,10 +138,11 @@ async fn poll_or_exit(
     server: &mut LocalServer,
     conn: &mut Connection,
     major: u32,
+    what: &str,
 ) -> Result<State, LocalPgError> {
     match poll(conn, major).await {
         Ok(state) => Ok(state),
-        Err(e) => server_exit_or(server, e, "recovery reached the target").await,
+        Err(e) => server_exit_or(server, e, what).await,
     }
 }
 

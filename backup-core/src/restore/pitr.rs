@@ -266,7 +266,16 @@ pub struct Recovery {
     pub passphrase_file: Option<PathBuf>,
     /// The pgstream executable restore_command runs (absolute).
     pub program: PathBuf,
+    /// wal-fetch's prefetch spool (`--spool-dir`); `None`: [`DEFAULT_SPOOL_DIR`] in the data
+    /// directory.
+    pub spool_dir: Option<PathBuf>,
 }
+
+/// The prefetch spool restore_command uses unless told otherwise, relative to the data
+/// directory (restore_command runs there): under `pg_wal/`, whose contents base backups leave
+/// out and whose non-WAL names the server ignores, and on pg_wal's file system, so serving a
+/// spooled segment is a rename. It holds at most 8 segments, and is left after recovery.
+pub const DEFAULT_SPOOL_DIR: &str = "pg_wal/pgstream-spool";
 
 /// A restore, with or without recovery settings.
 #[derive(Debug, Clone)]
@@ -775,6 +784,14 @@ fn restore_command(repo: &Repository, r: &Recovery) -> String {
             shell_quote(&p.to_string_lossy())
         ));
     }
+    let spool = r
+        .spool_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL_DIR));
+    cmd.push_str(&format!(
+        " --spool-dir {}",
+        shell_quote(&spool.to_string_lossy())
+    ));
     cmd.push_str(" %f %p");
     cmd
 }
@@ -993,6 +1010,7 @@ mod tests {
             copy_wal: true,
             passphrase_file: None,
             program: PathBuf::from("/bin/pgstream"),
+            spool_dir: None,
         };
         write_settings(dir.path(), &record, &r, "false").unwrap();
         std::fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap()

@@ -195,6 +195,7 @@ fn recovery_options(args: &RestoreArgs) -> anyhow::Result<Option<Recovery>> {
         copy_wal: args.copy_wal,
         passphrase_file,
         program,
+        spool_dir: None,
     }))
 }
 

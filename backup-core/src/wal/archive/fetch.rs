@@ -88,7 +88,7 @@ impl WalArchive<'_> {
 
     /// Decrypts `stored` into `dest`; checks its length against `expected`, and pads it with
     /// zeros to `pad_to`. Returns the number of bytes the stored file held.
-    fn copy_out(
+    pub(super) fn copy_out(
         &self,
         stored: &str,
         dest: &Path,

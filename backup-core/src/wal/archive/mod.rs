@@ -16,6 +16,9 @@ mod error;
 mod fetch;
 mod list;
 mod name;
+mod spool;
+#[cfg(test)]
+mod spool_tests;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -29,6 +32,7 @@ pub use check::segment_cluster;
 pub use error::WalArchiveError;
 pub(crate) use fetch::longest_backup_partial;
 pub use name::ArchiveFileName;
+pub use spool::{Prefetched, Spool};
 
 const BUFFER: usize = 64 * 1024;
 /// History and backup history files are a few lines; anything this large is not one.

@@ -11,7 +11,7 @@ use crate::test_support::{cluster, test_repo, SYSID};
 
 const MIB: u32 = 1 << 20;
 
-fn repo(dir: &Path, bound: bool) -> Repository {
+pub(super) fn repo(dir: &Path, bound: bool) -> Repository {
     test_repo(
         dir,
         Encryption::Aead(Aead::Aes256Gcm),
@@ -20,7 +20,7 @@ fn repo(dir: &Path, bound: bool) -> Repository {
 }
 
 /// A 1 MiB segment with `valid` page headers (the rest zero), like the server's files.
-fn segment(sysid: u64, tli: u32, segno: u64, valid: usize) -> Vec<u8> {
+pub(super) fn segment(sysid: u64, tli: u32, segno: u64, valid: usize) -> Vec<u8> {
     let mut out = vec![0u8; MIB as usize];
     for (k, page) in out.chunks_mut(8192).take(valid).enumerate() {
         page[0..2].copy_from_slice(&0xD113u16.to_le_bytes());
@@ -39,11 +39,11 @@ fn segment(sysid: u64, tli: u32, segno: u64, valid: usize) -> Vec<u8> {
     out
 }
 
-fn name(s: &str) -> WalFileName {
+pub(super) fn name(s: &str) -> WalFileName {
     WalFileName::parse(s, WalSegmentSize::new(MIB.into()).unwrap()).unwrap()
 }
 
-fn seg_name(tli: u32, segno: u64) -> String {
+pub(super) fn seg_name(tli: u32, segno: u64) -> String {
     SegmentName::new(
         TimelineId(tli),
         segno,
