@@ -3,7 +3,10 @@
 //! Segments are read the way wal-fetch serves them, newest first, and the scan stops at the
 //! first segment holding one, so usually only the window's last segment is read.
 
+use std::collections::HashMap;
 use std::io::Read;
+
+use pgwire_repl::Lsn;
 
 use super::pitr::PitrError;
 use super::window::Window;
@@ -24,7 +27,7 @@ pub fn last_commit(repo: &Repository, window: &Window) -> Result<Option<XactReco
     }
     let seg_size = window.missing.seg_size;
     let first = seg_size.segno_of(window.start);
-    let last = seg_size.segno_of(pgwire_repl::Lsn(window.end.0 - 1));
+    let last = seg_size.segno_of(Lsn(window.end.0 - 1));
     for segno in (first..=last).rev() {
         let timeline = window.history.timeline_for_segment(segno, seg_size);
         let segment = SegmentName::new(timeline, segno, seg_size);
@@ -50,6 +53,40 @@ pub fn last_commit(repo: &Repository, window: &Window) -> Result<Option<XactReco
         }
     }
     Ok(None)
+}
+
+/// [`last_commit`] over many windows without reading the same WAL again: windows of different
+/// backups on one timeline path usually end at the same place (the end of the archive), and the
+/// last commit of the window with the earliest start answers for every later start too.
+#[derive(Default)]
+pub struct LastCommits {
+    /// (target timeline, window end) -> (the start scanned from, the last commit after it).
+    scanned: HashMap<(u32, Lsn), (Lsn, Option<XactRecord>)>,
+}
+
+impl LastCommits {
+    /// The same answer as [`last_commit`]`(repo, window)`.
+    pub fn get(
+        &mut self,
+        repo: &Repository,
+        window: &Window,
+    ) -> Result<Option<XactRecord>, PitrError> {
+        let key = (window.history.timeline().0, window.end);
+        if let Some(&(from, found)) = self.scanned.get(&key) {
+            if let Some(answer) = reuse(from, found, window.start) {
+                return Ok(answer);
+            }
+        }
+        let found = last_commit(repo, window)?;
+        self.scanned.insert(key, (window.start, found));
+        Ok(found)
+    }
+}
+
+/// The last commit in `[start, end)` from the last one in `[from, end)`, when `from <= start`:
+/// that one if it lies at or after `start`, otherwise none (the range holds no later one).
+fn reuse(from: Lsn, found: Option<XactRecord>, start: Lsn) -> Option<Option<XactRecord>> {
+    (from <= start).then(|| found.filter(|x| x.lsn >= start))
 }
 
 /// Pushes `served` into `scanner` a chunk at a time while `more` says so, to its end at most.
@@ -99,5 +136,32 @@ fn served(repo: &Repository, segment: &SegmentName) -> Result<Option<Served>, Pi
             Ok(Some((stored, Box::new(reader))))
         }
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::commits::XactEnd;
+
+    fn commit_at(lsn: u64) -> XactRecord {
+        XactRecord {
+            lsn: Lsn(lsn),
+            kind: XactEnd::Commit,
+            time: 1,
+        }
+    }
+
+    #[test]
+    fn a_window_starting_later_reuses_the_scan_of_one_starting_earlier() {
+        let c = Some(commit_at(0x500));
+        // Later start, commit after it: the same commit.
+        assert_eq!(reuse(Lsn(0x100), c, Lsn(0x300)), Some(c));
+        assert_eq!(reuse(Lsn(0x100), c, Lsn(0x500)), Some(c));
+        // Later start, commit before it: that range holds none.
+        assert_eq!(reuse(Lsn(0x100), c, Lsn(0x600)), Some(None));
+        assert_eq!(reuse(Lsn(0x100), None, Lsn(0x600)), Some(None));
+        // An earlier start than the scan's: scan again.
+        assert_eq!(reuse(Lsn(0x300), c, Lsn(0x100)), None);
     }
 }

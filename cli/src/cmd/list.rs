@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use backup_core::catalog::{BackupRecord, Catalog};
 use backup_core::coverage::{self, CoverageError, WalCoverage};
 use backup_core::expire::{read_pin, PinError};
-use backup_core::restore::last_commit::last_commit;
+use backup_core::restore::last_commit::LastCommits;
 use backup_core::restore::pitr::TargetTime;
 use backup_core::restore::window::Window;
 use backup_core::wal::commits::XactRecord;
@@ -66,12 +66,13 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listing backups in {}", dir.display()))?;
     let wal = coverage::wal_coverage(dir, repo.as_ref()).map_err(cli_error)?;
     let mut backups = Vec::new();
+    let mut last_commits = LastCommits::default();
     for record in records {
         let windows = match &repo {
             Some(r) => {
                 let mut ws = Vec::new();
                 for w in coverage::backup_windows(r, &record, &wal).map_err(cli_error)? {
-                    let last = last_commit(r, &w).map_err(super::restore::cli_error)?;
+                    let last = last_commits.get(r, &w).map_err(super::restore::cli_error)?;
                     ws.push((w, last));
                 }
                 Some(ws)
