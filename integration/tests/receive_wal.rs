@@ -95,6 +95,32 @@ fn assert_no_plaintext(repo: &Path, ctx: &str) {
     }
 }
 
+/// Writes WAL over three segment switches and waits (60 s) until `r` has archived the segment
+/// before the one now being written. Returns the segment being written.
+fn write_wal_and_wait_archived(
+    pg: &Cluster,
+    repo_dir: &Path,
+    size: WalSegmentSize,
+    r: &Receiver,
+    what: &str,
+) -> SegmentName {
+    write_wal(pg, 3);
+    let target = current_segment(pg, size);
+    wait_for(
+        what,
+        60,
+        || {
+            archived(
+                &open_repo(repo_dir),
+                &SegmentName::new(target.timeline, target.segno - 1, size),
+            )
+            .is_some()
+        },
+        || r.log(),
+    );
+    target
+}
+
 fn write_wal(pg: &Cluster, switches: usize) {
     pg.psql(&format!(
         "CREATE TABLE IF NOT EXISTS t (id serial, note text);
@@ -144,19 +170,12 @@ fn segments_equal_pg_receivewal_and_restarts_resume_without_gap() {
             },
             || r.log(),
         );
-        write_wal(&pg, 3);
-        let target = current_segment(&pg, size);
-        wait_for(
+        write_wal_and_wait_archived(
+            &pg,
+            &repo_dir,
+            size,
+            &r,
             "the switched segments are archived",
-            60,
-            || {
-                archived(
-                    &open_repo(&repo_dir),
-                    &SegmentName::new(target.timeline, target.segno - 1, size),
-                )
-                .is_some()
-            },
-            || r.log(),
         );
         let log = r.log();
         assert_eq!(r.stop_with("TERM"), 0, "{ctx}: SIGTERM exit code");
@@ -169,19 +188,12 @@ fn segments_equal_pg_receivewal_and_restarts_resume_without_gap() {
             &["--slot", "pgstream_eq"],
             scratch.path().join("log2"),
         );
-        write_wal(&pg, 3);
-        let target = current_segment(&pg, size);
-        wait_for(
+        let target = write_wal_and_wait_archived(
+            &pg,
+            &repo_dir,
+            size,
+            &r,
             "the second run archives its segments",
-            60,
-            || {
-                archived(
-                    &open_repo(&repo_dir),
-                    &SegmentName::new(target.timeline, target.segno - 1, size),
-                )
-                .is_some()
-            },
-            || r.log(),
         );
         let log2 = r.log();
         assert_eq!(r.stop_with("INT"), 0, "{ctx}: SIGINT exit code");
