@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use backup_core::receive::start::ArchiveState;
-use backup_core::wal::SegmentName;
+use backup_core::wal::{SegmentName, WalSegmentSize};
 use backup_core::Repository;
 use integration::{cluster, scratch_dir, test_majors, Cluster};
 use pgwire_repl::{Lsn, TimelineId};
@@ -98,19 +98,47 @@ fn assert_archive_equals_server(
     segs
 }
 
+/// The version-independent tests' setup: a cluster of the newest major under test, keeping
+/// 512MB of WAL so the archive can be compared with pg_wal, and an initialised repository.
+/// Fields in drop order: the scratch directory goes before the server, as the locals did.
+struct Newest {
+    scratch: tempfile::TempDir,
+    pg: Cluster,
+    size: WalSegmentSize,
+    repo_dir: PathBuf,
+    /// "PostgreSQL <major>" followed by the test's `what`.
+    ctx: String,
+}
+
+fn newest_with_repo(what: &str) -> Newest {
+    let major = newest_major();
+    let pg = cluster(major).setting("wal_keep_size", "512MB").start();
+    let size = seg_size(&pg);
+    let scratch = scratch_dir();
+    let repo_dir = scratch.path().join("repo");
+    init_repo(&repo_dir);
+    Newest {
+        scratch,
+        pg,
+        size,
+        repo_dir,
+        ctx: format!("PostgreSQL {major}{what}"),
+    }
+}
+
 fn count(log: &str, needle: &str) -> usize {
     log.matches(needle).count()
 }
 
 #[test]
 fn server_restart_and_stop_start_resume_without_gap() {
-    let major = newest_major();
-    let ctx = format!("PostgreSQL {major}");
-    let pg = cluster(major).setting("wal_keep_size", "512MB").start();
-    let size = seg_size(&pg);
-    let scratch = scratch_dir();
-    let repo_dir = scratch.path().join("repo");
-    init_repo(&repo_dir);
+    let Newest {
+        scratch,
+        pg,
+        size,
+        repo_dir,
+        ctx,
+    } = newest_with_repo("");
     let slot = "restarts";
     let first = current_segment(&pg, 1, size);
     let r = start_receiver(
@@ -160,13 +188,13 @@ fn server_restart_and_stop_start_resume_without_gap() {
 
 #[test]
 fn connection_cut_mid_segment_resumes_the_partial() {
-    let major = newest_major();
-    let ctx = format!("PostgreSQL {major} connection cut");
-    let pg = cluster(major).setting("wal_keep_size", "512MB").start();
-    let size = seg_size(&pg);
-    let scratch = scratch_dir();
-    let repo_dir = scratch.path().join("repo");
-    init_repo(&repo_dir);
+    let Newest {
+        scratch,
+        pg,
+        size,
+        repo_dir,
+        ctx,
+    } = newest_with_repo(" connection cut");
     let proxy = Proxy::start(pg.port());
     let via_proxy = format!(
         "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=disable",
@@ -227,14 +255,14 @@ fn connection_cut_mid_segment_resumes_the_partial() {
 
 #[test]
 fn first_connection_is_retried_unless_no_reconnect() {
-    let major = newest_major();
-    let ctx = format!("PostgreSQL {major} not up yet");
-    let pg = cluster(major).setting("wal_keep_size", "512MB").start();
-    let size = seg_size(&pg);
+    let Newest {
+        scratch,
+        pg,
+        size,
+        repo_dir,
+        ctx,
+    } = newest_with_repo(" not up yet");
     pg.stop();
-    let scratch = scratch_dir();
-    let repo_dir = scratch.path().join("repo");
-    init_repo(&repo_dir);
     let source = pg.conninfo("postgres");
 
     // --no-reconnect: exit 3 (the server could not be reached) at once.
