@@ -20,6 +20,7 @@ pub mod expire;
 pub mod file_error;
 pub mod fsutil;
 pub mod health;
+mod ioutil;
 pub mod layout;
 pub mod localpg;
 pub mod manifest;

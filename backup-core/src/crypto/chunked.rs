@@ -6,6 +6,7 @@
 
 use super::{hkdf_sha256, random_bytes, sha256, Aead, DataKey, NONCE_LEN, TAG_LEN};
 use crate::file_error::FileError;
+use crate::ioutil::read_full;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -149,20 +150,6 @@ fn io_err(path: &Path, source: io::Error) -> FileError {
         path: path.into(),
         source,
     }
-}
-
-/// Reads until `buf` is full or EOF; returns the count.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Per-file key: HKDF-SHA256(data key, salt, "pgstream-file-key" ‖ SHA-256(identity)).

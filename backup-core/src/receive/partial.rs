@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use crate::crypto::{hkdf_sha256, random_bytes, sha256, Aead, DataKey, NONCE_LEN, TAG_LEN};
 use crate::fsutil::{FsError, PresizedFile};
+use crate::ioutil::read_full;
 use crate::sink::FileCodec;
 use crate::wal::{SegmentName, WalSegmentSize};
 use pgwire_repl::TimelineId;
@@ -434,19 +435,6 @@ impl Read for PartialReader {
         self.buf_pos += n;
         Ok(n)
     }
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Appends WAL to a partial file. Not durable until [`Self::sync`].
