@@ -25,6 +25,7 @@ pub mod layout;
 pub mod localpg;
 pub mod manifest;
 pub mod receive;
+mod replication;
 pub mod repo;
 pub mod restore;
 pub mod sink;

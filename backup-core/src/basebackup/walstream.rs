@@ -264,16 +264,7 @@ async fn stream(
     let _ = wtx.send(WalMsg::Finish);
     drop(wtx);
     // Stop streaming politely; the temporary slot goes with the connection.
-    if stream.stop().await.is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while let Ok(Some(ev)) = stream.next().await {
-                if matches!(ev, ReplicationEvent::Stopped) {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
+    crate::replication::stop_politely(&mut stream).await;
     drop(stream);
     conn.close().await;
     let mut outcome = writer

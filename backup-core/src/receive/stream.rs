@@ -2,7 +2,6 @@
 //! stopping politely when cancelled.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use pgwire_repl::replication::{ReplicationEvent, ReplicationStream};
@@ -171,16 +170,7 @@ impl Receiver {
             st.flushed(),
             st.timeline.0
         );
-        if stream.stop().await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
-                while let Ok(Some(ev)) = stream.next().await {
-                    if matches!(ev, ReplicationEvent::Stopped) {
-                        break;
-                    }
-                }
-            })
-            .await;
-        }
+        crate::replication::stop_politely(stream).await;
         Ok(())
     }
 }
