@@ -29,25 +29,14 @@ use std::path::{Path, PathBuf};
 use backup_core::receive::start::ArchiveState;
 use backup_core::wal::{SegmentName, TimelineHistory, WalSegmentSize};
 use backup_core::Repository;
-use integration::{scratch_dir, test_majors, Cluster};
+use integration::{scratch_dir, Cluster};
 use pgwire_repl::{Lsn, TimelineId};
 use support::receiver::{wait_caught_up, wait_for, Receiver};
 use support::standby::{wait_for_replay, Pair};
 use support::wal::{archived, current_segment, partial, slot_flush, write_wal};
+use support::{newest_major, oldest_and_newest_majors};
 
 const PASSPHRASE: &str = "receive-wal timelines test passphrase";
-
-/// The oldest and the newest of the majors under test.
-fn edge_majors() -> Vec<u32> {
-    let mut majors = test_majors();
-    majors.sort_unstable();
-    let (oldest, newest) = (majors[0], majors[majors.len() - 1]);
-    if oldest == newest {
-        vec![newest]
-    } else {
-        vec![oldest, newest]
-    }
-}
 
 fn pgstream(args: &[&str]) -> support::Run {
     support::pgstream(args, Some(PASSPHRASE))
@@ -69,6 +58,42 @@ fn start_receiver(repo: &Path, conninfo: &str, extra: &[&str], log: PathBuf) -> 
 /// the segments compared at the end.
 fn primary_with_standby(major: u32) -> Pair {
     support::standby::primary_with_standby(major, "512MB")
+}
+
+/// A scratch directory with an initialised repository in it.
+fn scratch_with_repo() -> (tempfile::TempDir, PathBuf) {
+    let scratch = scratch_dir();
+    let repo_dir = scratch.path().join("repo");
+    init_repo(&repo_dir);
+    (scratch, repo_dir)
+}
+
+/// Both servers of `pair` in one conninfo: receive-wal connects to whichever is the primary.
+fn failover_conninfo(pair: &Pair) -> String {
+    format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname=postgres \
+         sslmode=disable target_session_attrs=primary",
+        pair.primary.port(),
+        pair.standby.port()
+    )
+}
+
+/// Writes `rows` rows and `switches` segment switches on `server` (on timeline `tli`), then
+/// waits until `r` has archived the segment before the one being written, which it returns.
+fn write_wal_and_wait_archived(
+    server: &Cluster,
+    tli: u32,
+    rows: u32,
+    switches: usize,
+    repo_dir: &Path,
+    r: &Receiver,
+) -> SegmentName {
+    write_wal(server, rows, switches);
+    let size = WalSegmentSize::DEFAULT;
+    let cur = current_segment(server, tli, size);
+    let seg = SegmentName::new(TimelineId(tli), cur.segno - 1, size);
+    wait_archived(repo_dir, seg, r);
+    seg
 }
 
 fn wait_archived(repo_dir: &Path, seg: SegmentName, r: &Receiver) {
@@ -168,14 +193,12 @@ fn assert_old_partial_kept(repo_dir: &Path, fork: Lsn, old: &Cluster, ctx: &str)
 
 #[test]
 fn promoted_standby_is_followed_to_timeline_2() {
-    for major in edge_majors() {
+    for major in oldest_and_newest_majors() {
         let ctx = format!("PostgreSQL {major} promotion");
         let pair = primary_with_standby(major);
         let (primary, standby) = (&pair.primary, &pair.standby);
         let size = WalSegmentSize::DEFAULT;
-        let scratch = scratch_dir();
-        let repo_dir = scratch.path().join("repo");
-        init_repo(&repo_dir);
+        let (scratch, repo_dir) = scratch_with_repo();
         let source = format!("{} target_session_attrs=any", standby.conninfo("postgres"));
         let r = start_receiver(
             &repo_dir,
@@ -184,23 +207,14 @@ fn promoted_standby_is_followed_to_timeline_2() {
             scratch.path().join("log"),
         );
         r.wait_streaming();
-        write_wal(primary, 2000, 2);
-        let cur = current_segment(primary, 1, size);
+        write_wal_and_wait_archived(primary, 1, 2000, 2, &repo_dir, &r);
         wait_for_replay(primary, standby);
-        wait_archived(
-            &repo_dir,
-            SegmentName::new(TimelineId(1), cur.segno - 1, size),
-            &r,
-        );
         // The fork point lands inside a segment.
         write_wal(primary, 3000, 0);
         wait_for_replay(primary, standby);
 
         standby.promote();
-        write_wal(standby, 2000, 2);
-        let last = current_segment(standby, 2, size);
-        let last = SegmentName::new(TimelineId(2), last.segno - 1, size);
-        wait_archived(&repo_dir, last, &r);
+        let last = write_wal_and_wait_archived(standby, 2, 2000, 2, &repo_dir, &r);
         let log = r.log();
         assert_eq!(r.terminate(), 0, "{ctx}: SIGTERM");
         assert!(
@@ -223,21 +237,13 @@ fn promoted_standby_is_followed_to_timeline_2() {
 
 #[test]
 fn failover_with_a_multi_host_conninfo_follows_the_new_primary() {
-    for major in edge_majors() {
+    for major in oldest_and_newest_majors() {
         let ctx = format!("PostgreSQL {major} failover");
         let pair = primary_with_standby(major);
         let (primary, standby) = (&pair.primary, &pair.standby);
-        let size = WalSegmentSize::DEFAULT;
-        let scratch = scratch_dir();
-        let repo_dir = scratch.path().join("repo");
-        init_repo(&repo_dir);
+        let (scratch, repo_dir) = scratch_with_repo();
         let slot = "archiver";
-        let source = format!(
-            "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname=postgres \
-             sslmode=disable target_session_attrs=primary",
-            primary.port(),
-            standby.port()
-        );
+        let source = failover_conninfo(&pair);
         let r = start_receiver(
             &repo_dir,
             &source,
@@ -245,13 +251,7 @@ fn failover_with_a_multi_host_conninfo_follows_the_new_primary() {
             scratch.path().join("log"),
         );
         r.wait_streaming();
-        write_wal(primary, 2000, 2);
-        let cur = current_segment(primary, 1, size);
-        wait_archived(
-            &repo_dir,
-            SegmentName::new(TimelineId(1), cur.segno - 1, size),
-            &r,
-        );
+        write_wal_and_wait_archived(primary, 1, 2000, 2, &repo_dir, &r);
         write_wal(primary, 3000, 0);
         wait_for_replay(primary, standby);
         wait_caught_up(primary, slot, &r);
@@ -263,10 +263,7 @@ fn failover_with_a_multi_host_conninfo_follows_the_new_primary() {
 
         primary.stop_immediate();
         standby.promote();
-        write_wal(standby, 2000, 2);
-        let last = current_segment(standby, 2, size);
-        let last = SegmentName::new(TimelineId(2), last.segno - 1, size);
-        wait_archived(&repo_dir, last, &r);
+        let last = write_wal_and_wait_archived(standby, 2, 2000, 2, &repo_dir, &r);
         let log = r.log();
         assert_eq!(r.terminate(), 0, "{ctx}: SIGTERM");
         assert!(
@@ -286,21 +283,13 @@ fn failover_with_a_multi_host_conninfo_follows_the_new_primary() {
 
 #[test]
 fn failover_after_wal_the_standby_never_got_continues_at_the_fork() {
-    let major = *test_majors().last().unwrap();
+    let major = newest_major();
     let ctx = format!("PostgreSQL {major} failover, receive-wal ahead of the standby");
     let pair = primary_with_standby(major);
     let (primary, standby) = (&pair.primary, &pair.standby);
-    let size = WalSegmentSize::DEFAULT;
-    let scratch = scratch_dir();
-    let repo_dir = scratch.path().join("repo");
-    init_repo(&repo_dir);
+    let (scratch, repo_dir) = scratch_with_repo();
     let slot = "archiver";
-    let source = format!(
-        "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname=postgres \
-         sslmode=disable target_session_attrs=primary",
-        primary.port(),
-        standby.port()
-    );
+    let source = failover_conninfo(&pair);
     let r = start_receiver(
         &repo_dir,
         &source,
@@ -326,10 +315,7 @@ fn failover_after_wal_the_standby_never_got_continues_at_the_fork() {
 
     primary.stop_immediate();
     standby.promote();
-    write_wal(standby, 2000, 3);
-    let last = current_segment(standby, 2, size);
-    let last = SegmentName::new(TimelineId(2), last.segno - 1, size);
-    wait_archived(&repo_dir, last, &r);
+    let last = write_wal_and_wait_archived(standby, 2, 2000, 3, &repo_dir, &r);
     let log = r.log();
     assert_eq!(r.terminate(), 0, "{ctx}: SIGTERM");
 
