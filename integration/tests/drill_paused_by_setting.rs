@@ -6,12 +6,11 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use support::archiving::switch_and_archive;
 use support::setup::Setup;
-use support::{newest_major, ok, os_user, s};
+use support::{newest_major, ok};
 
 #[test]
 fn drill_reports_the_servers_exit_when_a_pause_for_a_raised_setting_cannot_be_promoted() {
@@ -31,30 +30,13 @@ fn drill_reports_the_servers_exit_when_a_pause_for_a_raised_setting_cannot_be_pr
     switch_and_archive(&pg);
 
     let parent = setup.dir("drills");
-    let mut cmd = Command::new(&setup.bin);
-    cmd.args([
-        "drill",
-        "--repo",
-        s(&setup.repo),
-        "--passphrase-file",
-        s(&setup.pass),
-        "--scratch",
-        s(&parent),
-        "--target-time",
-        &target,
-        "--timeout",
-        "5m",
-    ]);
-    if let Some(user) = os_user() {
-        cmd.args(["--os-user", &user]);
-    }
-    let out = cmd.output().expect("running pgstream drill");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let ctx = format!(
-        "PostgreSQL {major}: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let drill = setup.drill(
+        major,
+        &parent,
+        &["--target-time", &target, "--timeout", "5m"],
     );
-    assert_eq!(out.status.code(), Some(11), "{ctx}");
+    let (stdout, ctx) = (drill.stdout, drill.ctx);
+    assert_eq!(drill.code, Some(11), "{ctx}");
     let failure = stdout
         .split("## Failure")
         .nth(1)

@@ -5,11 +5,9 @@
 
 mod support;
 
-use std::process::Command;
-
 use support::archiving::switch_and_archive;
 use support::setup::Setup;
-use support::{newest_major, ok, os_user, s};
+use support::{newest_major, ok, s};
 
 #[test]
 fn drill_removes_the_passphrase_file_and_the_wal_spool_before_the_checks_run_on_the_promoted_copy()
@@ -42,31 +40,13 @@ fn drill_removes_the_passphrase_file_and_the_wal_spool_before_the_checks_run_on_
     )
     .unwrap();
     let parent = setup.dir("drills");
-    let mut cmd = Command::new(&setup.bin);
-    cmd.args([
-        "drill",
-        "--repo",
-        s(&setup.repo),
-        "--passphrase-file",
-        s(&setup.pass),
-        "--scratch",
-        s(&parent),
-        "--check-sql",
-        s(&check),
-        "--no-amcheck",
-        "--timeout",
-        "5m",
-    ]);
-    if let Some(user) = os_user() {
-        cmd.args(["--os-user", &user]);
-    }
-    let out = cmd.output().expect("running pgstream drill");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let ctx = format!(
-        "PostgreSQL {major}: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let drill = setup.drill(
+        major,
+        &parent,
+        &["--check-sql", s(&check), "--no-amcheck", "--timeout", "5m"],
     );
-    assert_eq!(out.status.code(), Some(0), "{ctx}");
+    let (stdout, ctx) = (drill.stdout, drill.ctx);
+    assert_eq!(drill.code, Some(0), "{ctx}");
     assert!(stdout.contains("restore drill: PASS"), "{ctx}");
     assert!(
         std::fs::read_dir(&parent).unwrap().next().is_none(),

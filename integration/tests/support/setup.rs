@@ -145,12 +145,50 @@ impl Setup {
         )
     }
 
+    /// `pgstream drill --repo REPO --passphrase-file FILE --scratch SCRATCH ARGS...` run by us
+    /// (the copy's server runs as `--os-user` when we are root) on a backup of `major`.
+    pub fn drill(&self, major: u32, scratch: &Path, args: &[&str]) -> Drill {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args([
+            "drill",
+            "--repo",
+            s(&self.repo),
+            "--passphrase-file",
+            s(&self.pass),
+            "--scratch",
+            s(scratch),
+        ]);
+        cmd.args(args);
+        if let Some(user) = super::os_user() {
+            cmd.args(["--os-user", &user]);
+        }
+        let out = cmd.output().expect("running pgstream drill");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let ctx = format!(
+            "PostgreSQL {major}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Drill {
+            code: out.status.code(),
+            stdout,
+            ctx,
+        }
+    }
+
     /// `pgstream restore --repo REPO --to DIR ARGS... --passphrase-file FILE`.
     pub fn restore(&self, dir: &Path, args: &[&str]) -> Run {
         let mut all = vec!["restore", "--repo", s(&self.repo), "--to", s(dir)];
         all.extend_from_slice(args);
         self.run(&all, true)
     }
+}
+
+/// What [`Setup::drill`] saw.
+pub struct Drill {
+    pub code: Option<i32>,
+    pub stdout: String,
+    /// The major, stdout and stderr, for assertion messages.
+    pub ctx: String,
 }
 
 fn rand_suffix() -> u64 {
