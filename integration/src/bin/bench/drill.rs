@@ -505,5 +505,5 @@ pub fn run(o: &Options) {
     let load = format!("{load_before} / {}", load_average());
     let section = report::report(o, &prepared, &ways, &load);
     println!("{section}");
-    report::write_section(o.out, &section);
+    super::section::write_section(o.out, "drill", &section);
 }

@@ -27,6 +27,7 @@ use integration::{client_tool, cluster, Cluster};
 
 mod drill;
 mod restore;
+mod section;
 use restore::RestoreRow;
 
 struct Options {
@@ -611,7 +612,7 @@ fn main() {
     if o.restore {
         let section = restore::report(o.major, o.runs, &machine(), &load, &restores);
         println!("{section}");
-        restore::write_section(&o.out, &section);
+        section::write_section(&o.out, "restore", &section);
     }
     if o.drill {
         drill::run(&drill_options(&o));

@@ -263,36 +263,3 @@ pub fn report(major: u32, runs: usize, machine: &str, load: &str, rows: &[Restor
     }
     s
 }
-
-/// Replaces the generated part of the restore section (keeping notes after
-/// `<!-- bench:restore:notes -->`); a new section goes before the WAL section, or at the end.
-pub fn write_section(out: &Path, section: &str) {
-    let existing = std::fs::read_to_string(out).unwrap_or_default();
-    let start = "<!-- bench:restore:start -->";
-    let end = "<!-- bench:restore:end -->";
-    let notes = "<!-- bench:restore:notes -->";
-    let updated = match (existing.find(start), existing.find(end)) {
-        (Some(a), Some(b)) if a < b => {
-            let inner = &existing[a..b];
-            let kept = inner.find(notes).map(|i| &inner[i..]).unwrap_or("");
-            let kept = if kept.is_empty() {
-                String::new()
-            } else {
-                format!("\n{kept}")
-            };
-            format!(
-                "{}{start}\n{section}{kept}{end}{}",
-                &existing[..a],
-                &existing[b + end.len()..]
-            )
-        }
-        _ => {
-            let block = format!("{start}\n{section}{end}\n\n");
-            match existing.find("<!-- bench:wal:start -->") {
-                Some(w) => format!("{}{block}{}", &existing[..w], &existing[w..]),
-                None => format!("{existing}\n{block}"),
-            }
-        }
-    };
-    std::fs::write(out, updated).unwrap();
-}

@@ -2,7 +2,6 @@
 //! place between the `<!-- bench:drill -->` markers.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use super::super::{machine, median};
 use super::{Options, Prepared, Run, Way, CHUNK_TX, MIB};
@@ -100,35 +99,4 @@ pub fn report(o: &Options, p: &Prepared, results: &[Way], load: &str) -> String 
         }
     }
     s
-}
-
-/// Replaces the generated part of the drill section (keeping notes after
-/// `<!-- bench:drill:notes -->`); a new section goes before the WAL section, or at the end.
-pub fn write_section(out: &Path, section: &str) {
-    let existing = std::fs::read_to_string(out).unwrap_or_default();
-    let start = "<!-- bench:drill:start -->";
-    let end = "<!-- bench:drill:end -->";
-    let notes = "<!-- bench:drill:notes -->";
-    let updated = match (existing.find(start), existing.find(end)) {
-        (Some(a), Some(b)) if a < b => {
-            let inner = &existing[a..b];
-            let kept = inner
-                .find(notes)
-                .map(|i| format!("\n{}", &inner[i..]))
-                .unwrap_or_default();
-            format!(
-                "{}{start}\n{section}{kept}{end}{}",
-                &existing[..a],
-                &existing[b + end.len()..]
-            )
-        }
-        _ => {
-            let block = format!("{start}\n{section}{end}\n\n");
-            match existing.find("<!-- bench:wal:start -->") {
-                Some(w) => format!("{}{block}{}", &existing[..w], &existing[w..]),
-                None => format!("{existing}\n{block}"),
-            }
-        }
-    };
-    std::fs::write(out, updated).unwrap();
 }
