@@ -264,6 +264,15 @@ fn lsn_diff(pg: &Cluster, a: &str, b: &str) -> i64 {
         .unwrap()
 }
 
+/// True once the receiver's `column` of pg_stat_replication (sent_lsn, flush_lsn) is at
+/// or past `lsn`; false while it has no row.
+fn reached_sql(app: &str, column: &str, lsn: &str) -> String {
+    format!(
+        "SELECT coalesce(bool_and({column} >= '{lsn}'), false) FROM pg_stat_replication \
+         WHERE application_name = '{app}'"
+    )
+}
+
 /// Polls until `sql` (one boolean) is true, or panics after `limit`.
 fn wait_until(pg: &Cluster, sql: &str, limit: Duration, what: &str, child: &mut Child) {
     let start = Instant::now();
@@ -453,31 +462,17 @@ fn run_one(
     let load_secs = t0.elapsed().as_secs_f64();
     let lsn1 = current_lsn(pg);
     let t1 = Instant::now();
-    wait_until(
-        pg,
-        &format!(
-            "SELECT coalesce(bool_and(sent_lsn >= '{lsn1}'), false) FROM pg_stat_replication \
-             WHERE application_name = '{app}'"
-        ),
-        Duration::from_secs(300),
-        "the server to send everything",
-        &mut child,
-    );
+    let sent = reached_sql(&app, "sent_lsn", &lsn1);
+    let what = "the server to send everything";
+    wait_until(pg, &sent, Duration::from_secs(300), what, &mut child);
     let catch_up_secs = t1.elapsed().as_secs_f64();
     let samples = sampler.finish();
     // End the segment so that a receiver that fsyncs only at segment ends reports it flushed.
     pg.psql("SELECT pg_switch_wal()");
     let end = current_lsn(pg);
-    wait_until(
-        pg,
-        &format!(
-            "SELECT coalesce(bool_and(flush_lsn >= '{end}'), false) FROM pg_stat_replication \
-             WHERE application_name = '{app}'"
-        ),
-        Duration::from_secs(120),
-        "the receiver to report everything flushed",
-        &mut child,
-    );
+    let flushed = reached_sql(&app, "flush_lsn", &end);
+    let what = "the receiver to report everything flushed";
+    wait_until(pg, &flushed, Duration::from_secs(120), what, &mut child);
     let cpu_secs = proc_cpu(pid) - cpu0;
     let peak_rss_kb = proc_hwm_kb(pid);
     stop_receiver(child);
