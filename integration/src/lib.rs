@@ -21,6 +21,7 @@ mod bins;
 mod builder;
 mod cluster;
 mod conf;
+mod machine;
 mod ports;
 mod server_user;
 mod tls;
@@ -32,6 +33,7 @@ pub use bins::{
 pub use builder::{cluster, quote_ident, quote_literal, scratch_dir, ClusterBuilder};
 pub use cluster::{Cluster, SUPERUSER};
 pub use conf::DEFAULT_HBA;
+pub use machine::machine;
 pub use ports::free_port;
 pub use server_user::{effective_uid, server_user, ServerUser, DEFAULT_TEST_USER};
 pub use tls::{TlsOptions, TlsPaths};

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use integration::{client_tool, cluster, Cluster, SUPERUSER};
+use integration::{client_tool, cluster, machine, Cluster, SUPERUSER};
 
 const PASSPHRASE: &str = "benchmark passphrase, not a secret";
 const SEGMENT: f64 = 16.0 * 1048576.0;
@@ -511,17 +511,6 @@ fn run_one(
 
 fn report(o: &Options, runs: &[Run], baseline_tps: f64) -> String {
     let mut s = String::new();
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
     writeln!(
         s,
         "## WAL streaming: pgstream receive-wal vs pg_receivewal\n"
@@ -529,8 +518,9 @@ fn report(o: &Options, runs: &[Run], baseline_tps: f64) -> String {
     .unwrap();
     writeln!(
         s,
-        "Measured by `just bench` (integration/src/bin/bench_wal.rs): PostgreSQL {}, one cluster, each receiver in turn on its own physical slot, writing to the same local disk. Machine: {cores} cores, {cpu_model}. pgstream's repository is lz4 + AES-256-GCM; pg_receivewal stores uncompressed (its default). Backlogs are the server's view, sampled every 100 ms from `pg_stat_replication` while the load ran and until the server had sent everything: *unsent* = `pg_current_wal_lsn() - sent_lsn` (this includes WAL the server has written but not yet flushed, which a walsender never sends), *unsent of flushed* = `pg_current_wal_flush_lsn() - sent_lsn` (what the server could have sent but had not: the receiver's own lag), *unflushed* = `pg_current_wal_lsn() - flush_lsn`. Receiver CPU (user + system) is over the same window plus the final flush; peak RSS is VmHWM. Catch-up: from the end of the load until `sent_lsn` reached the load's last LSN. Both receivers run with their default status interval (10 s).\n",
-        o.major
+        "Measured by `just bench` (integration/src/bin/bench_wal.rs): PostgreSQL {}, one cluster, each receiver in turn on its own physical slot, writing to the same local disk. Machine: {}. pgstream's repository is lz4 + AES-256-GCM; pg_receivewal stores uncompressed (its default). Backlogs are the server's view, sampled every 100 ms from `pg_stat_replication` while the load ran and until the server had sent everything: *unsent* = `pg_current_wal_lsn() - sent_lsn` (this includes WAL the server has written but not yet flushed, which a walsender never sends), *unsent of flushed* = `pg_current_wal_flush_lsn() - sent_lsn` (what the server could have sent but had not: the receiver's own lag), *unflushed* = `pg_current_wal_lsn() - flush_lsn`. Receiver CPU (user + system) is over the same window plus the final flush; peak RSS is VmHWM. Catch-up: from the end of the load until `sent_lsn` reached the load's last LSN. Both receivers run with their default status interval (10 s).\n",
+        o.major,
+        machine()
     )
     .unwrap();
     writeln!(

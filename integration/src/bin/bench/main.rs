@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use integration::{client_tool, cluster, Cluster};
+use integration::{client_tool, cluster, machine, Cluster};
 
 mod drill;
 mod restore;
@@ -410,22 +410,6 @@ fn bench_dataset(
         samples: pgstream,
         timeline,
     });
-}
-
-/// `N cores, model`.
-fn machine() -> String {
-    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    format!("{cores} cores, {cpu_model}")
 }
 
 fn report(o: &Options, rows: &[Row], load: &str) -> String {
