@@ -177,18 +177,7 @@ fn archive_command_restore_command_and_point_in_time_restore() {
             &pg,
             "INSERT INTO t SELECT g, 'before' FROM generate_series(1, 500) g",
         );
-        let rp = ok(
-            support::pgstream(
-                &[
-                    "restore-point",
-                    "--source",
-                    &pg.conninfo("postgres"),
-                    RESTORE_POINT,
-                ],
-                None,
-            ),
-            "restore-point",
-        );
+        let rp = support::restore_point(&pg, RESTORE_POINT);
         let rp_lsn = rp.stdout.trim().to_string();
         psql(
             &pg,

@@ -48,18 +48,7 @@ fn runbook_drill_point_in_time_restores() {
         let t1 = pg.psql("SELECT now()");
         std::thread::sleep(std::time::Duration::from_millis(20));
         let xid2 = pg.psql("INSERT INTO drill VALUES (2, 'test2') RETURNING txid_current()");
-        ok(
-            support::pgstream(
-                &[
-                    "restore-point",
-                    "--source",
-                    &pg.conninfo("postgres"),
-                    RESTORE_POINT,
-                ],
-                None,
-            ),
-            "restore-point",
-        );
+        support::restore_point(&pg, RESTORE_POINT);
         pg.psql("INSERT INTO drill VALUES (3, 'test3')");
         switch_and_archive(&pg);
 

@@ -227,6 +227,17 @@ pub fn ok(run: Run, what: &str) -> Run {
     run
 }
 
+/// `pgstream restore-point --source <pg> NAME`, checked to exit 0.
+pub fn restore_point(pg: &integration::Cluster, name: &str) -> Run {
+    ok(
+        pgstream(
+            &["restore-point", "--source", &pg.conninfo("postgres"), name],
+            None,
+        ),
+        "restore-point",
+    )
+}
+
 pub fn s(p: &std::path::Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
