@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use integration::{client_tool_major, cluster, scratch_dir, test_majors, Cluster};
-use support::{pgstream, pgstream_command, Run};
+use support::{newest_cluster_and_repo_path, pgstream, pgstream_command, Run};
 
 const PASSPHRASE: &str = "correct horse battery staple";
 
@@ -289,10 +289,7 @@ fn json_summary_label_and_backup_options() {
 /// backup is throttled to take about 13 s so one periodic line is due.
 #[test]
 fn progress_is_logged_without_a_terminal() {
-    let major = *test_majors().last().unwrap();
-    let pg = cluster(major).start();
-    let scratch = scratch_dir();
-    let repo = scratch.path().join("repo");
+    let (pg, _scratch, repo) = newest_cluster_and_repo_path();
     init_repo(&repo, &[]);
     let kb: u64 = pg
         .psql("SELECT (sum(pg_database_size(oid)) / 1024)::bigint FROM pg_database")
@@ -351,10 +348,7 @@ fn progress_is_logged_without_a_terminal() {
 /// independent LZ4 implementation into a tar holding PG_VERSION.
 #[test]
 fn unencrypted_repository_holds_standard_lz4_frames() {
-    let major = *test_majors().last().unwrap();
-    let pg = cluster(major).start();
-    let scratch = scratch_dir();
-    let repo = scratch.path().join("repo");
+    let (pg, _scratch, repo) = newest_cluster_and_repo_path();
     init_repo(&repo, &["--encryption", "none", "--compression", "lz4"]);
     let record = base_json(&repo, &pg, &[], "unencrypted");
     assert_eq!(record["encryption"], "none", "{record}");
@@ -384,7 +378,11 @@ fn unencrypted_repository_holds_standard_lz4_frames() {
         }
         names.push(name);
     }
-    assert_eq!(version.trim(), major.to_string(), "PG_VERSION in {names:?}");
+    assert_eq!(
+        version.trim(),
+        support::newest_major().to_string(),
+        "PG_VERSION in {names:?}"
+    );
     // The manifest too is a plain LZ4 frame holding the server's JSON.
     let manifest = std::fs::read(
         repo.join("backups")

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use integration::{client_tool, client_tool_major, cluster, scratch_dir, test_majors, Cluster};
-use support::{files_under, pgstream, Run};
+use support::{files_under, newest_cluster_and_repo_path, pgstream, Run};
 
 const PASSPHRASE: &str = "correct horse battery staple";
 /// Written into the database; must appear in no repository file when encrypted.
@@ -62,6 +62,15 @@ fn init_repo(dir: &Path) {
         pgstream(&["init", "--repo", dir.to_str().unwrap()], Some(PASSPHRASE)),
         "init",
     );
+}
+
+/// A started cluster of the newest major, backed up once into an initialised repository in a
+/// scratch directory.
+fn newest_with_backup() -> (Cluster, tempfile::TempDir, PathBuf) {
+    let (pg, scratch, repo) = newest_cluster_and_repo_path();
+    init_repo(&repo);
+    base(&repo, &pg);
+    (pg, scratch, repo)
 }
 
 fn base(repo: &Path, pg: &Cluster) -> serde_json::Value {
@@ -186,12 +195,7 @@ fn backup_restores_verifies_starts_and_matches_source() {
 
 #[test]
 fn wrong_passphrase_fails_cleanly() {
-    let major = *test_majors().last().unwrap();
-    let pg = cluster(major).start();
-    let scratch = scratch_dir();
-    let repo = scratch.path().join("repo");
-    init_repo(&repo);
-    base(&repo, &pg);
+    let (pg, scratch, repo) = newest_with_backup();
     let target = scratch.path().join("restored");
     for args in [
         vec![
@@ -329,12 +333,7 @@ fn second_cluster_is_refused() {
 
 #[test]
 fn restore_refuses_a_non_empty_target() {
-    let major = *test_majors().last().unwrap();
-    let pg = cluster(major).start();
-    let scratch = scratch_dir();
-    let repo = scratch.path().join("repo");
-    init_repo(&repo);
-    base(&repo, &pg);
+    let (_pg, scratch, repo) = newest_with_backup();
     let target = scratch.path().join("busy");
     std::fs::create_dir(&target).unwrap();
     std::fs::write(target.join("keep-me"), b"precious").unwrap();
@@ -364,12 +363,7 @@ fn password_on_the_command_line_is_refused() {
 
 #[test]
 fn rekey_keeps_backups_readable_with_the_new_passphrase_only() {
-    let major = *test_majors().last().unwrap();
-    let pg = cluster(major).start();
-    let scratch = scratch_dir();
-    let repo = scratch.path().join("repo");
-    init_repo(&repo);
-    base(&repo, &pg);
+    let (_pg, scratch, repo) = newest_with_backup();
     let before: Vec<(PathBuf, Vec<u8>)> = files_under(&repo)
         .into_iter()
         .filter(|f| f.extension().is_some_and(|e| e == "enc"))

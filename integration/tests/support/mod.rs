@@ -198,6 +198,16 @@ pub fn newest_major() -> u32 {
     *integration::test_majors().last().unwrap()
 }
 
+/// A started cluster of the newest major under test and a scratch directory with the path of
+/// a repository in it (not created), for tests whose subject does not depend on the version.
+pub fn newest_cluster_and_repo_path(
+) -> (integration::Cluster, tempfile::TempDir, std::path::PathBuf) {
+    let pg = integration::cluster(newest_major()).start();
+    let scratch = integration::scratch_dir();
+    let repo = scratch.path().join("repo");
+    (pg, scratch, repo)
+}
+
 /// The oldest and the newest of the majors under test (one when they are the same), for tests
 /// where versions differ at the ends (recovery functions, timelines) but a run per major would
 /// take too long.
