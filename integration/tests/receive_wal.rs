@@ -14,28 +14,16 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use backup_core::wal::{SegmentName, WalSegmentSize};
-use backup_core::Repository;
 use integration::{client_tool, cluster, scratch_dir, test_majors, Cluster};
 use pgwire_repl::Lsn;
 use support::files_under;
 use support::receiver::{wait_for, LogFile, Receiver};
-use support::wal::{archived, lsn, partial, seg_size};
+use support::wal::{archived, lsn, partial, seg_size, Keyed};
 
 const PASSPHRASE: &str = "receive-wal test passphrase";
+const KEY: Keyed = Keyed(PASSPHRASE);
 /// Written into the database; must appear in no repository file.
 const MARKER: &str = "pgstream-receive-marker-8e21a7";
-
-fn pgstream(args: &[&str]) -> support::Run {
-    support::pgstream(args, Some(PASSPHRASE))
-}
-
-fn init_repo(repo: &Path) {
-    support::init_repo(repo, PASSPHRASE);
-}
-
-fn open_repo(repo: &Path) -> Repository {
-    support::wal::open_repo(repo, PASSPHRASE)
-}
 
 /// The segment currently being written on the server (timeline 1).
 fn current_segment(pg: &Cluster, size: WalSegmentSize) -> SegmentName {
@@ -75,7 +63,7 @@ fn archived_segments(repo_dir: &Path, size: WalSegmentSize) -> Vec<SegmentName> 
 /// How far the archive reaches durably: the end of the last complete segment or of the partial
 /// after it.
 fn archive_end(repo_dir: &Path, size: WalSegmentSize) -> Lsn {
-    let repo = open_repo(repo_dir);
+    let repo = KEY.open_repo(repo_dir);
     let segs = archived_segments(repo_dir, size);
     let last = *segs.last().expect("no complete segment archived");
     match partial(&repo, &last.next()) {
@@ -111,7 +99,7 @@ fn write_wal_and_wait_archived(
         60,
         || {
             archived(
-                &open_repo(repo_dir),
+                &KEY.open_repo(repo_dir),
                 &SegmentName::new(target.timeline, target.segno - 1, size),
             )
             .is_some()
@@ -143,7 +131,7 @@ fn segments_equal_pg_receivewal_and_restarts_resume_without_gap() {
         let size = seg_size(&pg);
         let scratch = scratch_dir();
         let repo_dir = scratch.path().join("repo");
-        init_repo(&repo_dir);
+        KEY.init_repo(&repo_dir);
         let rw_dir = scratch.path().join("pg_receivewal");
         std::fs::create_dir(&rw_dir).unwrap();
         let mut rw = Command::new(client_tool(major, "pg_receivewal"))
@@ -165,8 +153,8 @@ fn segments_equal_pg_receivewal_and_restarts_resume_without_gap() {
             "receive-wal streams",
             30,
             || {
-                partial(&open_repo(&repo_dir), &first).is_some()
-                    || archived(&open_repo(&repo_dir), &first).is_some()
+                partial(&KEY.open_repo(&repo_dir), &first).is_some()
+                    || archived(&KEY.open_repo(&repo_dir), &first).is_some()
             },
             || r.log(),
         );
@@ -216,7 +204,7 @@ fn segments_equal_pg_receivewal_and_restarts_resume_without_gap() {
             .status();
         let _ = rw.wait();
 
-        let repo = open_repo(&repo_dir);
+        let repo = KEY.open_repo(&repo_dir);
         let segs = archived_segments(&repo_dir, size);
         let mut compared = 0;
         for seg in &segs {
@@ -277,7 +265,7 @@ fn kill_9_under_load_loses_nothing_reported_flushed() {
         );
         let scratch = scratch_dir();
         let repo_dir = scratch.path().join("repo");
-        init_repo(&repo_dir);
+        KEY.init_repo(&repo_dir);
         let slot = "pgstream_kill";
         for round in 0..3 {
             let r = start_receiver(
@@ -325,7 +313,7 @@ fn kill_9_under_load_loses_nothing_reported_flushed() {
             || r.log(),
         );
         assert_eq!(r.stop_with("TERM"), 0, "{ctx}");
-        let repo = open_repo(&repo_dir);
+        let repo = KEY.open_repo(&repo_dir);
         let segs = archived_segments(&repo_dir, size);
         assert!(segs.len() >= 3, "{ctx}: {segs:?}");
         for seg in &segs {
@@ -356,14 +344,14 @@ fn synchronous_mode_keeps_every_committed_row() {
         let size = seg_size(&pg);
         let scratch = scratch_dir();
         let repo_dir = scratch.path().join("repo");
-        init_repo(&repo_dir);
+        KEY.init_repo(&repo_dir);
         // No synchronous standby yet: this commit must not wait for one.
         pg.psql(&format!(
             "SET synchronous_commit = local;
              CREATE TABLE rpo (id bigserial primary key, note text DEFAULT '{MARKER}')"
         ));
         // The base backup must not wait for a synchronous standby that is not there yet.
-        let run = pgstream(&[
+        let run = KEY.pgstream(&[
             "base",
             "--repo",
             repo_dir.to_str().unwrap(),
@@ -416,7 +404,7 @@ fn synchronous_mode_keeps_every_committed_row() {
 
         // Restore the base backup, add the archive's WAL, and let crash recovery replay it.
         let target = scratch.path().join("restored");
-        let run = pgstream(&[
+        let run = KEY.pgstream(&[
             "restore",
             "--repo",
             repo_dir.to_str().unwrap(),
@@ -424,7 +412,7 @@ fn synchronous_mode_keeps_every_committed_row() {
             target.to_str().unwrap(),
         ]);
         assert_eq!(run.code, 0, "{ctx}: restore: {run:?}");
-        let repo = open_repo(&repo_dir);
+        let repo = KEY.open_repo(&repo_dir);
         let segs = archived_segments(&repo_dir, size);
         let pg_wal = target.join("pg_wal");
         for seg in &segs {
@@ -460,13 +448,13 @@ fn wal_removed_from_the_server_is_a_clear_error() {
         let size = seg_size(&pg);
         let scratch = scratch_dir();
         let repo_dir = scratch.path().join("repo");
-        init_repo(&repo_dir);
+        KEY.init_repo(&repo_dir);
         let first = current_segment(&pg, size);
         let r = start_receiver(&repo_dir, &pg, &[], scratch.path().join("log1"));
         wait_for(
             "receive-wal streams",
             30,
-            || partial(&open_repo(&repo_dir), &first).is_some(),
+            || partial(&KEY.open_repo(&repo_dir), &first).is_some(),
             || r.log(),
         );
         assert!(
@@ -478,7 +466,7 @@ fn wal_removed_from_the_server_is_a_clear_error() {
             write_wal(&pg, 1);
             pg.psql("CHECKPOINT");
         }
-        let run = pgstream(&[
+        let run = KEY.pgstream(&[
             "receive-wal",
             "--repo",
             repo_dir.to_str().unwrap(),

@@ -21,31 +21,15 @@ use std::time::{Duration, Instant};
 
 use backup_core::receive::start::ArchiveState;
 use backup_core::wal::{SegmentName, WalSegmentSize};
-use backup_core::Repository;
 use integration::{cluster, scratch_dir, test_majors, Cluster};
 use pgwire_repl::{Lsn, TimelineId};
 use support::newest_major;
 use support::proxy::Proxy;
-use support::receiver::{wait_caught_up, wait_for, Receiver};
-use support::wal::{archived, current_segment, partial, seg_size, write_wal};
+use support::receiver::{wait_caught_up, wait_for};
+use support::wal::{archived, current_segment, partial, seg_size, write_wal, Keyed};
 
 const PASSPHRASE: &str = "receive-wal reconnect test passphrase";
-
-fn pgstream(args: &[&str]) -> support::Run {
-    support::pgstream(args, Some(PASSPHRASE))
-}
-
-fn init_repo(repo: &Path) {
-    support::init_repo(repo, PASSPHRASE);
-}
-
-fn open_repo(repo: &Path) -> Repository {
-    support::wal::open_repo(repo, PASSPHRASE)
-}
-
-fn start_receiver(repo: &Path, conninfo: &str, extra: &[&str], log: PathBuf) -> Receiver {
-    Receiver::start(repo, conninfo, PASSPHRASE, extra, log)
-}
+const KEY: Keyed = Keyed(PASSPHRASE);
 
 /// Checks the archive against the server's own WAL: complete segments contiguous from `first`
 /// (or earlier) and byte-equal to pg_wal's, the partial after them a prefix of the server's file. Returns
@@ -57,7 +41,7 @@ fn assert_archive_equals_server(
     ctx: &str,
 ) -> Vec<SegmentName> {
     let size = first.seg_size;
-    let repo = open_repo(repo_dir);
+    let repo = KEY.open_repo(repo_dir);
     let state = ArchiveState::scan(repo_dir, size).unwrap();
     let mut segs = state.complete.clone();
     segs.sort_by_key(|s| s.segno);
@@ -116,7 +100,7 @@ fn newest_with_repo(what: &str) -> Newest {
     let size = seg_size(&pg);
     let scratch = scratch_dir();
     let repo_dir = scratch.path().join("repo");
-    init_repo(&repo_dir);
+    KEY.init_repo(&repo_dir);
     Newest {
         scratch,
         pg,
@@ -141,7 +125,7 @@ fn server_restart_and_stop_start_resume_without_gap() {
     } = newest_with_repo("");
     let slot = "restarts";
     let first = current_segment(&pg, 1, size);
-    let r = start_receiver(
+    let r = KEY.start_receiver(
         &repo_dir,
         &pg.conninfo("postgres"),
         &["--slot", slot, "--create-slot"],
@@ -204,7 +188,7 @@ fn connection_cut_mid_segment_resumes_the_partial() {
     // Start on a fresh segment, so the cut is well inside the one being received.
     pg.psql("SELECT pg_switch_wal()");
     let first = current_segment(&pg, 1, size);
-    let r = start_receiver(
+    let r = KEY.start_receiver(
         &repo_dir,
         &via_proxy,
         &["--slot", slot, "--create-slot"],
@@ -215,7 +199,7 @@ fn connection_cut_mid_segment_resumes_the_partial() {
     let before = wait_caught_up(&pg, slot, &r);
     let seg = SegmentName::from_lsn(TimelineId(1), before, size);
     assert_eq!(seg, first, "{ctx}: still in the first segment");
-    let held = partial(&open_repo(&repo_dir), &seg).expect("a partial segment");
+    let held = partial(&KEY.open_repo(&repo_dir), &seg).expect("a partial segment");
     let offset = before.0 - seg.start_lsn().0;
     assert!(
         held.len() as u64 >= offset && offset > 0 && offset < size.bytes() / 2,
@@ -267,7 +251,7 @@ fn first_connection_is_retried_unless_no_reconnect() {
 
     // --no-reconnect: exit 3 (the server could not be reached) at once.
     let started = Instant::now();
-    let run = pgstream(&[
+    let run = KEY.pgstream(&[
         "receive-wal",
         "--repo",
         repo_dir.to_str().unwrap(),
@@ -283,7 +267,7 @@ fn first_connection_is_retried_unless_no_reconnect() {
     assert!(started.elapsed() < Duration::from_secs(10), "{ctx}");
 
     // SIGTERM while waiting for the server: exit 0, nothing in the archive.
-    let mut r = start_receiver(&repo_dir, &source, &[], scratch.path().join("log0"));
+    let mut r = KEY.start_receiver(&repo_dir, &source, &[], scratch.path().join("log0"));
     wait_for(
         "the first attempt fails",
         30,
@@ -306,7 +290,7 @@ fn first_connection_is_retried_unless_no_reconnect() {
 
     // By default it retries with backoff, logging each attempt, until the server is up.
     let slot = "late";
-    let mut r = start_receiver(
+    let mut r = KEY.start_receiver(
         &repo_dir,
         &source,
         &["--slot", slot, "--create-slot"],
@@ -343,9 +327,9 @@ fn invalidated_slot_is_a_clear_error() {
         let size = seg_size(&pg);
         let scratch = scratch_dir();
         let repo_dir = scratch.path().join("repo");
-        init_repo(&repo_dir);
+        KEY.init_repo(&repo_dir);
         let slot = "doomed";
-        let r = start_receiver(
+        let r = KEY.start_receiver(
             &repo_dir,
             &pg.conninfo("postgres"),
             &["--slot", slot, "--create-slot"],
@@ -363,9 +347,8 @@ fn invalidated_slot_is_a_clear_error() {
             "{ctx}"
         );
 
-        let held_end =
-            Lsn(resume.start_lsn().0
-                + partial(&open_repo(&repo_dir), &resume).unwrap().len() as u64);
+        let held_end = Lsn(resume.start_lsn().0
+            + partial(&KEY.open_repo(&repo_dir), &resume).unwrap().len() as u64);
         assert!(held_end >= reached, "{ctx}");
 
         // While it is stopped, the server moves on and gives up the slot's WAL.
@@ -390,7 +373,7 @@ fn invalidated_slot_is_a_clear_error() {
             "{ctx}: {resume} is still on the server"
         );
 
-        let run = pgstream(&[
+        let run = KEY.pgstream(&[
             "receive-wal",
             "--repo",
             repo_dir.to_str().unwrap(),

@@ -28,31 +28,15 @@ use std::path::{Path, PathBuf};
 
 use backup_core::receive::start::ArchiveState;
 use backup_core::wal::{SegmentName, TimelineHistory, WalSegmentSize};
-use backup_core::Repository;
 use integration::{scratch_dir, Cluster};
 use pgwire_repl::{Lsn, TimelineId};
 use support::receiver::{wait_caught_up, wait_for, Receiver};
 use support::standby::{wait_for_replay, Pair};
-use support::wal::{archived, current_segment, partial, slot_flush, write_wal};
+use support::wal::{archived, current_segment, partial, slot_flush, write_wal, Keyed};
 use support::{newest_major, oldest_and_newest_majors};
 
 const PASSPHRASE: &str = "receive-wal timelines test passphrase";
-
-fn pgstream(args: &[&str]) -> support::Run {
-    support::pgstream(args, Some(PASSPHRASE))
-}
-
-fn init_repo(repo: &Path) {
-    support::init_repo(repo, PASSPHRASE);
-}
-
-fn open_repo(repo: &Path) -> Repository {
-    support::wal::open_repo(repo, PASSPHRASE)
-}
-
-fn start_receiver(repo: &Path, conninfo: &str, extra: &[&str], log: PathBuf) -> Receiver {
-    Receiver::start(repo, conninfo, PASSPHRASE, extra, log)
-}
+const KEY: Keyed = Keyed(PASSPHRASE);
 
 /// A primary and a pg_basebackup -R standby (as in timelines.rs). wal_keep_size on both keeps
 /// the segments compared at the end.
@@ -64,7 +48,7 @@ fn primary_with_standby(major: u32) -> Pair {
 fn scratch_with_repo() -> (tempfile::TempDir, PathBuf) {
     let scratch = scratch_dir();
     let repo_dir = scratch.path().join("repo");
-    init_repo(&repo_dir);
+    KEY.init_repo(&repo_dir);
     (scratch, repo_dir)
 }
 
@@ -100,7 +84,7 @@ fn wait_archived(repo_dir: &Path, seg: SegmentName, r: &Receiver) {
     wait_for(
         &format!("{seg} is archived"),
         40,
-        || archived(&open_repo(repo_dir), &seg).is_some(),
+        || archived(&KEY.open_repo(repo_dir), &seg).is_some(),
         || r.log(),
     );
 }
@@ -108,7 +92,7 @@ fn wait_archived(repo_dir: &Path, seg: SegmentName, r: &Receiver) {
 /// `00000002.history` through `pgstream wal-fetch`, checked equal to the new primary's file.
 fn fetched_history(repo_dir: &Path, new_primary: &Cluster, dir: &Path, ctx: &str) -> Vec<u8> {
     let dest = dir.join("fetched.history");
-    let run = pgstream(&[
+    let run = KEY.pgstream(&[
         "wal-fetch",
         "--repo",
         repo_dir.to_str().unwrap(),
@@ -139,7 +123,7 @@ fn walk_history(
     assert_eq!(history.parent(), Some(TimelineId(1)), "{ctx}");
     let fork = history.fork_point();
     let fork_seg = SegmentName::from_lsn(TimelineId(1), fork, size);
-    let repo = open_repo(repo_dir);
+    let repo = KEY.open_repo(repo_dir);
     let state = ArchiveState::scan(repo_dir, size).unwrap();
     let first = state
         .complete
@@ -175,8 +159,8 @@ fn walk_history(
 /// up to the fork are the old primary's.
 fn assert_old_partial_kept(repo_dir: &Path, fork: Lsn, old: &Cluster, ctx: &str) {
     let seg = SegmentName::from_lsn(TimelineId(1), fork, WalSegmentSize::DEFAULT);
-    let held = partial(&open_repo(repo_dir), &seg)
-        .or_else(|| archived(&open_repo(repo_dir), &seg))
+    let held = partial(&KEY.open_repo(repo_dir), &seg)
+        .or_else(|| archived(&KEY.open_repo(repo_dir), &seg))
         .unwrap_or_else(|| panic!("{ctx}: timeline 1's last segment {seg} was not kept"));
     let upto = (fork.0 - seg.start_lsn().0) as usize;
     assert!(
@@ -200,7 +184,7 @@ fn promoted_standby_is_followed_to_timeline_2() {
         let size = WalSegmentSize::DEFAULT;
         let (scratch, repo_dir) = scratch_with_repo();
         let source = format!("{} target_session_attrs=any", standby.conninfo("postgres"));
-        let r = start_receiver(
+        let r = KEY.start_receiver(
             &repo_dir,
             &source,
             &["--slot", "archiver", "--create-slot"],
@@ -229,7 +213,7 @@ fn promoted_standby_is_followed_to_timeline_2() {
         assert_old_partial_kept(&repo_dir, fork, primary, &ctx);
         let fork_seg = SegmentName::from_lsn(TimelineId(1), fork, size);
         assert!(
-            partial(&open_repo(&repo_dir), &fork_seg).is_some(),
+            partial(&KEY.open_repo(&repo_dir), &fork_seg).is_some(),
             "{ctx}: {fork_seg} stays a partial"
         );
     }
@@ -244,7 +228,7 @@ fn failover_with_a_multi_host_conninfo_follows_the_new_primary() {
         let (scratch, repo_dir) = scratch_with_repo();
         let slot = "archiver";
         let source = failover_conninfo(&pair);
-        let r = start_receiver(
+        let r = KEY.start_receiver(
             &repo_dir,
             &source,
             &["--slot", slot, "--create-slot"],
@@ -290,7 +274,7 @@ fn failover_after_wal_the_standby_never_got_continues_at_the_fork() {
     let (scratch, repo_dir) = scratch_with_repo();
     let slot = "archiver";
     let source = failover_conninfo(&pair);
-    let r = start_receiver(
+    let r = KEY.start_receiver(
         &repo_dir,
         &source,
         &["--slot", slot, "--create-slot"],
@@ -330,7 +314,7 @@ fn failover_after_wal_the_standby_never_got_continues_at_the_fork() {
     assert_old_partial_kept(&repo_dir, fork, primary, &ctx);
 
     // The next start resumes on timeline 2, not on the longer timeline 1.
-    let r = start_receiver(
+    let r = KEY.start_receiver(
         &repo_dir,
         &source,
         &["--slot", slot],

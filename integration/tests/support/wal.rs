@@ -15,6 +15,35 @@ pub fn open_repo(repo: &Path, passphrase: &str) -> Repository {
     Repository::open(repo, Some(&Secret::new(passphrase.as_bytes().to_vec()))).unwrap()
 }
 
+/// A test file's passphrase, with the pgstream runs, repository opens and receivers that use it.
+pub struct Keyed(pub &'static str);
+
+impl Keyed {
+    /// pgstream with `args`, the passphrase given through the environment.
+    pub fn pgstream(&self, args: &[&str]) -> super::Run {
+        super::pgstream(args, Some(self.0))
+    }
+
+    pub fn init_repo(&self, repo: &Path) {
+        super::init_repo(repo, self.0);
+    }
+
+    pub fn open_repo(&self, repo: &Path) -> Repository {
+        open_repo(repo, self.0)
+    }
+
+    /// `receive-wal` into `repo` from `conninfo`, as [`super::receiver::Receiver::start`].
+    pub fn start_receiver(
+        &self,
+        repo: &Path,
+        conninfo: &str,
+        extra: &[&str],
+        log: std::path::PathBuf,
+    ) -> super::receiver::Receiver {
+        super::receiver::Receiver::start(repo, conninfo, self.0, extra, log)
+    }
+}
+
 pub fn lsn(text: &str) -> Lsn {
     text.trim().parse().unwrap()
 }
