@@ -125,13 +125,12 @@ fn server_restart_and_stop_start_resume_without_gap() {
     } = newest_with_repo("");
     let slot = "restarts";
     let first = current_segment(&pg, 1, size);
-    let r = KEY.start_receiver(
+    let r = KEY.start_streaming_new_slot(
         &repo_dir,
         &pg.conninfo("postgres"),
-        &["--slot", slot, "--create-slot"],
+        slot,
         scratch.path().join("log"),
     );
-    r.wait_streaming();
     write_wal(&pg, 2000, 1);
     wait_caught_up(&pg, slot, &r);
 
@@ -188,13 +187,7 @@ fn connection_cut_mid_segment_resumes_the_partial() {
     // Start on a fresh segment, so the cut is well inside the one being received.
     pg.psql("SELECT pg_switch_wal()");
     let first = current_segment(&pg, 1, size);
-    let r = KEY.start_receiver(
-        &repo_dir,
-        &via_proxy,
-        &["--slot", slot, "--create-slot"],
-        scratch.path().join("log"),
-    );
-    r.wait_streaming();
+    let r = KEY.start_streaming_new_slot(&repo_dir, &via_proxy, slot, scratch.path().join("log"));
     write_wal(&pg, 5000, 0);
     let before = wait_caught_up(&pg, slot, &r);
     let seg = SegmentName::from_lsn(TimelineId(1), before, size);
@@ -329,13 +322,12 @@ fn invalidated_slot_is_a_clear_error() {
         let repo_dir = scratch.path().join("repo");
         KEY.init_repo(&repo_dir);
         let slot = "doomed";
-        let r = KEY.start_receiver(
+        let r = KEY.start_streaming_new_slot(
             &repo_dir,
             &pg.conninfo("postgres"),
-            &["--slot", slot, "--create-slot"],
+            slot,
             scratch.path().join("log"),
         );
-        r.wait_streaming();
         write_wal(&pg, 2000, 0);
         let reached = wait_caught_up(&pg, slot, &r);
         assert_eq!(r.terminate(), 0, "{ctx}");

@@ -184,13 +184,12 @@ fn promoted_standby_is_followed_to_timeline_2() {
         let size = WalSegmentSize::DEFAULT;
         let (scratch, repo_dir) = scratch_with_repo();
         let source = format!("{} target_session_attrs=any", standby.conninfo("postgres"));
-        let r = KEY.start_receiver(
+        let r = KEY.start_streaming_new_slot(
             &repo_dir,
             &source,
-            &["--slot", "archiver", "--create-slot"],
+            "archiver",
             scratch.path().join("log"),
         );
-        r.wait_streaming();
         write_wal_and_wait_archived(primary, 1, 2000, 2, &repo_dir, &r);
         wait_for_replay(primary, standby);
         // The fork point lands inside a segment.
@@ -228,13 +227,7 @@ fn failover_with_a_multi_host_conninfo_follows_the_new_primary() {
         let (scratch, repo_dir) = scratch_with_repo();
         let slot = "archiver";
         let source = failover_conninfo(&pair);
-        let r = KEY.start_receiver(
-            &repo_dir,
-            &source,
-            &["--slot", slot, "--create-slot"],
-            scratch.path().join("log"),
-        );
-        r.wait_streaming();
+        let r = KEY.start_streaming_new_slot(&repo_dir, &source, slot, scratch.path().join("log"));
         write_wal_and_wait_archived(primary, 1, 2000, 2, &repo_dir, &r);
         write_wal(primary, 3000, 0);
         wait_for_replay(primary, standby);
@@ -274,13 +267,7 @@ fn failover_after_wal_the_standby_never_got_continues_at_the_fork() {
     let (scratch, repo_dir) = scratch_with_repo();
     let slot = "archiver";
     let source = failover_conninfo(&pair);
-    let r = KEY.start_receiver(
-        &repo_dir,
-        &source,
-        &["--slot", slot, "--create-slot"],
-        scratch.path().join("log"),
-    );
-    r.wait_streaming();
+    let r = KEY.start_streaming_new_slot(&repo_dir, &source, slot, scratch.path().join("log"));
     write_wal(primary, 2000, 1);
     wait_for_replay(primary, standby);
     wait_caught_up(primary, slot, &r);

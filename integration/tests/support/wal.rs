@@ -42,6 +42,19 @@ impl Keyed {
     ) -> super::receiver::Receiver {
         super::receiver::Receiver::start(repo, conninfo, self.0, extra, log)
     }
+
+    /// `receive-wal --slot SLOT --create-slot` into `repo` from `conninfo`, once it streams.
+    pub fn start_streaming_new_slot(
+        &self,
+        repo: &Path,
+        conninfo: &str,
+        slot: &str,
+        log: std::path::PathBuf,
+    ) -> super::receiver::Receiver {
+        let r = self.start_receiver(repo, conninfo, &["--slot", slot, "--create-slot"], log);
+        r.wait_streaming();
+        r
+    }
 }
 
 pub fn lsn(text: &str) -> Lsn {
