@@ -9,6 +9,9 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+mod stream;
+pub use stream::StreamFile;
+
 /// Mode of every file the repository writes: secrets and backups are for the owner only.
 pub const PRIVATE_FILE_MODE: u32 = 0o600;
 /// Mode of every directory the repository creates.
@@ -172,6 +175,12 @@ impl DurableFile {
     /// The final name.
     pub fn dest_path(&self) -> &Path {
         &self.dest
+    }
+
+    pub(crate) fn file_ref(&self) -> &File {
+        self.file
+            .as_ref()
+            .expect("file present until commit or drop")
     }
 
     fn file_mut(&mut self) -> &mut File {

@@ -8,9 +8,9 @@ use crate::crypto::chunked::{
 };
 use crate::crypto::{Aead, DataKey};
 use crate::file_error::FileError;
-use crate::fsutil::{DurableFile, FsError, Replace};
+use crate::fsutil::{FsError, Replace, StreamFile};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -94,62 +94,11 @@ pub struct SinkSummary {
     pub stored_crc32c: u32,
 }
 
-/// Every this many stored bytes, a helper thread flushes what the file holds so far, so
-/// the fsync at the end has little left to write (it was 0.16 s of a 350 MiB archive's wall
-/// time, all of it after the last byte arrived).
-const WRITEBACK_STEP: u64 = 32 * 1024 * 1024;
-
-/// Flushes the file being written in the background, behind the writer.
-struct Writeback {
-    /// A second descriptor of the file being written, until the helper starts.
-    file: Option<File>,
-    /// Wakes the helper; a full channel means it is still flushing, and the next wake-up
-    /// covers this step too.
-    kick: Option<std::sync::mpsc::SyncSender<()>>,
-    last: u64,
-}
-
-impl Writeback {
-    fn open(path: &Path) -> Option<Writeback> {
-        Some(Writeback {
-            file: Some(File::open(path).ok()?),
-            kick: None,
-            last: 0,
-        })
-    }
-
-    fn written(&mut self, upto: u64) {
-        if upto - self.last < WRITEBACK_STEP {
-            return;
-        }
-        self.last = upto;
-        if let Some(file) = self.file.take() {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
-            let started = std::thread::Builder::new()
-                .name("writeback".into())
-                .spawn(move || {
-                    // Errors are left to the final fsync, which reports them.
-                    for () in rx {
-                        let _ = file.sync_data();
-                    }
-                });
-            if started.is_err() {
-                return;
-            }
-            self.kick = Some(tx);
-        }
-        if let Some(kick) = &self.kick {
-            let _ = kick.try_send(());
-        }
-    }
-}
-
 /// Counts and checksums what reaches the file.
 struct Counting<W> {
     inner: W,
     bytes: u64,
     crc: u32,
-    writeback: Option<Writeback>,
 }
 
 impl<W: Write> Write for Counting<W> {
@@ -157,9 +106,6 @@ impl<W: Write> Write for Counting<W> {
         let n = self.inner.write(buf)?;
         self.bytes += n as u64;
         self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
-        if let Some(w) = self.writeback.as_mut() {
-            w.written(self.bytes);
-        }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -167,7 +113,8 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-type Out = BufWriter<Counting<DurableFile>>;
+/// The file buffers itself (aligned, for direct I/O), so no `BufWriter` in between.
+type Out = Counting<StreamFile>;
 
 enum Stage {
     Plain(Out),
@@ -222,17 +169,11 @@ impl FileSink {
             path: path.into(),
             reason,
         })?;
-        let file = DurableFile::create(path)?;
-        let writeback = Writeback::open(file.temp_path());
-        let out = BufWriter::with_capacity(
-            IO_BUFFER,
-            Counting {
-                inner: file,
-                bytes: 0,
-                crc: 0,
-                writeback,
-            },
-        );
+        let out = Counting {
+            inner: StreamFile::create(path)?,
+            bytes: 0,
+            crc: 0,
+        };
         let werr = |source| SinkError::Write {
             path: path.into(),
             source,
@@ -281,8 +222,7 @@ impl FileSink {
             source,
         };
         let stage = self.encoder.finish().map_err(werr)?;
-        let out = stage.finish().map_err(werr)?;
-        let counting = out.into_inner().map_err(|e| werr(e.into_error()))?;
+        let counting = stage.finish().map_err(werr)?;
         let summary = SinkSummary {
             raw_bytes: self.raw_bytes,
             stored_bytes: counting.bytes,
