@@ -4,7 +4,7 @@
 //! it, carries the final flag, so truncation at a chunk boundary, dropped, reordered or appended
 //! chunks and swapped files all fail authentication. Memory is one chunk each way.
 
-use super::{hkdf_sha256, random_bytes, sha256, Aead, DataKey, NONCE_LEN, TAG_LEN};
+use super::{hkdf_sha256, random_bytes, sha256, Aead, AeadKey, DataKey, NONCE_LEN, TAG_LEN};
 use crate::file_error::FileError;
 use crate::ioutil::read_full;
 use std::io::{self, Read, Write};
@@ -193,50 +193,10 @@ pub fn validate_identity(identity: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// One AEAD context per file: the key schedule is set up once, each chunk only sets its
-/// nonce, and the ciphertext goes straight into the output buffer.
-struct SealCtx {
-    ctx: openssl::cipher_ctx::CipherCtx,
-}
-
-impl SealCtx {
-    fn new(aead: Aead, key: &DataKey) -> io::Result<SealCtx> {
-        let cipher = match aead {
-            Aead::Aes256Gcm => openssl::cipher::Cipher::aes_256_gcm(),
-            Aead::ChaCha20Poly1305 => openssl::cipher::Cipher::chacha20_poly1305(),
-        };
-        let mut ctx = openssl::cipher_ctx::CipherCtx::new().map_err(io::Error::other)?;
-        ctx.encrypt_init(Some(cipher), Some(key.bytes()), None)
-            .map_err(io::Error::other)?;
-        Ok(SealCtx { ctx })
-    }
-
-    /// Appends ciphertext then the tag of `plain` to `out`.
-    fn seal(
-        &mut self,
-        nonce: &[u8; NONCE_LEN],
-        aad: &[u8],
-        plain: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(), openssl::error::ErrorStack> {
-        self.ctx.encrypt_init(None, None, Some(nonce))?;
-        self.ctx.cipher_update(aad, None)?;
-        let start = out.len();
-        // Stream ciphers in AEAD mode emit exactly as many bytes as they take.
-        out.resize(start + plain.len() + TAG_LEN, 0);
-        let n = self.ctx.cipher_update(plain, Some(&mut out[start..]))?;
-        let m = self.ctx.cipher_final(&mut out[start + n..])?;
-        let end = start + n + m;
-        self.ctx.tag(&mut out[end..end + TAG_LEN])?;
-        out.truncate(end + TAG_LEN);
-        Ok(())
-    }
-}
-
 /// Encrypting writer: header first, then sealed chunks; `finish` seals the final chunk.
 pub struct ChunkSealer<W: Write> {
     inner: W,
-    ctx: SealCtx,
+    key: AeadKey,
     header_hash: [u8; 32],
     chunk_size: usize,
     buf: Vec<u8>,
@@ -295,7 +255,7 @@ impl<W: Write> ChunkSealer<W> {
         let key = file_key(data_key, &salt, identity).map_err(io::Error::other)?;
         Ok(ChunkSealer {
             inner,
-            ctx: SealCtx::new(aead, &key)?,
+            key: AeadKey::new(aead, key.bytes()).map_err(io::Error::other)?,
             header_hash: sha256(&[&header]),
             chunk_size: chunk_size as usize,
             buf: Vec::with_capacity(chunk_size as usize),
@@ -315,8 +275,8 @@ impl<W: Write> ChunkSealer<W> {
     /// Seals `plain` as the next chunk and writes it.
     fn seal_from(&mut self, plain: &[u8], last: bool) -> io::Result<()> {
         self.sealed.clear();
-        self.ctx
-            .seal(
+        self.key
+            .seal_append(
                 &chunk_nonce(self.index),
                 &chunk_aad(&self.header_hash, self.index, last),
                 plain,
@@ -365,7 +325,7 @@ pub struct ChunkOpener<R: Read> {
     inner: R,
     path: PathBuf,
     header: FileHeader,
-    key: DataKey,
+    key: AeadKey,
     header_hash: [u8; 32],
     record: Vec<u8>,
     carry: Option<u8>,
@@ -400,6 +360,10 @@ impl<R: Read> ChunkOpener<R> {
                 source,
             }
         })?;
+        let key = AeadKey::new(header.aead, key.bytes()).map_err(|source| FileError::Crypto {
+            path: path.into(),
+            source,
+        })?;
         let record_len = header.chunk_size as usize + TAG_LEN;
         Ok(ChunkOpener {
             inner,
@@ -422,12 +386,14 @@ impl<R: Read> ChunkOpener<R> {
         &self.header
     }
 
-    fn open_with(&self, last: bool) -> Option<Vec<u8>> {
-        self.header.aead.open(
-            self.key.bytes(),
+    /// Opens the record read into `self.plain`; false if it does not authenticate as chunk
+    /// `self.index` with this end-of-file flag.
+    fn open_with(&mut self, last: bool) -> bool {
+        self.key.open_into(
             &chunk_nonce(self.index),
             &chunk_aad(&self.header_hash, self.index, last),
             &self.record,
+            &mut self.plain,
         )
     }
 
@@ -467,8 +433,7 @@ impl<R: Read> ChunkOpener<R> {
             });
         }
         match self.open_with(last) {
-            Some(p) => {
-                self.plain = p;
+            true => {
                 self.pos = 0;
                 self.offset += got as u64;
                 self.index += 1;
@@ -476,7 +441,7 @@ impl<R: Read> ChunkOpener<R> {
                 Ok(())
             }
             // Same bytes with the other flag tell "cut short" and "appended to" apart from damage.
-            None => match (last, self.open_with(!last).is_some()) {
+            false => match (last, self.open_with(!last)) {
                 (true, true) => Err(FileError::Truncated {
                     path: self.path.clone(),
                     detail: format!(

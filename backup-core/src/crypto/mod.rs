@@ -1,6 +1,8 @@
 //! Cryptography for the repository: passphrase → key-encryption key (scrypt), the wrapped random
-//! repository data key, per-file keys (HKDF-SHA256) and the chunked AEAD file format. All
-//! primitives come from OpenSSL. The byte-level formats are specified in `docs/format.md`.
+//! repository data key, per-file keys (HKDF-SHA256) and the chunked AEAD file format. The AEADs
+//! come from AWS-LC (its AES-GCM uses VAES/AVX-512 where the CPU has it, four times OpenSSL
+//! 3.0's speed here); everything else from OpenSSL. The byte-level formats are specified in
+//! `docs/format.md`.
 
 pub mod chunked;
 pub mod kdf;
@@ -13,7 +15,7 @@ use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
-use openssl::symm::Cipher;
+use aws_lc_rs::aead::{self as lc, LessSafeKey, UnboundKey};
 use std::fmt;
 use std::str::FromStr;
 
@@ -42,6 +44,9 @@ pub enum CryptoError {
     /// OpenSSL itself failed.
     #[error("OpenSSL error: {0}")]
     OpenSsl(#[from] ErrorStack),
+    /// The AEAD library refused an operation (a key or buffer it does not accept).
+    #[error("AEAD sealing failed")]
+    Aead,
 }
 
 /// The AEAD used for file contents.
@@ -81,10 +86,10 @@ impl Aead {
         }
     }
 
-    pub(crate) fn cipher(self) -> Cipher {
+    fn algorithm(self) -> &'static lc::Algorithm {
         match self {
-            Aead::Aes256Gcm => Cipher::aes_256_gcm(),
-            Aead::ChaCha20Poly1305 => Cipher::chacha20_poly1305(),
+            Aead::Aes256Gcm => &lc::AES_256_GCM,
+            Aead::ChaCha20Poly1305 => &lc::CHACHA20_POLY1305,
         }
     }
 
@@ -96,13 +101,8 @@ impl Aead {
         aad: &[u8],
         plain: &[u8],
         out: &mut Vec<u8>,
-    ) -> Result<(), ErrorStack> {
-        let mut tag = [0u8; TAG_LEN];
-        let ct =
-            openssl::symm::encrypt_aead(self.cipher(), key, Some(nonce), aad, plain, &mut tag)?;
-        out.extend_from_slice(&ct);
-        out.extend_from_slice(&tag);
-        Ok(())
+    ) -> Result<(), CryptoError> {
+        AeadKey::new(self, key)?.seal_append(nonce, aad, plain, out)
     }
 
     /// Decrypts ciphertext‖tag; `None` if authentication fails.
@@ -113,9 +113,69 @@ impl Aead {
         aad: &[u8],
         sealed: &[u8],
     ) -> Option<Vec<u8>> {
-        let split = sealed.len().checked_sub(TAG_LEN)?;
-        let (ct, tag) = sealed.split_at(split);
-        openssl::symm::decrypt_aead(self.cipher(), key, Some(nonce), aad, ct, tag).ok()
+        let mut plain = Vec::new();
+        AeadKey::new(self, key)
+            .ok()?
+            .open_into(nonce, aad, sealed, &mut plain)
+            .then_some(plain)
+    }
+}
+
+/// A key set up once for many seal or open operations (one file's chunks).
+pub(crate) struct AeadKey(LessSafeKey);
+
+impl AeadKey {
+    pub(crate) fn new(aead: Aead, key: &[u8; KEY_LEN]) -> Result<AeadKey, CryptoError> {
+        let unbound = UnboundKey::new(aead.algorithm(), key).map_err(|_| CryptoError::Aead)?;
+        Ok(AeadKey(LessSafeKey::new(unbound)))
+    }
+
+    /// Appends the ciphertext of `plain`, then its tag, to `out`.
+    pub(crate) fn seal_append(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        let start = out.len();
+        out.extend_from_slice(plain);
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(
+                lc::Nonce::assume_unique_for_key(*nonce),
+                lc::Aad::from(aad),
+                &mut out[start..],
+            )
+            .map_err(|_| CryptoError::Aead)?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(())
+    }
+
+    /// Authenticates and decrypts ciphertext‖tag into `plain` (replacing its contents);
+    /// false if authentication fails.
+    pub(crate) fn open_into(
+        &self,
+        nonce: &[u8; NONCE_LEN],
+        aad: &[u8],
+        sealed: &[u8],
+        plain: &mut Vec<u8>,
+    ) -> bool {
+        plain.clear();
+        plain.extend_from_slice(sealed);
+        let len = match self.0.open_in_place(
+            lc::Nonce::assume_unique_for_key(*nonce),
+            lc::Aad::from(aad),
+            plain,
+        ) {
+            Ok(p) => p.len(),
+            Err(_) => {
+                plain.clear();
+                return false;
+            }
+        };
+        plain.truncate(len);
+        true
     }
 }
 
