@@ -27,12 +27,12 @@ pub use result::ResultSet;
 pub use stream::Transport;
 
 /// Bytes asked of the socket per read. Bounded so a fast server cannot make one read balloon.
-const READ_CHUNK: usize = 128 * 1024;
+const READ_CHUNK: usize = 512 * 1024;
 /// Smallest read worth a system call.
 const MIN_READ: usize = 8 * 1024;
 /// Read buffers kept for reuse: enough to cover the messages a consumer holds in its queues
 /// (a few MiB), at most `MAX_SPARE_READS × READ_CHUNK` bytes.
-const MAX_SPARE_READS: usize = 64;
+const MAX_SPARE_READS: usize = 16;
 
 /// In a bulk transfer, after a read that had to wait for data (the server is the slower
 /// side), how long to let data pile up in the socket before the next read, instead of waking

@@ -244,7 +244,7 @@ fn root_certificate_rules() {
 
     // require without a root file verifies nothing...
     let c = build_connector_in(&config(SslMode::Require, None), Some(home.path())).unwrap();
-    assert_eq!(c.context().verify_mode(), SslVerifyMode::NONE);
+    assert_eq!(c.verify_mode(), SslVerifyMode::NONE);
     // ...but with ~/.postgresql/root.crt present it verifies the chain (verify-ca).
     std::fs::create_dir(home.path().join(".postgresql")).unwrap();
     let ca = cert(
@@ -261,7 +261,7 @@ fn root_certificate_rules() {
         0o644,
     );
     let c = build_connector_in(&config(SslMode::Require, None), Some(home.path())).unwrap();
-    assert_eq!(c.context().verify_mode(), SslVerifyMode::PEER);
+    assert_eq!(c.verify_mode(), SslVerifyMode::PEER);
     // An unreadable ~/.postgresql/root.crl is skipped (with a warning), as libpq does.
     write_pem(&home.path().join(".postgresql/root.crl"), b"junk", 0o644);
     build_connector_in(&config(SslMode::VerifyCa, None), Some(home.path())).unwrap();
@@ -279,7 +279,7 @@ fn root_certificate_rules() {
         "weak sslmode \"require\" may not be used with sslrootcert=system (use \"verify-full\")"
     );
     let c = build_connector_in(&config(SslMode::VerifyFull, Some(system)), None).unwrap();
-    assert_eq!(c.context().verify_mode(), SslVerifyMode::PEER);
+    assert_eq!(c.verify_mode(), SslVerifyMode::PEER);
 }
 
 #[test]
