@@ -11,11 +11,11 @@ mod secret;
 
 pub use secret::{DataKey, Secret};
 
+use aws_lc_rs::aead::{self as lc, LessSafeKey, UnboundKey};
 use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
-use aws_lc_rs::aead::{self as lc, LessSafeKey, UnboundKey};
 use std::fmt;
 use std::str::FromStr;
 
