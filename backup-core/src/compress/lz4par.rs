@@ -32,25 +32,47 @@ const BD_256K: u8 = 5 << 4;
 /// Block size word flag: the block is stored uncompressed.
 const UNCOMPRESSED: u32 = 0x8000_0000;
 
+/// LZ4 acceleration (as in `lz4 --fast=N`) for a block that follows one which kept more than
+/// 3/4 of its size. On such data matches are rare and looking for them is most of the work;
+/// acceleration widens the steps between tries. Measured on 256 MiB of md5/base64/random rows
+/// (the benchmark's poorly compressible data): 1.65 GB/s at acceleration 1, 2.7 GB/s at 4
+/// (lz4_flex, which has no such setting: 2.1), keeping 85.8% and 85.9% of the bytes. Blocks
+/// after a compressible one stay at 1, the default: pgbench data is 6.2% either way.
+const FAST_ACCELERATION: i32 = 4;
+
+/// The acceleration for the block after one of `input` bytes that compressed to `stored`.
+fn next_acceleration(input: usize, stored: usize) -> i32 {
+    if stored * 4 > input * 3 {
+        FAST_ACCELERATION
+    } else {
+        1
+    }
+}
+
 /// Room for one job's compressed blocks, each with its 4-byte size prefix.
 fn output_capacity() -> usize {
-    JOB_BLOCKS * (4 + lz4_flex::block::get_maximum_output_size(BLOCK_SIZE))
+    let bound = lz4::block::compress_bound(BLOCK_SIZE).expect("a 256 KiB block has a bound");
+    JOB_BLOCKS * (4 + bound)
 }
 
 /// Compresses `input` (at most one job) into `output` (sized by [`output_capacity`]) as
-/// consecutive framed blocks of at most [`BLOCK_SIZE`] input bytes each.
-fn compress_job(input: &[u8], output: &mut [u8]) -> io::Result<usize> {
+/// consecutive framed blocks of at most [`BLOCK_SIZE`] input bytes each, the first at
+/// acceleration `accel`. Returns the length and the acceleration for the block after.
+fn compress_job(input: &[u8], output: &mut [u8], mut accel: i32) -> io::Result<(usize, i32)> {
     let mut len = 0;
     for block in input.chunks(BLOCK_SIZE) {
-        len += compress_block(block, &mut output[len..])?;
+        let n = compress_block(block, &mut output[len..], accel)?;
+        accel = next_acceleration(block.len(), n - 4);
+        len += n;
     }
-    Ok(len)
+    Ok((len, accel))
 }
 
 /// Compresses `input` (at most one block) into `output` as one framed block: the size word
 /// then the data; stored raw when compression does not shrink it.
-fn compress_block(input: &[u8], output: &mut [u8]) -> io::Result<usize> {
-    let n = lz4_flex::block::compress_into(input, &mut output[4..]).map_err(io::Error::other)?;
+fn compress_block(input: &[u8], output: &mut [u8], accel: i32) -> io::Result<usize> {
+    let mode = Some(lz4::block::CompressionMode::FAST(accel));
+    let n = lz4::block::compress_to_buffer(input, mode, false, &mut output[4..])?;
     let (word, len) = if n < input.len() {
         (n as u32, n)
     } else {
@@ -64,13 +86,15 @@ fn compress_block(input: &[u8], output: &mut [u8]) -> io::Result<usize> {
 struct Job {
     input: Vec<u8>,
     output: Vec<u8>,
+    accel: i32,
     reply: SyncSender<Done>,
 }
 
 struct Done {
     input: Vec<u8>,
     output: Vec<u8>,
-    len: io::Result<usize>,
+    /// The length, and the acceleration for what follows.
+    len: io::Result<(usize, i32)>,
 }
 
 struct Pool {
@@ -118,9 +142,10 @@ fn worker(rx: &Mutex<Receiver<Job>>) {
         let Job {
             input,
             mut output,
+            accel,
             reply,
         } = job;
-        let len = compress_job(&input, &mut output);
+        let len = compress_job(&input, &mut output, accel);
         // The writer may have gone (an error elsewhere): nothing left to do with the block.
         let _ = reply.send(Done { input, output, len });
     }
@@ -138,6 +163,8 @@ pub struct ParLz4Encoder<W: Write> {
     pending: VecDeque<Receiver<Done>>,
     /// Recycled (input, output) buffers.
     free: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Acceleration for the next job, from the last one completed.
+    accel: i32,
 }
 
 impl<W: Write> ParLz4Encoder<W> {
@@ -155,6 +182,7 @@ impl<W: Write> ParLz4Encoder<W> {
             pool: None,
             pending: VecDeque::new(),
             free: Vec::new(),
+            accel: 1,
         }
     }
 
@@ -193,7 +221,7 @@ impl<W: Write> ParLz4Encoder<W> {
         if self.pool.is_none() && last {
             // A file of one job: no threads for it.
             let (input, mut output) = self.buffers();
-            let len = compress_job(&self.block, &mut output)?;
+            let (len, _) = compress_job(&self.block, &mut output, self.accel)?;
             self.write_block(&output[..len])?;
             self.block.clear();
             self.free.push((input, output));
@@ -214,6 +242,7 @@ impl<W: Write> ParLz4Encoder<W> {
         jobs.send(Job {
             input,
             output,
+            accel: self.accel,
             reply,
         })
         .map_err(|_| io::Error::other("an lz4 worker thread stopped"))?;
@@ -237,7 +266,8 @@ impl<W: Write> ParLz4Encoder<W> {
     fn complete(&mut self, done: Option<Done>) -> io::Result<()> {
         self.pending.pop_front();
         let done = done.ok_or_else(|| io::Error::other("an lz4 worker thread stopped"))?;
-        let len = done.len?;
+        let (len, accel) = done.len?;
+        self.accel = accel;
         self.write_block(&done.output[..len])?;
         self.free.push((done.input, done.output));
         Ok(())
@@ -404,6 +434,48 @@ mod tests {
         assert!(blocks.iter().all(|&(_, len)| len <= BLOCK_SIZE));
         assert!(blocks.iter().any(|&(w, _)| w & UNCOMPRESSED != 0));
         assert!(blocks.iter().any(|&(w, _)| w & UNCOMPRESSED == 0));
+    }
+
+    /// Rows like the benchmark's poorly compressible data: a repeated header, then hex text
+    /// and pseudo-random bytes (most of it incompressible, but not stored raw).
+    fn mostly_noise(n: usize) -> Vec<u8> {
+        let mut x: u32 = 11;
+        let mut rnd = move || {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) as u8
+        };
+        (0..n)
+            .map(|i| match i % 200 {
+                0..24 => b"tuple-header-0123456789"[i % 200 % 23],
+                24..88 => b"0123456789abcdef"[(rnd() % 16) as usize],
+                _ => rnd(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn blocks_after_a_poorly_compressible_one_are_accelerated_and_after_a_good_one_not() {
+        assert_eq!(next_acceleration(BLOCK_SIZE, BLOCK_SIZE / 10), 1);
+        assert_eq!(next_acceleration(BLOCK_SIZE, BLOCK_SIZE * 3 / 4), 1);
+        assert_eq!(
+            next_acceleration(BLOCK_SIZE, BLOCK_SIZE * 3 / 4 + 1),
+            FAST_ACCELERATION
+        );
+        let noise = mostly_noise(2 * BLOCK_SIZE);
+        let mut plain = noise.clone();
+        plain.extend(sample(BLOCK_SIZE).iter().map(|b| b & 1));
+        let mut out = vec![0u8; output_capacity()];
+        let (_, accel) = compress_job(&noise, &mut out, 1).unwrap();
+        assert_eq!(accel, FAST_ACCELERATION);
+        let (_, accel) = compress_job(&plain, &mut out, FAST_ACCELERATION).unwrap();
+        assert_eq!(accel, 1, "a compressible last block turns acceleration off");
+        // Accelerated blocks are still compressed (not raw) and decode to the input.
+        let mut e = ParLz4Encoder::new(Vec::new(), true);
+        let data = mostly_noise(3 * JOB_SIZE + 77);
+        e.write_all(&data).unwrap();
+        let frame = e.finish().unwrap();
+        assert!(decode(&frame) == data);
+        assert!(frame.len() < data.len());
     }
 
     #[test]
