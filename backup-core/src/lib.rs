@@ -14,6 +14,7 @@ pub mod basebackup;
 pub mod catalog;
 pub mod compress;
 pub mod coverage;
+pub mod crc;
 pub mod crypto;
 pub mod drill;
 pub mod expire;

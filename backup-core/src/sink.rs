@@ -98,14 +98,14 @@ pub struct SinkSummary {
 struct Counting<W> {
     inner: W,
     bytes: u64,
-    crc: u32,
+    crc: crate::crc::Crc32c,
 }
 
 impl<W: Write> Write for Counting<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.bytes += n as u64;
-        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        self.crc.update(&buf[..n]);
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -172,7 +172,7 @@ impl FileSink {
         let out = Counting {
             inner: StreamFile::create(path)?,
             bytes: 0,
-            crc: 0,
+            crc: crate::crc::Crc32c::new(),
         };
         let werr = |source| SinkError::Write {
             path: path.into(),
@@ -226,7 +226,7 @@ impl FileSink {
         let summary = SinkSummary {
             raw_bytes: self.raw_bytes,
             stored_bytes: counting.bytes,
-            stored_crc32c: counting.crc,
+            stored_crc32c: counting.crc.value(),
         };
         counting.inner.commit(replace)?;
         Ok(summary)

@@ -117,7 +117,7 @@ impl fmt::Debug for FileChecksum {
 /// Streaming checksum of one file's content, fed in chunks of any size.
 #[derive(Clone)]
 pub enum FileChecksummer {
-    Crc32c(u32),
+    Crc32c(crate::crc::Crc32c),
     Sha224(Sha224),
     Sha256(Sha256),
     Sha384(Sha384),
@@ -127,7 +127,7 @@ pub enum FileChecksummer {
 impl FileChecksummer {
     pub fn new(algorithm: ChecksumAlgorithm) -> FileChecksummer {
         match algorithm {
-            ChecksumAlgorithm::Crc32c => FileChecksummer::Crc32c(0),
+            ChecksumAlgorithm::Crc32c => FileChecksummer::Crc32c(crate::crc::Crc32c::new()),
             ChecksumAlgorithm::Sha224 => FileChecksummer::Sha224(Sha224::new()),
             ChecksumAlgorithm::Sha256 => FileChecksummer::Sha256(Sha256::new()),
             ChecksumAlgorithm::Sha384 => FileChecksummer::Sha384(Sha384::new()),
@@ -147,7 +147,7 @@ impl FileChecksummer {
 
     pub fn update(&mut self, data: &[u8]) {
         match self {
-            FileChecksummer::Crc32c(crc) => *crc = crc32c::crc32c_append(*crc, data),
+            FileChecksummer::Crc32c(crc) => crc.update(data),
             FileChecksummer::Sha224(h) => h.update(data),
             FileChecksummer::Sha256(h) => h.update(data),
             FileChecksummer::Sha384(h) => h.update(data),
@@ -158,7 +158,7 @@ impl FileChecksummer {
     pub fn finish(self) -> FileChecksum {
         let algorithm = self.algorithm();
         let bytes = match self {
-            FileChecksummer::Crc32c(crc) => crc.to_le_bytes().to_vec(),
+            FileChecksummer::Crc32c(crc) => crc.value().to_le_bytes().to_vec(),
             FileChecksummer::Sha224(h) => h.finish().to_vec(),
             FileChecksummer::Sha256(h) => h.finish().to_vec(),
             FileChecksummer::Sha384(h) => h.finish().to_vec(),
