@@ -33,7 +33,7 @@ pub use bins::{
 pub use builder::{cluster, quote_ident, quote_literal, scratch_dir, ClusterBuilder};
 pub use cluster::{Cluster, SUPERUSER};
 pub use conf::DEFAULT_HBA;
-pub use machine::machine;
+pub use machine::{drop_caches, machine, memory};
 pub use ports::free_port;
 pub use server_user::{effective_uid, server_user, ServerUser, DEFAULT_TEST_USER};
 pub use tls::{TlsOptions, TlsPaths};

@@ -456,6 +456,7 @@ pub fn run(o: &Options) {
         "/usr/bin/lz4 is missing: apt-get install lz4"
     );
     let load_before = load_average();
+    let memory = integration::memory();
     let scratch = integration::scratch_dir();
     let mut builder = cluster(o.major);
     for (k, v) in SETTINGS {
@@ -502,7 +503,10 @@ pub fn run(o: &Options) {
             std::thread::sleep(Duration::from_secs(1));
         }
     }
-    let load = format!("{load_before} / {}", load_average());
+    let load = format!(
+        "{load_before} / {}; memory at the start: {memory}",
+        load_average()
+    );
     let section = report::report(o, &prepared, &ways, &load);
     println!("{section}");
     super::section::write_section(o.out, "drill", &section);

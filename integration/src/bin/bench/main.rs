@@ -8,7 +8,7 @@
 //! measured, never asserted: this is not a test.
 //!
 //! Usage: bench [--quick] [--major N] [--scale S] [--noise-mb M] [--runs R] [--out FILE]
-//! [--pgstream PATH] [--no-restore] [--tablespace] [--no-drill | --drill-only]
+//! [--pgstream PATH] [--no-restore] [--tablespace] [--no-drill | --drill-only] [--drop-caches]
 //!
 //! `--tablespace` puts each dataset's table in a tablespace, so the tablespace paths of both
 //! tools (an extra archive each, `--tablespace-map` on restore) are exercised too.
@@ -42,6 +42,8 @@ struct Options {
     /// The drill benchmark (drill.rs): after the others, or alone with `--drill-only`.
     drill: bool,
     drill_only: bool,
+    /// Empty the page cache first (`--drop-caches`, root only).
+    drop_caches: bool,
 }
 
 fn parse_args() -> Options {
@@ -56,6 +58,7 @@ fn parse_args() -> Options {
         tablespace: false,
         drill: true,
         drill_only: false,
+        drop_caches: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -75,6 +78,7 @@ fn parse_args() -> Options {
             "--tablespace" => o.tablespace = true,
             "--no-drill" => o.drill = false,
             "--drill-only" => o.drill_only = true,
+            "--drop-caches" => o.drop_caches = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -523,12 +527,18 @@ fn main() {
         "{} not found: build it with `cargo build --release -p pgstream-cli`",
         o.pgstream.display()
     );
+    if o.drop_caches {
+        if let Err(e) = integration::drop_caches() {
+            panic!("--drop-caches: {e}");
+        }
+    }
     if o.drill_only {
         return drill::run(&drill_options(&o));
     }
     let mut rows = Vec::new();
     let mut restores = Vec::new();
     let load_before = load_average();
+    let memory = integration::memory();
     {
         eprintln!("bench: pgbench scale {} on PostgreSQL {}", o.scale, o.major);
         let pg = start_cluster(&o);
@@ -576,7 +586,10 @@ fn main() {
             &mut restores,
         );
     }
-    let load = format!("{load_before} / {}", load_average());
+    let load = format!(
+        "{load_before} / {}; memory at the start: {memory}",
+        load_average()
+    );
     let section = report(&o, &rows, &load);
     println!("{section}");
     let existing = std::fs::read_to_string(&o.out).unwrap_or_default();
