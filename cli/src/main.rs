@@ -23,11 +23,15 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cli.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("pgstream")
-        .build()
-    {
+    // receive-wal is one stream, one write and fsync per batch: on a single-threaded runtime
+    // the thread that waits in epoll is the one that writes, fsyncs and replies, with no
+    // wake-up of a second thread per message. In synchronous mode that round trip is what
+    // every commit on the server waits for. Everything else uses the worker pool.
+    let mut builder = match &cli.command {
+        args::Command::ReceiveWal(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().thread_name("pgstream").build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgstream: error: starting the async runtime: {e}");

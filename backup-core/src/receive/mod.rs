@@ -247,6 +247,18 @@ impl Receiver {
 }
 
 /// Runs `f` on the blocking pool (file writes, fsyncs, reading the archive).
+/// Runs `f`, which blocks on the disk, on this thread: on a multi-thread runtime the worker's
+/// other tasks move elsewhere meanwhile (`block_in_place`); on a current-thread runtime (unit
+/// tests) it simply runs. For the per-batch write and fsync, where the two hand-offs to the
+/// blocking pool and back that [`blocking`] costs came on every commit a synchronous server
+/// waits for.
+fn run_here<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ReceiveError> + Send + 'static,
 ) -> Result<T, ReceiveError> {

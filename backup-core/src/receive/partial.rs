@@ -25,7 +25,9 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use crate::crypto::{hkdf_sha256, random_bytes, sha256, Aead, DataKey, NONCE_LEN, TAG_LEN};
+use crate::crypto::{
+    hkdf_sha256, random_bytes, sha256, Aead, AeadKey, DataKey, NONCE_LEN, TAG_LEN,
+};
 use crate::fsutil::{FsError, PresizedFile};
 use crate::ioutil::read_full;
 use crate::sink::FileCodec;
@@ -164,15 +166,10 @@ impl PartialHeader {
 
 /// Seals and opens the records of one file.
 struct Sealer {
-    aead: Option<Aead>,
-    key: [u8; 32],
+    /// The cipher with the file's key, set up once: records are small and many (one per
+    /// commit in synchronous mode), so a key schedule per record would show.
+    cipher: Option<AeadKey>,
     header_hash: [u8; 32],
-}
-
-impl Drop for Sealer {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.key);
-    }
 }
 
 fn nonce(index: u64) -> [u8; NONCE_LEN] {
@@ -183,24 +180,27 @@ fn nonce(index: u64) -> [u8; NONCE_LEN] {
 
 impl Sealer {
     fn new(header: &PartialHeader, raw: &[u8], codec: &FileCodec) -> Result<Sealer, String> {
-        let key = match (header.aead, &codec.encryption) {
-            (None, _) => [0u8; 32],
-            (Some(_), Some(enc)) => {
-                derive_key(&enc.key, &header.salt, &header.identity).map_err(|e| e.to_string())?
+        let cipher = match (header.aead, &codec.encryption) {
+            (None, _) => None,
+            (Some(aead), Some(enc)) => {
+                let key = zeroize::Zeroizing::new(
+                    derive_key(&enc.key, &header.salt, &header.identity)
+                        .map_err(|e| e.to_string())?,
+                );
+                Some(AeadKey::new(aead, &key).map_err(|e| e.to_string())?)
             }
             (Some(_), None) => {
                 return Err("the file is encrypted but the repository has no key".into())
             }
         };
         Ok(Sealer {
-            aead: header.aead,
-            key,
+            cipher,
             header_hash: sha256(&[raw]),
         })
     }
 
     fn tag_len(&self) -> usize {
-        if self.aead.is_some() {
+        if self.cipher.is_some() {
             TAG_LEN
         } else {
             CRC_LEN
@@ -228,9 +228,9 @@ impl Sealer {
         out.extend_from_slice(&offset.to_be_bytes());
         out.extend_from_slice(&len.to_be_bytes());
         let aad = self.aad(index, offset, len);
-        match self.aead {
-            Some(aead) => aead
-                .seal(&self.key, &nonce(index), &aad, payload, out)
+        match &self.cipher {
+            Some(cipher) => cipher
+                .seal_append(&nonce(index), &aad, payload, out)
                 .map_err(|e| e.to_string()),
             None => {
                 out.extend_from_slice(payload);
@@ -244,8 +244,13 @@ impl Sealer {
     /// The payload of record `index` if `sealed` (payload ‖ tag) authenticates.
     fn open(&self, index: u64, offset: u64, len: u32, sealed: &[u8]) -> Option<Vec<u8>> {
         let aad = self.aad(index, offset, len);
-        match self.aead {
-            Some(aead) => aead.open(&self.key, &nonce(index), &aad, sealed),
+        match &self.cipher {
+            Some(cipher) => {
+                let mut plain = Vec::new();
+                cipher
+                    .open_into(&nonce(index), &aad, sealed, &mut plain)
+                    .then_some(plain)
+            }
             None => {
                 let (payload, crc) = sealed.split_at(sealed.len().checked_sub(CRC_LEN)?);
                 let want = crc32c::crc32c_append(crc32c::crc32c(&aad), payload);

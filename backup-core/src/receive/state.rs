@@ -9,7 +9,7 @@ use pgwire_repl::message::StandbyStatusUpdate;
 use pgwire_repl::replication::ReplicationStream;
 use pgwire_repl::{Lsn, PgTimestamp, TimelineId};
 
-use super::{blocking, partial_file, PartialReader, PartialWriter, ReceiveError};
+use super::{partial_file, run_here, PartialReader, PartialWriter, ReceiveError};
 use crate::fsutil;
 use crate::repo::Repository;
 use crate::wal::archive::WalArchive;
@@ -36,35 +36,39 @@ impl StreamState {
         }
     }
 
-    pub(super) async fn write(&mut self, batch: Vec<Bytes>) -> Result<(), ReceiveError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let repo = Arc::clone(&self.repo);
-        let (seg_size, tli, pos) = (self.seg_size, self.timeline, self.pos);
-        let writer = self.writer.take();
-        let (writer, pos) =
-            blocking(move || write_batch(&repo, seg_size, tli, pos, writer, batch)).await?;
-        self.writer = writer;
-        self.pos = pos;
-        Ok(())
+    /// Appends `batch` to the partial segments (storing each one that completes), then, if
+    /// `sync`, makes what was written durable. Runs on this thread (see [`run_here`]).
+    pub(super) fn write_and_sync(
+        &mut self,
+        batch: Vec<Bytes>,
+        sync: bool,
+    ) -> Result<(), ReceiveError> {
+        run_here(|| {
+            if !batch.is_empty() {
+                let writer = self.writer.take();
+                let (writer, pos) = write_batch(
+                    &self.repo,
+                    self.seg_size,
+                    self.timeline,
+                    self.pos,
+                    writer,
+                    batch,
+                )?;
+                self.writer = writer;
+                self.pos = pos;
+            }
+            if sync {
+                if let Some(w) = self.writer.as_mut() {
+                    w.sync()?;
+                }
+            }
+            Ok(())
+        })
     }
 
-    pub(super) async fn sync(&mut self) -> Result<(), ReceiveError> {
-        let Some(mut w) = self.writer.take() else {
-            return Ok(());
-        };
-        if w.synced_len() == w.len() {
-            self.writer = Some(w);
-            return Ok(());
-        }
-        let w = blocking(move || {
-            w.sync()?;
-            Ok(w)
-        })
-        .await?;
-        self.writer = Some(w);
-        Ok(())
+    /// Makes everything written durable.
+    pub(super) fn sync(&mut self) -> Result<(), ReceiveError> {
+        self.write_and_sync(Vec::new(), true)
     }
 
     /// Sends write and flush when the flush position moved (or `force`). Only a new flush

@@ -55,7 +55,7 @@ impl Receiver {
                     return Ok(TimelineEnd::Cancelled);
                 }
                 _ = timer.tick() => {
-                    st.sync().await?;
+                    st.sync()?;
                     st.report(&mut stream, false, true).await?;
                     self.flushed = Some((timeline, st.flushed()));
                     continue;
@@ -71,8 +71,7 @@ impl Receiver {
                 match ev {
                     Err(e) => {
                         // Keep what arrived before the error.
-                        st.write(std::mem::take(&mut batch)).await?;
-                        st.sync().await?;
+                        st.write_and_sync(std::mem::take(&mut batch), true)?;
                         self.flushed = Some((timeline, st.flushed()));
                         return Err(self.map_start_error(e, st.pos, timeline));
                     }
@@ -110,10 +109,8 @@ impl Receiver {
             if !batch.is_empty() {
                 self.progressed = true;
             }
-            st.write(batch).await?;
-            if self.options.synchronous || reply || terminal.is_some() {
-                st.sync().await?;
-            }
+            let sync = self.options.synchronous || reply || terminal.is_some();
+            st.write_and_sync(batch, sync)?;
             self.flushed = Some((timeline, st.flushed()));
             match terminal {
                 None => {
@@ -162,7 +159,7 @@ impl Receiver {
         st: &mut StreamState,
         stream: &mut ReplicationStream<'_>,
     ) -> Result<(), ReceiveError> {
-        st.sync().await?;
+        st.sync()?;
         self.flushed = Some((st.timeline, st.flushed()));
         let _ = st.report(stream, false, true).await;
         tracing::info!(
