@@ -470,6 +470,9 @@ fn run_one(
     // End the segment so that a receiver that fsyncs only at segment ends reports it flushed.
     pg.psql("SELECT pg_switch_wal()");
     let end = current_lsn(pg);
+    // pg_receivewal closes (and fsyncs) a segment only when WAL of the next one arrives; on an
+    // idle server none may come, and the wait below would run out. A checkpoint record is some.
+    pg.psql("CHECKPOINT");
     let flushed = reached_sql(&app, "flush_lsn", &end);
     let what = "the receiver to report everything flushed";
     wait_until(pg, &flushed, Duration::from_secs(120), what, &mut child);
