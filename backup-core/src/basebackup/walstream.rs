@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::BaseBackupError;
 use crate::catalog::PartialWal;
+use crate::crc::Crc32c;
 use crate::fsutil;
 use crate::layout;
 use crate::repo::Repository;
@@ -291,7 +292,7 @@ struct OpenSegment {
     tail: FileSink,
     tail_file: String,
     written: u64,
-    crc: u32,
+    crc: Crc32c,
 }
 
 fn write_wal(
@@ -366,7 +367,7 @@ fn open_segment(
         tail,
         tail_file,
         written: 0,
-        crc: 0,
+        crc: Crc32c::new(),
     })
 }
 
@@ -385,7 +386,7 @@ fn write_both(seg: &mut OpenSegment, piece: &[u8]) -> Result<(), BaseBackupError
         .write_all(piece)
         .map_err(|e| err(seg.tail_file.clone(), e))?;
     seg.written += piece.len() as u64;
-    seg.crc = crc32c::crc32c_append(seg.crc, piece);
+    seg.crc.update(piece);
     Ok(())
 }
 
@@ -411,7 +412,7 @@ fn finish_segment(repo: &Repository, seg: OpenSegment) -> Result<u64, BaseBackup
         drop(seg.archive);
     }
     let (crc, len) = WalArchive::new(repo).stored_crc(&archive_name)?;
-    if (crc, len) != (seg.crc, seg.written) {
+    if (crc, len) != (seg.crc.value(), seg.written) {
         return Err(BaseBackupError::WalConflict {
             segment: seg.name.to_string(),
         });

@@ -246,7 +246,6 @@ impl Receiver {
     }
 }
 
-/// Runs `f` on the blocking pool (file writes, fsyncs, reading the archive).
 /// Runs `f`, which blocks on the disk, on this thread: on a multi-thread runtime the worker's
 /// other tasks move elsewhere meanwhile (`block_in_place`); on a current-thread runtime (unit
 /// tests) it simply runs. For the per-batch write and fsync, where the two hand-offs to the
@@ -259,6 +258,7 @@ fn run_here<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Runs `f` on the blocking pool (file writes, fsyncs, reading the archive).
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ReceiveError> + Send + 'static,
 ) -> Result<T, ReceiveError> {

@@ -5,6 +5,7 @@ use std::io::{self, Read, Write};
 use super::{
     read_full, read_some, ArchiveFileName, StoreOutcome, WalArchive, WalArchiveError, BUFFER,
 };
+use crate::crc::Crc32c;
 use crate::fsutil;
 use crate::sink::SinkError;
 use crate::wal::WalFileName;
@@ -38,7 +39,7 @@ impl WalArchive<'_> {
         }
         let mut check = self.checker(file)?;
         let mut sink = self.repo.create_file(&stored)?;
-        let (mut crc, mut len) = (0u32, 0u64);
+        let (mut crc, mut len) = (Crc32c::new(), 0u64);
         let mut buf = vec![0u8; BUFFER];
         loop {
             let n = read_some(src, &mut buf).map_err(|source| WalArchiveError::Source {
@@ -49,7 +50,7 @@ impl WalArchive<'_> {
                 break;
             }
             check.push(&buf[..n])?;
-            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            crc.update(&buf[..n]);
             len += n as u64;
             sink.write_all(&buf[..n])
                 .map_err(|source| WalArchiveError::Sink {
@@ -70,7 +71,7 @@ impl WalArchive<'_> {
             Err(SinkError::Fs(e)) if e.source.kind() == io::ErrorKind::AlreadyExists => {
                 // Someone stored the name meanwhile: same content or a conflict.
                 let (theirs_crc, theirs_len) = self.stored_crc(&stored)?;
-                if (theirs_crc, theirs_len) == (crc, len) {
+                if (theirs_crc, theirs_len) == (crc.value(), len) {
                     Ok(StoreOutcome::AlreadyPresent)
                 } else {
                     Err(WalArchiveError::Conflict { name, stored })
@@ -122,7 +123,7 @@ impl WalArchive<'_> {
     /// CRC-32C and length of a stored file's content.
     pub(crate) fn stored_crc(&self, stored: &str) -> Result<(u32, u64), WalArchiveError> {
         let mut reader = self.repo.open_file(stored)?;
-        let (mut crc, mut len) = (0u32, 0u64);
+        let (mut crc, mut len) = (Crc32c::new(), 0u64);
         let mut buf = vec![0u8; BUFFER];
         loop {
             let n = read_some(&mut reader, &mut buf).map_err(|source| WalArchiveError::Stored {
@@ -130,9 +131,9 @@ impl WalArchive<'_> {
                 source,
             })?;
             if n == 0 {
-                return Ok((crc, len));
+                return Ok((crc.value(), len));
             }
-            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            crc.update(&buf[..n]);
             len += n as u64;
         }
     }
