@@ -369,6 +369,7 @@ fn backup_options(plan: &BaseBackupPlan, id: &str) -> BaseBackupOptions {
         manifest: ManifestOption::Yes,
         manifest_checksums: ManifestChecksums::Crc32c,
         server_compression: plan.server_compression.clone(),
+        incremental: false,
     }
 }
 
