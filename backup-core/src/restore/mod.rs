@@ -6,6 +6,7 @@
 //! tablespace locations is touched, and those must be empty: a restore never overwrites.
 
 pub mod extract;
+pub mod incremental_file;
 pub mod last_commit;
 pub mod pitr;
 pub mod window;
