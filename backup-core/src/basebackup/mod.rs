@@ -572,6 +572,7 @@ async fn take(
         wal_segments: wal_outcome.segments,
         partial_wal_file: wal_outcome.partial,
         history_files: wal_outcome.history_files,
+        incremental: None,
         checksum: None,
         mac: None,
     })
