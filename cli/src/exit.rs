@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use backup_core::basebackup::BaseBackupError;
+use backup_core::basebackup::{BaseBackupError, IncrementalError};
 use backup_core::catalog::CatalogError;
 use backup_core::restore::RestoreError;
 use backup_core::verify::VerifyError;
@@ -138,10 +138,32 @@ fn classify_base(e: &BaseBackupError) -> Failure {
         | B::DifferentClusters { .. }
         | B::TimelineChanged { .. }
         | B::WalStreamEnded { .. } => Failure::Server,
+        B::Incremental(i) => classify_incremental(i),
         B::Cancelled => Failure::Interrupted,
         // Stands in for the opening error, which `pgstream base` reports instead.
         B::RepositoryNotOpened => Failure::Repository,
         B::Internal(_) => Failure::Other,
+    }
+}
+
+/// The server cannot (version, settings, summaries, its history): 4. The repository cannot
+/// (no parent, a broken chain, another cluster's backup): 5.
+fn classify_incremental(e: &IncrementalError) -> Failure {
+    use IncrementalError as I;
+    match e {
+        I::ServerTooOld { .. }
+        | I::SummarizeWalOff
+        | I::SummariesMissing { .. }
+        | I::ParentRefused { .. }
+        | I::ParentOtherTimeline { .. }
+        | I::Geometry { .. } => Failure::Server,
+        I::NoBackups
+        | I::ParentMissing { .. }
+        | I::ParentChain(_)
+        | I::ParentOtherCluster { .. }
+        | I::ParentOtherMajor { .. } => Failure::Repository,
+        I::ParentUnreadable { source, .. } => classify_catalog(source),
+        I::ParentManifest { .. } => Failure::Verification,
     }
 }
 

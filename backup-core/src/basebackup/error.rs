@@ -67,6 +67,8 @@ pub enum BaseBackupError {
     /// The caller could not open the repository ([`run_opening`]); it reports why.
     #[error("the repository could not be opened")]
     RepositoryNotOpened,
+    #[error(transparent)]
+    Incremental(#[from] super::incremental::IncrementalError),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -15,10 +15,13 @@
 
 mod archive;
 mod error;
+pub mod incremental;
 mod manifest;
+mod open;
 mod walstream;
 
 pub use error::BaseBackupError;
+pub use incremental::{IncrementalError, IncrementalPlan, Parent};
 
 use std::fs;
 use std::sync::Arc;
@@ -41,6 +44,7 @@ use crate::tarwalk::SeenFile;
 use crate::wal::WalSegmentSize;
 use archive::{ArchiveWriter, TablespaceOf};
 use manifest::{store_manifest, verify_manifest};
+use open::open_and_bind;
 use walstream::WalStreamer;
 
 /// A point on the backup's timeline, logged at debug level (`PGSTREAM_LOG=debug` shows where
@@ -67,6 +71,8 @@ pub struct BaseBackupPlan {
     pub server_compression: Option<ServerCompression>,
     /// Ask the server to verify page checksums while reading files.
     pub verify_checksums: bool,
+    /// An incremental backup (PostgreSQL 17+), or a policy choosing one; `None`: full.
+    pub incremental: Option<IncrementalPlan>,
 }
 
 /// Where the backup is; for progress reporting.
@@ -243,25 +249,36 @@ async fn run_here(
     let id = catalog::new_backup_id(start_time, |id| catalog.id_taken(id));
     let span = tracing::info_span!("base_backup", backup_id = %id);
     let _enter = span.enter();
-    let options = backup_options(&plan, &id);
+    let mut options = backup_options(&plan, &id);
     progress.phase(Phase::Checkpoint);
-    let stream = conn.base_backup(&options).await?;
-    mark("BASE_BACKUP sent");
-    // An early return closes the connection, which ends the backup on the server too.
-    let mut repo = tokio::select! {
-        biased;
-        _ = cancel.cancelled() => return Err(BaseBackupError::Cancelled),
-        r = opening => r.ok_or(BaseBackupError::RepositoryNotOpened)?,
-    };
-    mark("repository open");
-    remove_stale(&catalog);
-    repo.bind_cluster(ClusterIdentity {
+    let cluster = ClusterIdentity {
         system_identifier: identity.system_id,
         major,
         wal_segment_size: seg_bytes as u32,
-    })?;
-    let repo = Arc::new(repo);
-    mark("repository bound");
+    };
+    // An incremental backup needs the parent's manifest from the repository first; a full one
+    // sends BASE_BACKUP while the repository is still being opened.
+    let (stream, repo, incremental_of) = match &plan.incremental {
+        Some(inc) => {
+            let repo = open_and_bind(opening, &cancel, &catalog, cluster).await?;
+            let of = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(BaseBackupError::Cancelled),
+                r = incremental::prepare(&mut conn, &repo, &identity, major, inc) => r?,
+            };
+            options.incremental = of.is_some();
+            let stream = conn.base_backup(&options).await?;
+            mark("BASE_BACKUP sent");
+            (stream, repo, of)
+        }
+        None => {
+            let stream = conn.base_backup(&options).await?;
+            mark("BASE_BACKUP sent");
+            // An early return closes the connection, which ends the backup on the server too.
+            let repo = open_and_bind(opening, &cancel, &catalog, cluster).await?;
+            (stream, repo, None)
+        }
+    };
 
     let dir = catalog.in_progress_dir(&id);
     fsutil::create_dir_all_durably(catalog.dir())?;
@@ -287,8 +304,13 @@ async fn run_here(
                 major,
             },
         )
-        .await?;
+        .await
+        .map_err(|e| match &incremental_of {
+            Some(of) => incremental::explain(e, &of.parent),
+            None => e,
+        })?;
         let mut record = record;
+        record.incremental = incremental_of.clone();
         record.seal(repo.codec().encryption.as_ref().map(|e| &*e.key))?;
         let bytes = serde_json::to_vec_pretty(&record)
             .map_err(|e| BaseBackupError::Internal(e.to_string()))?;
