@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use backup_core::basebackup::{BaseBackupError, IncrementalError};
-use backup_core::catalog::CatalogError;
+use backup_core::catalog::{CatalogError, ChainError};
+use backup_core::restore::chain::ChainRestoreError;
 use backup_core::restore::RestoreError;
 use backup_core::verify::VerifyError;
 use backup_core::{FileError, PassphraseError, RepoError};
@@ -183,7 +184,31 @@ fn classify_restore(e: &RestoreError) -> Failure {
             _ => Failure::Verification,
         },
         R::WalSize { .. } => Failure::Verification,
+        R::Chain(c) => classify_chain(c),
         R::Internal(_) => Failure::Other,
+    }
+}
+
+/// A parent that is gone, or a record that does not fit: the repository (5). Files that do
+/// not fit the chain or do not read: verification (6). Writing: local I/O (7).
+fn classify_chain(e: &ChainRestoreError) -> Failure {
+    use ChainRestoreError as C;
+    match e {
+        C::Chain(ChainError::UnreadableParent { source, .. }) => classify_catalog(source),
+        C::Chain(_) | C::Record { .. } => Failure::Repository,
+        C::Catalog(c) => classify_catalog(c),
+        C::WrongParent { .. }
+        | C::Manifest { .. }
+        | C::Broken { .. }
+        | C::Label { .. }
+        | C::Incremental { .. }
+        | C::Refused { .. }
+        | C::Missing { .. } => Failure::Verification,
+        C::Read { source, .. } => match FileError::from_io(source) {
+            Some(f) => classify_file(f),
+            None => Failure::Verification,
+        },
+        C::Write { .. } | C::Fs(_) => Failure::LocalIo,
     }
 }
 

@@ -79,6 +79,8 @@ pub enum IncrementalError {
     },
     #[error("the file ends inside its header ({0})")]
     Truncated(String),
+    #[error("block numbers are not in ascending order ({next} after {previous})")]
+    Unsorted { previous: u32, next: u32 },
 }
 
 /// The header of one incremental file.
@@ -155,6 +157,13 @@ impl IncrementalHeader {
                 }
             })
             .collect::<Result<Vec<u32>, _>>()?;
+        // The server sorts them (and a block is changed or not): each comes once, in order.
+        if let Some(w) = blocks.windows(2).find(|w| w[0] >= w[1]) {
+            return Err(IncrementalError::Unsorted {
+                previous: w[0],
+                next: w[1],
+            });
+        }
         let padding = header_bytes - 12 - raw.len() as u64;
         let skipped = io::copy(&mut input.take(padding), &mut io::sink())
             .map_err(|e| IncrementalError::Truncated(e.to_string()))?;

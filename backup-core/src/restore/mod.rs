@@ -5,6 +5,7 @@
 //! by a bounded channel, so they overlap. Nothing outside the target directory and the
 //! tablespace locations is touched, and those must be empty: a restore never overwrites.
 
+pub mod chain;
 pub mod extract;
 pub mod incremental_file;
 pub mod last_commit;
@@ -91,6 +92,8 @@ pub enum RestoreError {
     },
     #[error(transparent)]
     Extract(#[from] ExtractError),
+    #[error(transparent)]
+    Chain(#[from] chain::ChainRestoreError),
     #[error("{file} holds {got} bytes of WAL segment {segment}, expected {expected}")]
     WalSize {
         file: String,
@@ -129,6 +132,9 @@ pub fn run(repo: &Repository, plan: &RestorePlan) -> Result<RestoreSummary, Rest
     }
     let span = tracing::info_span!("restore", backup_id = %record.id);
     let _enter = span.enter();
+    if record.is_incremental() {
+        return chain::run(repo, plan, record, tablespaces, started);
+    }
     let mut files = 0;
     let mut bytes = 0;
     // Tablespaces first, so the links in base.tar point at directories that exist.

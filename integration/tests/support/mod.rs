@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod archiving;
+pub mod incremental;
 pub mod proxy;
 pub mod receiver;
 pub mod restored;
