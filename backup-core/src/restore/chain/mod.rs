@@ -322,3 +322,6 @@ fn overlapped(
     written?;
     Ok(applier)
 }
+
+#[cfg(test)]
+mod tests;
