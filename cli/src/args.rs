@@ -429,4 +429,9 @@ pub struct CheckArgs {
     /// archive_command.
     #[arg(long)]
     pub archive_push: bool,
+
+    /// Incremental backups are taken (`base --incremental`, `--full-every`): check the
+    /// version (17+), summarize_wal and how long WAL summaries are kept.
+    #[arg(long)]
+    pub incremental: bool,
 }
