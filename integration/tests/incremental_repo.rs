@@ -139,7 +139,11 @@ fn chains_in_list_expire_verify_and_a_killed_incremental() {
         );
         for k in &dry["kept"].as_array().unwrap()[..2] {
             assert_eq!(k["reasons"], serde_json::json!(["chain"]), "{ctx}: {dry}");
-            assert_eq!(ids(&k["needed_by"]), [i2.clone()], "{ctx}: {dry}");
+            assert_eq!(
+                ids(&k["needed_by"]),
+                std::slice::from_ref(&i2),
+                "{ctx}: {dry}"
+            );
         }
         let text = ok(
             pgstream(

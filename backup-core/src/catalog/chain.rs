@@ -196,7 +196,10 @@ mod tests {
             write(&cat, r);
         }
         let ids = |c: Vec<BackupRecord>| c.into_iter().map(|r| r.id).collect::<Vec<_>>();
-        assert_eq!(ids(cat.chain(&full).unwrap()), [full.id.clone()]);
+        assert_eq!(
+            ids(cat.chain(&full).unwrap()),
+            std::slice::from_ref(&full.id)
+        );
         assert_eq!(
             ids(cat.chain(&i2).unwrap()),
             [full.id.clone(), i1.id.clone(), i2.id.clone()]

@@ -284,7 +284,7 @@ fn a_label_from_another_parent_stops_the_restore() {
         archive: "base.tar".into(),
         root: dir.path().into(),
         prefix: String::new(),
-        expect_from: (k > 0).then(|| IncrementalFrom {
+        expect_from: (k > 0).then_some(IncrementalFrom {
             lsn: Lsn(from),
             timeline: TimelineId(1),
         }),
@@ -304,7 +304,7 @@ fn a_label_from_another_parent_stops_the_restore() {
 
 #[test]
 fn an_incremental_file_without_a_predecessor_is_a_broken_chain() {
-    let chain = vec![
+    let chain = [
         Backup::new(),
         Backup::from([(
             "base/5/1".into(),
@@ -326,7 +326,7 @@ fn an_incremental_file_without_a_predecessor_is_a_broken_chain() {
             archive: "base.tar".into(),
             root: dir.path().into(),
             prefix: String::new(),
-            expect_from: (k > 0).then(|| IncrementalFrom {
+            expect_from: (k > 0).then_some(IncrementalFrom {
                 lsn: Lsn(k as u64),
                 timeline: TimelineId(1),
             }),
