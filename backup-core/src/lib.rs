@@ -30,6 +30,7 @@ mod replication;
 pub mod repo;
 pub mod restore;
 pub mod sink;
+pub mod store;
 pub mod tarwalk;
 #[cfg(test)]
 mod test_support;
