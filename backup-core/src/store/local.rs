@@ -361,11 +361,11 @@ impl Store for LocalStore {
                     }
                     return Err(StoreError::LeaseHeld {
                         what: lease::describe_lease(name),
-                        holder: LeaseInfo {
+                        holder: Box::new(LeaseInfo {
                             name: name.to_string(),
                             holder: read_holder(&file),
                             live: true,
-                        },
+                        }),
                     });
                 }
                 Err(fs::TryLockError::Error(e)) => return Err(io_err("locking", &path)(e)),

@@ -305,11 +305,11 @@ impl Store for MemStore {
             if l.alive.load(Ordering::SeqCst) {
                 return Err(StoreError::LeaseHeld {
                     what: lease::describe_lease(name),
-                    holder: LeaseInfo {
+                    holder: Box::new(LeaseInfo {
                         name: name.to_string(),
                         holder: Some(l.holder.clone()),
                         live: true,
-                    },
+                    }),
                 });
             }
         }

@@ -101,7 +101,7 @@ pub enum StoreError {
         /// What the lease guards, in words ("the repository's WAL receiver lease").
         what: String,
         /// Who holds it.
-        holder: LeaseInfo,
+        holder: Box<LeaseInfo>,
     },
     /// The backend cannot do this.
     #[error("{backend} repositories do not support {what}")]
