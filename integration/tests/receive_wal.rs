@@ -45,7 +45,14 @@ fn start_receiver(repo: &Path, pg: &Cluster, extra: &[&str], log: PathBuf) -> Re
 
 /// Complete segments in the archive, in order, checked to be contiguous.
 fn archived_segments(repo_dir: &Path, size: WalSegmentSize) -> Vec<SegmentName> {
-    let state = backup_core::receive::start::ArchiveState::scan(repo_dir, size).unwrap();
+    let repo = KEY.open_repo(repo_dir);
+    assert_eq!(
+        repo.cluster().map(|c| u64::from(c.wal_segment_size)),
+        Some(size.bytes())
+    );
+    let state =
+        backup_core::receive::start::ArchiveState::scan(repo.store().as_ref(), repo.config())
+            .unwrap();
     let mut segs = state.complete.clone();
     segs.sort_by_key(|s| s.segno);
     for w in segs.windows(2) {

@@ -105,7 +105,7 @@ impl fmt::Display for LeaseInfo {
 }
 
 /// A lease held by this process; dropping it releases the lease.
-pub trait LeaseGuard: Send + fmt::Debug {
+pub trait LeaseGuard: Send + Sync + fmt::Debug {
     /// The lease's name.
     fn name(&self) -> &str;
     /// Whether the lease is still ours. On a local filesystem it cannot be lost while the
@@ -162,5 +162,33 @@ pub fn describe_lease(name: &str) -> String {
             Some(id) => format!("backup id {id}"),
             None => format!("lease {n}"),
         },
+    }
+}
+
+/// Takes lease `name`, waiting while a live holder has it: at most `wait`, or for as long as
+/// it takes with `None`. Says once, at info level, whom it waits for.
+pub fn acquire_waiting(
+    store: &dyn super::Store,
+    name: &str,
+    holder: &LeaseHolder,
+    wait: impl Into<Option<std::time::Duration>>,
+) -> Result<Box<dyn LeaseGuard>, StoreError> {
+    let deadline = wait.into().map(|w| std::time::Instant::now() + w);
+    let mut told = false;
+    let mut pause = std::time::Duration::from_millis(20);
+    loop {
+        match store.acquire_lease(name, holder) {
+            Err(StoreError::LeaseHeld { what, holder: h })
+                if deadline.is_none_or(|d| std::time::Instant::now() < d) =>
+            {
+                if !told {
+                    tracing::info!("waiting for {what}, held by {h}");
+                    told = true;
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(500));
+            }
+            other => return other,
+        }
     }
 }

@@ -308,6 +308,22 @@ impl Store for LocalStore {
         Ok(())
     }
 
+    fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
+        let names: Vec<String> = self.list(prefix)?.into_iter().map(|o| o.name).collect();
+        self.delete(&names)?;
+        // Then the directory: temporaries a dead writer left, and directories, deepest first.
+        if let Some(dir) = prefix.strip_suffix('/') {
+            check_name(dir)?;
+            let top = self.root.join(dir);
+            if remove_temporaries_and_empty_dirs(&top)? {
+                if let Some(parent) = top.parent() {
+                    fsutil::fsync_dir(parent).map_err(from_fs)?;
+                }
+            }
+        }
+        Ok(names.len())
+    }
+
     fn prepare_root(&self) -> Result<Option<String>, StoreError> {
         match fs::read_dir(&self.root) {
             Ok(mut entries) => match entries.next() {
@@ -410,6 +426,33 @@ impl Store for LocalStore {
             live,
         }))
     }
+}
+
+/// Removes the temporary files (`.tmp.` names) under `dir`, then `dir` and the directories
+/// below it that are left empty; whether `dir` went.
+fn remove_temporaries_and_empty_dirs(dir: &Path) -> Result<bool, StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err("listing", dir)(e)),
+    };
+    let mut removed = false;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_temporaries_and_empty_dirs(&path)?;
+        } else if entry.file_name().to_string_lossy().contains(".tmp.") {
+            match fs::remove_file(&path) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("removing", &path)(e)),
+            }
+        }
+    }
+    if removed {
+        fsutil::fsync_dir(dir).map_err(from_fs)?;
+    }
+    Ok(fs::remove_dir(dir).is_ok())
 }
 
 fn read_holder(file: &File) -> Option<LeaseHolder> {

@@ -205,6 +205,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Deletes objects durably; names that do not exist are not an error.
     fn delete(&self, names: &[String]) -> Result<(), StoreError>;
 
+    /// Deletes every object under `prefix` (a `/`-terminated prefix), and whatever the backend
+    /// keeps for it: a local directory, and the temporary files of writes that will never be
+    /// committed (the caller owns the prefix, under its lease, so any write in progress there
+    /// is a dead writer's). Returns how many committed objects there were.
+    fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
+        let names: Vec<String> = self.list(prefix)?.into_iter().map(|o| o.name).collect();
+        self.delete(&names)?;
+        Ok(names.len())
+    }
+
     /// Some entry of the repository's root, if it has any (for `init`, which wants an empty
     /// place); creates the root where that is a thing (a local directory).
     fn prepare_root(&self) -> Result<Option<String>, StoreError>;
@@ -325,7 +335,5 @@ pub fn check_name(name: &str) -> Result<(), StoreError> {
 
 /// Deletes every object under `prefix` (which should end in `/`). Returns how many there were.
 pub fn delete_prefix(store: &dyn Store, prefix: &str) -> Result<usize, StoreError> {
-    let names: Vec<String> = store.list(prefix)?.into_iter().map(|o| o.name).collect();
-    store.delete(&names)?;
-    Ok(names.len())
+    store.delete_prefix(prefix)
 }

@@ -4,7 +4,8 @@
 use std::io::Read;
 use std::path::Path;
 
-use backup_core::receive::{partial_file, PartialReader};
+use backup_core::receive::{receiving_name, PartialReader};
+use backup_core::store::RepoLocation;
 use backup_core::wal::{SegmentName, WalSegmentSize};
 use backup_core::{layout, Repository, Secret};
 use integration::Cluster;
@@ -12,7 +13,11 @@ use pgwire_repl::{Lsn, TimelineId};
 
 /// The repository at `repo`, opened with `passphrase`.
 pub fn open_repo(repo: &Path, passphrase: &str) -> Repository {
-    Repository::open(repo, Some(&Secret::new(passphrase.as_bytes().to_vec()))).unwrap()
+    Repository::open(
+        &RepoLocation::local(repo),
+        Some(&Secret::new(passphrase.as_bytes().to_vec())),
+    )
+    .unwrap()
 }
 
 /// A test file's passphrase, with the pgstream runs, repository opens and receivers that use it.
@@ -82,7 +87,7 @@ pub fn current_segment(pg: &Cluster, tli: u32, size: WalSegmentSize) -> SegmentN
 /// The bytes of the complete segment `seg` in the archive, if it is there.
 pub fn archived(repo: &Repository, seg: &SegmentName) -> Option<Vec<u8>> {
     let name = layout::wal_segment_file(seg, repo.codec());
-    if !repo.resolve(&name).unwrap().exists() {
+    if !repo.has_file(&name).unwrap() {
         return None;
     }
     let mut out = Vec::new();
@@ -95,13 +100,12 @@ pub fn archived(repo: &Repository, seg: &SegmentName) -> Option<Vec<u8>> {
 
 /// The valid bytes of receive-wal's partial for `seg`, if any.
 pub fn partial(repo: &Repository, seg: &SegmentName) -> Option<Vec<u8>> {
-    let name = partial_file(seg, true);
-    let path = repo.resolve(&name).unwrap();
-    if !path.exists() {
+    let name = receiving_name(seg, true);
+    if !repo.has_file(&name).unwrap() {
         return None;
     }
     let mut out = Vec::new();
-    PartialReader::open(&path, &name, repo.codec())
+    PartialReader::open(repo.store().as_ref(), &name, repo.codec())
         .unwrap()
         .read_to_end(&mut out)
         .unwrap();
