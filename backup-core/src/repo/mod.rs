@@ -477,6 +477,7 @@ impl Repository {
             }
             None => {
                 fresh.cluster = Some(cluster);
+                crate::failpoint!("repo.bind-cluster");
                 write_config(store, &fresh, false)?;
                 BindOutcome::Bound
             }

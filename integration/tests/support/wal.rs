@@ -137,3 +137,49 @@ pub fn write_wal(pg: &Cluster, rows: u32, switches: usize) {
         );
     }
 }
+
+/// Restores the repository's newest base backup into `target`, puts every complete segment
+/// the archive holds and receive-wal's partial of the next one (zero-padded) into its pg_wal,
+/// and starts it: crash recovery then replays every byte of WAL the repository received.
+pub fn restore_with_received_wal(
+    key: &Keyed,
+    major: u32,
+    repo_dir: &Path,
+    target: &Path,
+    ctx: &str,
+) -> Cluster {
+    let run = key.pgstream(&[
+        "restore",
+        "--repo",
+        repo_dir.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{ctx}: restore: {run:?}");
+    let repo = key.open_repo(repo_dir);
+    let size = WalSegmentSize::new(u64::from(repo.cluster().unwrap().wal_segment_size)).unwrap();
+    let state =
+        backup_core::receive::start::ArchiveState::scan(repo.store().as_ref(), repo.config())
+            .unwrap();
+    let mut segs = state.complete.clone();
+    segs.sort_by_key(|s| (s.timeline.0, s.segno));
+    let pg_wal = target.join("pg_wal");
+    for seg in &segs {
+        std::fs::write(pg_wal.join(seg.to_string()), archived(&repo, seg).unwrap()).unwrap();
+    }
+    let next = segs.last().expect("segments archived").next();
+    if let Some(mut tail) = partial(&repo, &next) {
+        tail.resize(size.bytes() as usize, 0);
+        std::fs::write(pg_wal.join(next.to_string()), tail).unwrap();
+    }
+    if let integration::ServerUser::Switch { name, .. } = integration::server_user() {
+        let status = std::process::Command::new("chown")
+            .arg("-R")
+            .arg(format!("{name}:"))
+            .arg(target)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    integration::cluster(major).restored_data_dir(target).start()
+}
