@@ -596,3 +596,7 @@ fn check_chain(
         gap.backups.push(record.id.clone());
     }
 }
+
+#[cfg(test)]
+#[path = "verify_tests.rs"]
+mod tests;
