@@ -46,7 +46,9 @@ fn every_wal_file_is_read_back_and_a_missing_manifest_is_named() {
     let b = &report.backups[0];
     assert!(!b.ok);
     assert!(
-        b.problems.iter().any(|p| p.file.contains("backup_manifest")),
+        b.problems
+            .iter()
+            .any(|p| p.file.contains("backup_manifest")),
         "{:?}",
         b.problems
     );
@@ -66,7 +68,9 @@ fn a_missing_segment_is_a_gap_and_a_damaged_one_a_bad_file() {
     assert_eq!(report.wal.bad_files.len(), 1, "{:?}", report.wal.bad_files);
     assert_eq!(report.wal.bad_files[0].file, stored(5));
     assert!(
-        report.wal.bad_files[0].problem.contains("authentication failed"),
+        report.wal.bad_files[0]
+            .problem
+            .contains("authentication failed"),
         "{:?}",
         report.wal.bad_files
     );

@@ -14,7 +14,7 @@ use integration::{client_tool, cluster, scratch_dir, Cluster};
 use serde_json::Value;
 use support::receiver::wait_for;
 use support::wal::Keyed;
-use support::{oldest_and_newest_majors, ok, pgstream_command, s, Run};
+use support::{ok, oldest_and_newest_majors, pgstream_command, s, Run};
 
 const KEY: Keyed = Keyed("concurrency test passphrase");
 
@@ -160,15 +160,16 @@ fn a_base_killed_after_its_record_is_complete_and_one_killed_before_is_removed()
         // Killed -9 right after its record is durable (still holding its lease).
         let child = base(&repo, &pg, Some("base.after-record=pause"), &[]);
         let mut complete = String::new();
-        support::wait_until(&format!("{ctx}: the record is written"), || {
-            match backup_dirs(&repo).into_iter().find(|(_, c)| *c) {
+        support::wait_until(
+            &format!("{ctx}: the record is written"),
+            || match backup_dirs(&repo).into_iter().find(|(_, c)| *c) {
                 Some((id, _)) => {
                     complete = id;
                     true
                 }
                 None => false,
-            }
-        });
+            },
+        );
         let killed = kill9(child);
         assert_eq!(killed.code, -1, "{ctx}: {killed:?}");
         assert!(
@@ -212,20 +213,15 @@ fn a_base_killed_after_its_record_is_complete_and_one_killed_before_is_removed()
         assert_eq!(ids.len(), 2, "{ctx}: {ids:?}");
         assert_eq!(ids[0], complete, "{ctx}");
         assert!(
-            backup_dirs(&repo).iter().all(|(id, c)| *c && id != &unfinished),
+            backup_dirs(&repo)
+                .iter()
+                .all(|(id, c)| *c && id != &unfinished),
             "{ctx}: {:?}",
             backup_dirs(&repo)
         );
         verify_ok(&repo, &ctx);
         let run = ok(
-            KEY.pgstream(&[
-                "expire",
-                "--repo",
-                s(&repo),
-                "--keep-last",
-                "5",
-                "--json",
-            ]),
+            KEY.pgstream(&["expire", "--repo", s(&repo), "--keep-last", "5", "--json"]),
             &format!("{ctx}: expire"),
         );
         let report: Value = serde_json::from_str(&run.stdout).unwrap();
@@ -333,10 +329,7 @@ fn a_second_receive_wal_is_refused_naming_the_first_which_keeps_every_commit() {
             &scratch.path().join("restored"),
             &ctx,
         );
-        let recovered: u64 = restored
-            .psql("SELECT count(*) FROM acked")
-            .parse()
-            .unwrap();
+        let recovered: u64 = restored.psql("SELECT count(*) FROM acked").parse().unwrap();
         assert!(
             recovered >= committed,
             "{ctx}: {recovered} of {committed} acknowledged rows restored"
@@ -370,7 +363,10 @@ fn rekey_racing_the_first_backup_keeps_the_new_passphrase() {
         assert_eq!(run.code, 0, "{ctx}: base: {run:?}");
         // The binding did not undo the rekey, nor the rekey the binding.
         let old = KEY.pgstream(&["verify", "--repo", s(&repo)]);
-        assert_eq!(old.code, 5, "{ctx}: the old passphrase still opens it: {old:?}");
+        assert_eq!(
+            old.code, 5,
+            "{ctx}: the old passphrase still opens it: {old:?}"
+        );
         let with_new = support::pgstream(&["verify", "--repo", s(&repo)], Some(new));
         assert_eq!(with_new.code, 0, "{ctx}: {with_new:?}");
         let status = ok(
@@ -401,14 +397,7 @@ fn expire_while_a_backup_is_published_deletes_nothing_it_needs() {
         let child = base(&repo, &pg, Some("base.before-record=sleep(4000)"), &[]);
         wait_manifest_stored(&repo, &ctx);
         let run = ok(
-            KEY.pgstream(&[
-                "expire",
-                "--repo",
-                s(&repo),
-                "--keep-last",
-                "1",
-                "--json",
-            ]),
+            KEY.pgstream(&["expire", "--repo", s(&repo), "--keep-last", "1", "--json"]),
             &format!("{ctx}: expire"),
         );
         let report: Value = serde_json::from_str(&run.stdout).unwrap();

@@ -65,7 +65,11 @@ fn a_file_url_serves_every_command_and_the_restore_command() {
         "{ctx}: {auto}"
     );
     let restored = start_promoted(major, &dir);
-    assert_eq!(restored.psql("SELECT note FROM loc"), "in the backup", "{ctx}");
+    assert_eq!(
+        restored.psql("SELECT note FROM loc"),
+        "in the backup",
+        "{ctx}"
+    );
 }
 
 #[test]

@@ -181,5 +181,7 @@ pub fn restore_with_received_wal(
             .unwrap();
         assert!(status.success());
     }
-    integration::cluster(major).restored_data_dir(target).start()
+    integration::cluster(major)
+        .restored_data_dir(target)
+        .start()
 }
