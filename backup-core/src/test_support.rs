@@ -3,9 +3,13 @@
 use std::path::Path;
 
 use crate::catalog::{BackupRecord, BackupStatus, RECORD_FORMAT};
+use crate::compress::Compression;
 use crate::crypto::{Encryption, Secret};
-use crate::repo::config::ClusterIdentity;
+use crate::repo::config::{ClusterIdentity, RepoConfig};
 use crate::repo::{InitOptions, KdfCost, Repository};
+use crate::store::mem::MemStore;
+use crate::store::RepoLocation;
+use std::sync::Arc;
 
 /// The system identifier of the test clusters.
 pub(crate) const SYSID: u64 = 7_300_000_000_000_000_001;
@@ -45,11 +49,41 @@ pub(crate) fn test_repo(
     let encrypted = encryption != Encryption::None;
     let pass = Secret::from(PASSPHRASE);
     let options = fast_init_options(encryption);
-    let mut repo = Repository::init(dir, options, encrypted.then_some(&pass)).unwrap();
+    let location = RepoLocation::local(dir);
+    let mut repo = Repository::init(&location, options, encrypted.then_some(&pass)).unwrap();
     if let Some(cluster) = cluster {
         repo.bind_cluster(cluster).unwrap();
     }
     repo
+}
+
+/// [`test_repo`] on the in-memory backend; the store is returned too, for tests that look
+/// under the repository or damage it.
+pub(crate) fn mem_repo(
+    encryption: Encryption,
+    cluster: Option<ClusterIdentity>,
+) -> (MemStore, Repository) {
+    let store = MemStore::default();
+    let encrypted = encryption != Encryption::None;
+    let pass = Secret::from(PASSPHRASE);
+    let options = fast_init_options(encryption);
+    let mut repo =
+        Repository::init_in(Arc::new(store.clone()), options, encrypted.then_some(&pass)).unwrap();
+    if let Some(cluster) = cluster {
+        repo.bind_cluster(cluster).unwrap();
+    }
+    (store, repo)
+}
+
+/// The config of an unencrypted lz4 repository bound to a 16 MiB-segment cluster.
+pub(crate) fn bound_config() -> RepoConfig {
+    RepoConfig {
+        repository_id: "00".repeat(16),
+        created_unix: 0,
+        compression: Compression::Lz4,
+        encryption: None,
+        cluster: Some(cluster(16 << 20)),
+    }
 }
 
 /// A complete, unsealed record of backup `id` (`YYYYMMDDTHHMMSSZ`, which gives its start time;
@@ -97,4 +131,26 @@ pub(crate) fn backup_record(id: &str, start_segno: u64) -> BackupRecord {
         checksum: None,
         mac: None,
     }
+}
+
+/// A 1 MiB WAL segment of timeline `tli` with `valid` page headers (the rest zero), like the
+/// server's files; its first page's long header names cluster `sysid`.
+pub(crate) fn wal_segment(sysid: u64, tli: u32, segno: u64, valid: usize) -> Vec<u8> {
+    const MIB: u32 = 1 << 20;
+    let mut out = vec![0u8; MIB as usize];
+    for (k, page) in out.chunks_mut(8192).take(valid).enumerate() {
+        page[0..2].copy_from_slice(&0xD113u16.to_le_bytes());
+        let info: u16 = if k == 0 { 2 } else { 0 };
+        page[2..4].copy_from_slice(&info.to_le_bytes());
+        page[4..8].copy_from_slice(&tli.to_le_bytes());
+        let addr = segno * u64::from(MIB) + (k * 8192) as u64;
+        page[8..16].copy_from_slice(&addr.to_le_bytes());
+        page[40..48].copy_from_slice(&(segno * 1000 + k as u64).to_le_bytes());
+        if k == 0 {
+            page[24..32].copy_from_slice(&sysid.to_le_bytes());
+            page[32..36].copy_from_slice(&MIB.to_le_bytes());
+            page[36..40].copy_from_slice(&8192u32.to_le_bytes());
+        }
+    }
+    out
 }

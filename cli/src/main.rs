@@ -23,6 +23,11 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cli.log_level);
+    // Only a binary built with the `failpoints` feature (the test suite's) has any.
+    if let Err(e) = backup_core::failpoint::configure_from_env() {
+        eprintln!("pgstream: error: {e}");
+        return exit::Failure::Usage.code();
+    }
     // receive-wal is one stream, one write and fsync per batch: on a single-threaded runtime
     // the thread that waits in epoll is the one that writes, fsyncs and replies, with no
     // wake-up of a second thread per message. In synchronous mode that round trip is what

@@ -27,7 +27,7 @@ fn backups(repo: &std::path::Path) -> usize {
     std::fs::read_dir(repo.join("backups"))
         .map(|d| {
             d.flatten()
-                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .filter(|e| e.path().join("backup.json").exists())
                 .count()
         })
         .unwrap_or(0)

@@ -1,8 +1,8 @@
 //! Incremental chains in the repository (PostgreSQL 17+): `list` and `--json` show each chain
 //! and what restoring it reads; `expire` keeps every backup a kept incremental needs and says
 //! so in `--dry-run`; `verify` finds a damaged parent and a link to the wrong parent, which a
-//! restore refuses too; `kill -9` during an incremental backup leaves nothing visible, and the
-//! next run cleans up.
+//! restore refuses too; `kill -9` during an incremental backup leaves nothing visible (no
+//! record), and the next run removes what it left.
 
 mod support;
 
@@ -40,12 +40,13 @@ fn backups_verify(repo: &Path, ctx: &str) {
     }
 }
 
+/// Backups with a record (committed).
 fn complete_backups(repo: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(repo.join("backups"))
         .unwrap()
         .flatten()
+        .filter(|e| e.path().join(RECORD_FILE).exists())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.'))
         .collect();
     v.sort();
     v
@@ -58,8 +59,11 @@ fn reseal(repo: &Path, id: &str, change: impl FnOnce(&mut BackupRecord)) -> Vec<
     let original = std::fs::read(&path).unwrap();
     let mut record: BackupRecord = serde_json::from_slice(&original).unwrap();
     change(&mut record);
-    let opened =
-        Repository::open(repo, Some(&Secret::new(PASSPHRASE.as_bytes().to_vec()))).unwrap();
+    let opened = Repository::open(
+        &backup_core::store::RepoLocation::local(repo),
+        Some(&Secret::new(PASSPHRASE.as_bytes().to_vec())),
+    )
+    .unwrap();
     record
         .seal(opened.codec().encryption.as_ref().map(|e| &*e.key))
         .unwrap();
@@ -200,14 +204,15 @@ fn chains_in_list_expire_verify_and_a_killed_incremental() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+        // Being written: a backup directory with an archive but no record (section 8.1 of
+        // format.md: the record, written last, is the commit).
         let deadline = Instant::now() + Duration::from_secs(60);
         let in_progress = loop {
             let found = std::fs::read_dir(repo.join("backups"))
                 .unwrap()
                 .flatten()
                 .find(|e| {
-                    let n = e.file_name().to_string_lossy().into_owned();
-                    n.ends_with(".inprogress")
+                    !e.path().join(RECORD_FILE).exists()
                         && std::fs::read_dir(e.path()).is_ok_and(|d| {
                             d.flatten()
                                 .any(|x| x.file_name().to_string_lossy().starts_with("base.tar"))

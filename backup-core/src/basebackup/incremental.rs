@@ -140,7 +140,7 @@ pub(super) async fn prepare(
         return Err(IncrementalError::SummarizeWalOff.into());
     }
     let geometry = geometry(conn).await?;
-    let catalog = Catalog::new(repo.dir());
+    let catalog = repo.catalog();
     let parent = match choose_parent(repo, &catalog, &plan.parent) {
         Ok(p) => p,
         Err(IncrementalError::NoBackups) if policy.is_some() => {
@@ -248,7 +248,7 @@ fn parse_size(s: &str) -> Option<u64> {
 
 fn choose_parent(
     repo: &Repository,
-    catalog: &Catalog,
+    catalog: &Catalog<'_>,
     parent: &Parent,
 ) -> Result<BackupRecord, IncrementalError> {
     let record = match parent {
@@ -287,7 +287,7 @@ fn choose_parent(
 
 async fn check_parent(
     conn: &mut Connection,
-    catalog: &Catalog,
+    catalog: &Catalog<'_>,
     parent: &BackupRecord,
     identity: &SystemIdentity,
     major: u32,

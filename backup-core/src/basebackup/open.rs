@@ -1,21 +1,21 @@
-//! The repository end of a backup's start: wait for the caller to finish opening it, clean up
-//! after dead runs, and bind it to the cluster.
+//! The repository end of a backup's start: wait for the caller to finish opening it, check it
+//! is the one asked for, and bind it to the cluster.
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{mark, remove_stale, BaseBackupError, OpeningRepository};
-use crate::catalog::Catalog;
+use super::{mark, BaseBackupError, OpeningRepository};
 use crate::repo::config::ClusterIdentity;
 use crate::repo::Repository;
+use crate::store::RepoLocation;
 
-/// Waits for the repository the caller is opening, removes what dead runs left and binds it
-/// to the cluster (or refuses another cluster).
+/// Waits for the repository the caller is opening and binds it to the cluster (or refuses
+/// another cluster).
 pub(super) async fn open_and_bind(
     opening: OpeningRepository,
     cancel: &CancellationToken,
-    catalog: &Catalog,
+    location: &RepoLocation,
     cluster: ClusterIdentity,
 ) -> Result<Arc<Repository>, BaseBackupError> {
     let mut repo = tokio::select! {
@@ -24,7 +24,12 @@ pub(super) async fn open_and_bind(
         r = opening => r.ok_or(BaseBackupError::RepositoryNotOpened)?,
     };
     mark("repository open");
-    remove_stale(catalog);
+    if repo.location() != location {
+        return Err(BaseBackupError::Internal(format!(
+            "the repository opened is {}, not {location}",
+            repo.location()
+        )));
+    }
     repo.bind_cluster(cluster)?;
     mark("repository bound");
     Ok(Arc::new(repo))

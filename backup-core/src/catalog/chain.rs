@@ -124,7 +124,7 @@ pub fn check_link(child: &BackupRecord, parent: &BackupRecord) -> Result<(), Cha
     Ok(())
 }
 
-impl Catalog {
+impl Catalog<'_> {
     /// The chain of `record`, full backup first and `record` last (just `record` for a full
     /// backup). Every link is checked with [`check_link`]; a missing parent is an error naming
     /// it.
@@ -160,7 +160,7 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::RECORD_FILE;
+    use crate::store::mem::MemStore;
     use crate::test_support::backup_record;
 
     fn incremental(id: &str, segno: u64, parent: &BackupRecord) -> BackupRecord {
@@ -180,15 +180,13 @@ mod tests {
     fn write(cat: &Catalog, r: &BackupRecord) {
         let mut r = r.clone();
         r.seal(None).unwrap();
-        let dir = cat.backup_dir(&r.id);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(RECORD_FILE), serde_json::to_vec(&r).unwrap()).unwrap();
+        cat.write(&r).unwrap();
     }
 
     #[test]
     fn a_chain_is_walked_back_to_its_full_backup() {
-        let dir = tempfile::tempdir().unwrap();
-        let cat = Catalog::new(dir.path());
+        let store = MemStore::new("chain");
+        let cat = Catalog::new(&store);
         let full = backup_record("20261121T060000Z", 2);
         let i1 = incremental("20261122T060000Z", 4, &full);
         let i2 = incremental("20261123T060000Z", 6, &i1);
@@ -212,8 +210,8 @@ mod tests {
 
     #[test]
     fn a_missing_parent_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let cat = Catalog::new(dir.path());
+        let store = MemStore::new("chain");
+        let cat = Catalog::new(&store);
         let full = backup_record("20261121T060000Z", 2);
         let i1 = incremental("20261122T060000Z", 4, &full);
         write(&cat, &i1);

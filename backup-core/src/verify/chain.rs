@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 
 use super::{problem, BackupReport, Problem};
-use crate::catalog::{BackupRecord, Catalog, BACKUPS_DIR, RECORD_FILE};
+use crate::catalog::{BackupRecord, Catalog};
 use crate::layout;
 use crate::repo::Repository;
 
@@ -37,7 +37,7 @@ pub(super) fn check_chains(repo: &Repository, catalog: &Catalog, reports: &mut [
         let Some(inc) = &record.incremental else {
             continue;
         };
-        let record_file = format!("{BACKUPS_DIR}/{}/{RECORD_FILE}", record.id);
+        let record_file = Catalog::record_name(&record.id);
         let mut problems: Vec<Problem> = Vec::new();
         match catalog.chain(&record) {
             Err(e) => problems.push(problem(&record_file, e)),

@@ -4,7 +4,6 @@
 //! their checksums) and the WAL archive's file names and times.
 
 use std::io::Write as _;
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use backup_core::catalog::Catalog;
@@ -106,16 +105,12 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         let out = json!({
             "status": overall.name(),
             "exit_code": overall.exit_code(),
-            "repo": args.repo.display().to_string(),
+            "repo": args.repo.to_string(),
             "checks": checks,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!(
-            "pgstream status {}: {}",
-            overall.name(),
-            args.repo.display()
-        );
+        println!("pgstream status {}: {}", overall.name(), args.repo);
         for i in &report.items {
             println!("{:<8} {}: {}", i.level.name(), i.name, i.message);
         }
@@ -147,49 +142,41 @@ fn by_age(d: Duration, warn: Duration, crit: Duration) -> Level {
 }
 
 fn repository(args: &StatusArgs, now: SystemTime, report: &mut Report) {
-    let repo = &args.repo;
-    let config_path = repo.join(backup_core::repo::config::CONFIG_FILE);
-    match std::fs::read(&config_path) {
-        Ok(bytes) => match backup_core::repo::config::decode(&bytes) {
-            Ok(c) => {
-                let bound = match &c.cluster {
-                    Some(id) => format!(
-                        "bound to system {} (PostgreSQL {})",
-                        id.system_identifier, id.major
-                    ),
-                    None => "not bound to a cluster yet".to_string(),
-                };
-                report.add(
-                    "repository",
-                    Level::Ok,
-                    format!(
-                        "configuration readable, {}, {bound}",
-                        if c.encryption.is_some() {
-                            "encrypted"
-                        } else {
-                            "unencrypted"
-                        }
-                    ),
-                );
-            }
-            Err(e) => {
-                report.add(
-                    "repository",
-                    Level::Critical,
-                    format!("{} is damaged: {e:?}", config_path.display()),
-                );
-                return;
-            }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let location = &args.repo;
+    let store = match backup_core::store::open(location) {
+        Ok(s) => s,
+        Err(e) => {
+            report.add(
+                "repository",
+                Level::Unknown,
+                format!("cannot open {location}: {e}"),
+            );
+            return;
+        }
+    };
+    let repo = store.as_ref();
+    let config_path = repo.describe(backup_core::repo::config::CONFIG_FILE);
+    let config = match backup_core::repo::read_config(repo) {
+        Ok(c) => c,
+        Err(backup_core::RepoError::NotRepository { .. }) => {
             report.add(
                 "repository",
                 Level::Critical,
                 format!(
-                    "{} is not a pgstream repository (no {})",
-                    repo.display(),
+                    "{location} is not a pgstream repository (no {})",
                     backup_core::repo::config::CONFIG_FILE
                 ),
+            );
+            return;
+        }
+        Err(
+            e @ (backup_core::RepoError::BadConfig { .. }
+            | backup_core::RepoError::UnsupportedVersion { .. }),
+        ) => {
+            report.add(
+                "repository",
+                Level::Critical,
+                format!("{config_path} is damaged: {e}"),
             );
             return;
         }
@@ -197,16 +184,40 @@ fn repository(args: &StatusArgs, now: SystemTime, report: &mut Report) {
             report.add(
                 "repository",
                 Level::Unknown,
-                format!("cannot read {}: {e}", config_path.display()),
+                format!("cannot read {config_path}: {e}"),
             );
             return;
         }
-    }
+    };
+    let bound = match &config.cluster {
+        Some(id) => format!(
+            "bound to system {} (PostgreSQL {})",
+            id.system_identifier, id.major
+        ),
+        None => "not bound to a cluster yet".to_string(),
+    };
+    report.add(
+        "repository",
+        Level::Ok,
+        format!(
+            "configuration readable, {}, {bound}",
+            if config.encryption.is_some() {
+                "encrypted"
+            } else {
+                "unencrypted"
+            }
+        ),
+    );
     backups(repo, args, now, report);
-    wal(repo, args, now, report);
+    wal(repo, &config, args, now, report);
 }
 
-fn backups(repo: &Path, args: &StatusArgs, now: SystemTime, report: &mut Report) {
+fn backups(
+    repo: &dyn backup_core::store::Store,
+    args: &StatusArgs,
+    now: SystemTime,
+    report: &mut Report,
+) {
     let list = match Catalog::new(repo).list() {
         Ok(l) => l,
         Err(e) => {
@@ -264,14 +275,20 @@ fn backups(repo: &Path, args: &StatusArgs, now: SystemTime, report: &mut Report)
         .with("newest_backup_age_seconds", a.as_secs());
 }
 
-fn wal(repo: &Path, args: &StatusArgs, now: SystemTime, report: &mut Report) {
-    let activity = match backup_core::health::wal_activity(repo) {
+fn wal(
+    repo: &dyn backup_core::store::Store,
+    config: &backup_core::repo::config::RepoConfig,
+    args: &StatusArgs,
+    now: SystemTime,
+    report: &mut Report,
+) {
+    let activity = match backup_core::health::wal_activity(repo, config) {
         Ok(a) => a,
         Err(e) => {
             report.add(
                 "wal archive",
                 Level::Unknown,
-                format!("cannot read {}/wal: {e}", repo.display()),
+                format!("cannot read {}: {e}", repo.describe("wal")),
             );
             return;
         }

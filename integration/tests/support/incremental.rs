@@ -120,8 +120,11 @@ pub fn unpack_as_stored(
     record: &serde_json::Value,
     dest: &Path,
 ) -> BTreeMap<u32, PathBuf> {
-    let repo = Repository::open(repo, Some(&Secret::new(PASSPHRASE.as_bytes().to_vec())))
-        .expect("opening the repository");
+    let repo = Repository::open(
+        &backup_core::store::RepoLocation::local(repo),
+        Some(&Secret::new(PASSPHRASE.as_bytes().to_vec())),
+    )
+    .expect("opening the repository");
     let id = record["id"].as_str().unwrap();
     let data = dest.join("data");
     std::fs::create_dir_all(&data).unwrap();

@@ -28,7 +28,7 @@ use super::{
     empty_pg_wal, restore_wal, server_family, ChannelReader, Filled, RestoreError, RestorePlan,
     RestoreSummary, WalPlacement, HANDOFFS, HANDOFF_BYTES,
 };
-use crate::catalog::{BackupRecord, Catalog, CatalogError, ChainError};
+use crate::catalog::{BackupRecord, CatalogError, ChainError};
 use crate::compress::{Compression, Decoder};
 use crate::fsutil::{self, FsError};
 use crate::layout;
@@ -121,7 +121,7 @@ pub(super) fn run(
     tablespaces: BTreeMap<u32, PathBuf>,
     started: Instant,
 ) -> Result<RestoreSummary, RestoreError> {
-    let catalog = Catalog::new(repo.dir());
+    let catalog = repo.catalog();
     let chain = catalog.chain(&record).map_err(ChainRestoreError::from)?;
     let key = repo.codec().encryption.as_ref().map(|e| &*e.key);
     for r in &chain {
@@ -256,7 +256,7 @@ fn open_archive(
         source,
     };
     let reader =
-        open_reader(&repo.resolve(name)?, name, &codec).map_err(|e| read_err(e.into_io()))?;
+        open_reader(repo.store().as_ref(), name, &codec).map_err(|e| read_err(e.into_io()))?;
     Ok(match server_compression {
         None => Box::new(reader),
         Some(family) => Box::new(Decoder::new(reader, server_family(family)?).map_err(read_err)?),
