@@ -38,7 +38,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, lifecycle, BackupRecord, BackupStatus, Catalog};
 use crate::layout;
-use crate::repo::config::ClusterIdentity;
 use crate::repo::Repository;
 use crate::store::lease::LeaseHolder;
 use crate::store::{delete_prefix, RepoLocation};
@@ -46,7 +45,6 @@ use crate::tarwalk::SeenFile;
 use crate::wal::WalSegmentSize;
 use archive::{ArchiveWriter, TablespaceOf};
 use manifest::{store_manifest, verify_manifest};
-use open::open_and_bind;
 use walstream::WalStreamer;
 
 /// A point on the backup's timeline, logged at debug level (`PGSTREAM_LOG=debug` shows where
@@ -253,34 +251,15 @@ async fn run_here(
     let provisional = catalog::new_backup_id(start_time, |_| false);
     let mut options = backup_options(&plan, &provisional);
     progress.phase(Phase::Checkpoint);
-    let cluster = ClusterIdentity {
-        system_identifier: identity.system_id,
-        major,
-        wal_segment_size: seg_bytes as u32,
-    };
-    // An incremental backup needs the parent's manifest from the repository first; a full one
-    // sends BASE_BACKUP while the repository is still being opened.
-    let (stream, repo, incremental_of) = match &plan.incremental {
-        Some(inc) => {
-            let repo = open_and_bind(opening, &cancel, &location, cluster).await?;
-            let of = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return Err(BaseBackupError::Cancelled),
-                r = incremental::prepare(&mut conn, &repo, &identity, major, inc) => r?,
-            };
-            options.incremental = of.is_some();
-            let stream = conn.base_backup(&options).await?;
-            mark("BASE_BACKUP sent");
-            (stream, repo, of)
-        }
-        None => {
-            let stream = conn.base_backup(&options).await?;
-            mark("BASE_BACKUP sent");
-            // An early return closes the connection, which ends the backup on the server too.
-            let repo = open_and_bind(opening, &cancel, &location, cluster).await?;
-            (stream, repo, None)
-        }
-    };
+    let (stream, repo, incremental_of) = open::start(
+        &mut conn,
+        &mut options,
+        opening,
+        &cancel,
+        &location,
+        (&identity, major, seg_bytes, plan.incremental.as_ref()),
+    )
+    .await?;
     let claim = {
         let repo = Arc::clone(&repo);
         tokio::task::spawn_blocking(move || {
