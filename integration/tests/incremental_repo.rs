@@ -64,9 +64,7 @@ fn reseal(repo: &Path, id: &str, change: impl FnOnce(&mut BackupRecord)) -> Vec<
         Some(&Secret::new(PASSPHRASE.as_bytes().to_vec())),
     )
     .unwrap();
-    record
-        .seal(opened.codec().encryption.as_ref().map(|e| &*e.key))
-        .unwrap();
+    record.seal(opened.sealing_key()).unwrap();
     std::fs::write(&path, serde_json::to_vec_pretty(&record).unwrap()).unwrap();
     original
 }

@@ -275,7 +275,7 @@ fn choose_parent(
             }
         },
     };
-    let key = repo.codec().encryption.as_ref().map(|e| &*e.key);
+    let key = repo.keyring();
     record
         .verify_mac(key, &catalog.record_path(&record.id))
         .map_err(|source| IncrementalError::ParentUnreadable {

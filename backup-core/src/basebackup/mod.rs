@@ -302,7 +302,7 @@ async fn run_here(
         })?;
         let mut record = record;
         record.incremental = incremental_of.clone();
-        record.seal(repo.data_key())?;
+        record.seal(repo.sealing_key())?;
         crate::failpoint!("base.before-record");
         // The lease must still be ours (on object stores it can be lost to an expiry).
         claim
@@ -593,5 +593,6 @@ async fn take(
         incremental: None,
         checksum: None,
         mac: None,
+        key_id: None,
     })
 }

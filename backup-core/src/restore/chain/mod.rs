@@ -123,7 +123,7 @@ pub(super) fn run(
 ) -> Result<RestoreSummary, RestoreError> {
     let catalog = repo.catalog();
     let chain = catalog.chain(&record).map_err(ChainRestoreError::from)?;
-    let key = repo.codec().encryption.as_ref().map(|e| &*e.key);
+    let key = repo.keyring();
     for r in &chain {
         r.verify_mac(key, &catalog.record_path(&r.id))?;
     }
