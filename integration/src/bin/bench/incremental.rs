@@ -251,7 +251,7 @@ pub fn run(o: &Options) -> Results {
 
     let mut chain_restore = Runs::new("pgstream restore of a chain of three");
     let mut full_restore = Runs::new("pgstream restore of a full backup");
-    let mut combine = Runs::new("lz4 -dc | tar -x of three backups, then pg_combinebackup");
+    let mut combine = Runs::new("`lz4 -dc \\| tar -x` of three backups, then pg_combinebackup");
     let mut restored_bytes = 0;
     for run in 0..o.runs {
         eprintln!("bench: chain restore, run {} of {}", run + 1, o.runs);
