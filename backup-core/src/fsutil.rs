@@ -103,6 +103,7 @@ pub fn remove_durably(path: &Path) -> Result<(), FsError> {
 
 /// Writes `bytes` to `path` durably with the given mode, replacing any existing file atomically.
 pub fn write_file_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FsError> {
+    crate::failpoint!("fsutil.write-file", |e| FsError::new("writing", path, e));
     let mut f = DurableFile::create_with_mode(path, mode)?;
     f.write_all(bytes)
         .map_err(|e| FsError::new("writing", f.temp_path(), e))?;
@@ -111,6 +112,7 @@ pub fn write_file_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Fs
 
 /// Like [`write_file_durably`], but fails with `AlreadyExists` if `path` exists.
 pub fn write_new_file_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FsError> {
+    crate::failpoint!("fsutil.write-file", |e| FsError::new("writing", path, e));
     let mut f = DurableFile::create_with_mode(path, mode)?;
     f.write_all(bytes)
         .map_err(|e| FsError::new("writing", f.temp_path(), e))?;
@@ -191,6 +193,7 @@ impl DurableFile {
 
     /// fsyncs the data, moves it to its final name and fsyncs the directory.
     pub fn commit(mut self, replace: Replace) -> Result<(), FsError> {
+        crate::failpoint!("fsutil.commit", |e| FsError::new("fsyncing", &self.temp, e));
         let file = self.file.take().expect("file present until commit or drop");
         file.sync_all()
             .map_err(|e| FsError::new("fsyncing", &self.temp, e))?;

@@ -247,6 +247,8 @@ async fn run_here(
     let provisional = catalog::new_backup_id(start_time, |_| false);
     let options = backup_options(&plan, &provisional);
     progress.phase(Phase::Checkpoint);
+    crate::failpoint!("base.start", |e| pgwire_repl::Error::ConnectionLost(e)
+        .into());
     let stream = conn.base_backup(&options).await?;
     mark("BASE_BACKUP sent");
     // An early return closes the connection, which ends the backup on the server too.
@@ -495,6 +497,7 @@ async fn take(
                     tracing::info!(archive = %out.record.name, bytes = out.record.raw_bytes, files = out.seen.len(), "archive stored");
                     seen.extend(out.seen);
                     archives.push(out.record);
+                    crate::failpoint!("base.archive-stored");
                 }
                 BaseBackupEvent::Progress(done) => {
                     server_progress = true;
@@ -551,12 +554,14 @@ async fn take(
     mark("manifest verified");
     let manifest_file = format!("backup_manifest{}", layout::suffix(repo.codec()));
     let manifest_stored = store_manifest(repo, id, &manifest_file, manifest).await?;
+    crate::failpoint!("base.manifest-stored");
     let wal_outcome = tokio::select! {
         biased;
         _ = user_cancel.cancelled() => return Err(BaseBackupError::Cancelled),
         r = streamer.finish(end_lsn) => r?,
     };
     mark("WAL stored");
+    crate::failpoint!("base.wal-stored");
     let end_time = SystemTime::now();
     let raw_bytes = archives.iter().map(|a| a.raw_bytes).sum();
     let stored_bytes = archives.iter().map(|a| a.stored_bytes).sum::<u64>()

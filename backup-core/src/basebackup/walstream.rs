@@ -229,7 +229,10 @@ async fn stream(
                     stream.send_status(status(pos, true)).await?;
                 }
             }
-            _ = status_timer.tick() => stream.send_status(status(pos, false)).await?,
+            _ = status_timer.tick() => {
+                crate::failpoint!("base.wal-status", |e| pgwire_repl::Error::ConnectionLost(e).into());
+                stream.send_status(status(pos, false)).await?;
+            }
             _ = tokio::time::sleep_until(sleep_until) => {}
             ev = stream.next() => match ev? {
                 Some(ReplicationEvent::XLogData(x)) => {

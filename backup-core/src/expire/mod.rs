@@ -282,6 +282,7 @@ fn apply(repo: &Repository, report: &mut ExpireReport) -> Result<(), ExpireError
         report.wal_note = Some(in_progress_note(&started));
         report.delete_files.clear();
     }
+    crate::failpoint!("expire.before-wal");
     delete::wal_files(repo, &report.delete_files)?;
     report.delete_files.clear();
     Ok(())

@@ -27,6 +27,9 @@ impl Receiver {
             writer,
         } = start;
         let slot = self.options.slot.clone();
+        crate::failpoint!("receive.start-replication", |e| {
+            pgwire_repl::Error::ConnectionLost(e).into()
+        });
         let mut stream = match conn
             .start_replication(slot.as_deref(), lsn, Some(timeline))
             .await

@@ -100,6 +100,16 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Sto
     }
 }
 
+/// The error a failpoint injects into an operation on `path`.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+fn injected_io(op: &'static str, path: &Path, source: io::Error) -> StoreError {
+    StoreError::Io {
+        op,
+        location: path.display().to_string(),
+        source,
+    }
+}
+
 struct LocalWriter {
     file: StreamFile,
 }
@@ -115,6 +125,11 @@ impl Write for LocalWriter {
 
 impl ObjectWriter for LocalWriter {
     fn commit(self: Box<Self>, mode: PutMode) -> Result<(), StoreError> {
+        crate::failpoint!("store.commit", |e| injected_io(
+            "committing",
+            self.file.temp_path(),
+            e
+        ));
         let replace = match mode {
             PutMode::Create => Replace::Refuse,
             PutMode::Replace => Replace::Allow,
@@ -130,18 +145,38 @@ struct LocalAppend {
 
 impl AppendFile for LocalAppend {
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), StoreError> {
+        crate::failpoint!("store.write", |e| injected_io(
+            "writing",
+            self.file.path(),
+            e
+        ));
         self.file.write_all_at(buf, offset).map_err(from_fs)
     }
     fn set_len(&self, len: u64) -> Result<(), StoreError> {
         self.file.set_len(len).map_err(from_fs)
     }
     fn sync_data(&self) -> Result<(), StoreError> {
+        crate::failpoint!("store.sync", |e| injected_io(
+            "fsyncing",
+            self.file.path(),
+            e
+        ));
         self.file.sync_data().map_err(from_fs)
     }
     fn sync_all(&self) -> Result<(), StoreError> {
+        crate::failpoint!("store.sync", |e| injected_io(
+            "fsyncing",
+            self.file.path(),
+            e
+        ));
         self.file.sync_all().map_err(from_fs)
     }
     fn publish(&mut self) -> Result<(), StoreError> {
+        crate::failpoint!("store.publish", |e| injected_io(
+            "publishing",
+            self.file.path(),
+            e
+        ));
         self.file.publish().map_err(from_fs)
     }
     fn describe(&self) -> String {
@@ -160,6 +195,7 @@ impl Store for LocalStore {
 
     fn put(&self, name: &str, bytes: &[u8], mode: PutMode) -> Result<(), StoreError> {
         let path = self.path(name)?;
+        crate::failpoint!("store.put", |e| injected_io("writing", &path, e));
         self.with_parents(&path, || match mode {
             PutMode::Create => fsutil::write_new_file_durably(&path, bytes, PRIVATE_FILE_MODE),
             PutMode::Replace => fsutil::write_file_durably(&path, bytes, PRIVATE_FILE_MODE),
@@ -264,6 +300,7 @@ impl Store for LocalStore {
     }
 
     fn delete(&self, names: &[String]) -> Result<(), StoreError> {
+        crate::failpoint!("store.delete", |e| injected_io("removing", &self.root, e));
         let mut dirs = std::collections::BTreeSet::new();
         let mut result = Ok(());
         for name in names {
@@ -354,6 +391,7 @@ impl Store for LocalStore {
     ) -> Result<Box<dyn LeaseGuard>, StoreError> {
         lease::check_lease_name(name)?;
         let path = self.path(&lease::lease_object(name))?;
+        crate::failpoint!("store.lease", |e| injected_io("locking", &path, e));
         self.parents(&path)?;
         // A reader of the lease (read_lease) holds a shared lock for an instant: a few tries
         // tell it from a holder.
