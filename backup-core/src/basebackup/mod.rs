@@ -23,7 +23,7 @@ mod walstream;
 pub use error::BaseBackupError;
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use pgwire_repl::basebackup::options::{
     Checkpoint, Manifest as ManifestOption, ManifestChecksums, ServerCompression,
@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, lifecycle, BackupRecord, BackupStatus, Catalog};
 use crate::layout;
+use crate::replication::Liveness;
 use crate::repo::config::ClusterIdentity;
 use crate::repo::Repository;
 use crate::store::lease::LeaseHolder;
@@ -69,6 +70,9 @@ pub struct BaseBackupPlan {
     pub server_compression: Option<ServerCompression>,
     /// Ask the server to verify page checksums while reading files.
     pub verify_checksums: bool,
+    /// How long a connection may deliver nothing, once the files stream, before it is taken
+    /// for lost (a stalled network, a server gone without closing it); `None`: forever.
+    pub stall_timeout: Option<Duration>,
 }
 
 /// Where the backup is; for progress reporting.
@@ -304,6 +308,7 @@ async fn run_here(
                 system_id: identity.system_id,
                 server_version,
                 major,
+                stall_timeout: plan.stall_timeout,
             },
         )
         .await?;
@@ -357,6 +362,8 @@ struct Meta {
     system_id: u64,
     server_version: String,
     major: u32,
+    /// See [`BaseBackupPlan::stall_timeout`].
+    stall_timeout: Option<Duration>,
 }
 
 /// Removes what runs that died left behind (only provably dead ones: see
@@ -419,13 +426,18 @@ async fn take(
     let mut end: Option<(Lsn, TimelineId)> = None;
     let mut received: u64 = 0;
     let mut server_progress = false;
+    let mut live = Liveness::new(meta.stall_timeout);
 
     let outcome: Result<(), BaseBackupError> = async {
         loop {
+            // Silence counts while waiting for the server, once the files stream (during the
+            // checkpoint before them a server sends nothing, for as long as it takes).
+            live.heard();
             let ev = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(BaseBackupError::Cancelled),
                 ev = stream.next() => ev?,
+                _ = live.lost(), if start.is_some() => return Err(live.lost_error().into()),
             };
             let Some(ev) = ev else { break };
             match ev {
@@ -442,6 +454,7 @@ async fn take(
                         Arc::clone(repo),
                         id.to_string(),
                         cancel.clone(),
+                        meta.stall_timeout,
                     ));
                 }
                 BaseBackupEvent::Tablespaces(list) => {

@@ -25,6 +25,7 @@ use super::BaseBackupError;
 use crate::catalog::PartialWal;
 use crate::crc::Crc32c;
 use crate::layout;
+use crate::replication::{Liveness, Silence};
 use crate::repo::Repository;
 use crate::sink::FileSink;
 use crate::wal::archive::{ArchiveFileName, WalArchive};
@@ -83,7 +84,9 @@ pub(crate) struct WalStreamer {
 }
 
 impl WalStreamer {
-    /// Starts streaming from the segment holding `start` on `timeline`.
+    /// Starts streaming from the segment holding `start` on `timeline`; a connection silent
+    /// for `stall_timeout` is taken for lost.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         prepared: PreparedStream,
         start: Lsn,
@@ -92,6 +95,7 @@ impl WalStreamer {
         repo: Arc<Repository>,
         backup_id: String,
         cancel: CancellationToken,
+        stall_timeout: Option<Duration>,
     ) -> WalStreamer {
         let (end_tx, end_rx) = watch::channel(None);
         let task = tokio::spawn(async move {
@@ -104,6 +108,7 @@ impl WalStreamer {
                 backup_id,
                 end_rx,
                 cancel.clone(),
+                stall_timeout,
             )
             .await;
             if result.is_err() {
@@ -155,6 +160,7 @@ async fn stream(
     backup_id: String,
     mut end_rx: watch::Receiver<Option<Lsn>>,
     cancel: CancellationToken,
+    stall_timeout: Option<Duration>,
 ) -> Result<WalOutcome, BaseBackupError> {
     let PreparedStream { mut conn, slot } = prepared;
     let mut history_files = Vec::new();
@@ -186,6 +192,7 @@ async fn stream(
     let mut end: Option<Lsn> = None;
     let mut tail_deadline: Option<tokio::time::Instant> = None;
     let mut status_timer = tokio::time::interval(Duration::from_secs(10));
+    let mut live = Liveness::new(stall_timeout);
     let status = |pos: Lsn, reply: bool| StandbyStatusUpdate {
         write: pos,
         flush: Lsn::INVALID,
@@ -234,6 +241,13 @@ async fn stream(
                 stream.send_status(status(pos, false)).await?;
             }
             _ = tokio::time::sleep_until(sleep_until) => {}
+            silence = live.silence() => match silence {
+                Silence::Ping => {
+                    stream.send_status(status(pos, true)).await?;
+                    live.pinged();
+                }
+                Silence::Lost => return Err(live.lost_error().into()),
+            },
             ev = stream.next() => match ev? {
                 Some(ReplicationEvent::XLogData(x)) => {
                     if x.wal_start != pos {
@@ -245,8 +259,11 @@ async fn stream(
                     if wtx.send(WalMsg::Data(x.data)).is_err() {
                         break; // the writer failed: its error is collected below
                     }
+                    // Heard, and the wait for a slow disk is not the server's silence.
+                    live.heard();
                 }
                 Some(ReplicationEvent::Keepalive(k)) => {
+                    live.heard();
                     if k.reply_requested {
                         stream.send_status(status(pos, false)).await?;
                     }

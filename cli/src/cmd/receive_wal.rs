@@ -33,6 +33,7 @@ pub async fn run(args: ReceiveWalArgs) -> anyhow::Result<()> {
         create_slot: args.create_slot,
         synchronous: args.synchronous,
         status_interval: Duration::from_secs(args.status_interval),
+        stall_timeout: (args.stall_timeout > 0).then(|| Duration::from_secs(args.stall_timeout)),
         reconnect: !args.no_reconnect,
     };
     let repo = super::open_repo(&args.repo)?;
