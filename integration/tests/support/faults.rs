@@ -4,9 +4,11 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use integration::{client_tool, scratch_dir, server_user};
 
 use super::{pgstream_command, s, Run};
 
@@ -312,4 +314,61 @@ pub fn temporaries(dir: &Path) -> Vec<std::path::PathBuf> {
         .into_iter()
         .filter(|p| p.to_string_lossy().contains(".tmp."))
         .collect()
+}
+
+/// The half-restored `dir` cannot be started as a server (so nobody runs a cluster that is
+/// missing files or WAL): the postmaster exits with an error during startup.
+pub fn assert_cannot_start(major: u32, dir: &Path, ctx: &str) {
+    let user = server_user();
+    user.chown(dir);
+    let status = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{}:", user.name()))
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let sock = scratch_dir();
+    user.chown(sock.path());
+    let log = sock.path().join("log");
+    let port = integration::free_port().to_string();
+    let mut cmd = Command::new(client_tool(major, "pg_ctl"));
+    cmd.arg("-D")
+        .arg(dir)
+        .arg("-l")
+        .arg(&log)
+        .args(["-w", "-t", "60", "-o"])
+        .arg(format!(
+            "-p {port} -k {} -c listen_addresses='' -c archive_mode=off",
+            s(sock.path())
+        ))
+        .arg("start");
+    user.apply(&mut cmd);
+    let out = cmd.output().unwrap();
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    if out.status.success() {
+        let mut stop = Command::new(client_tool(major, "pg_ctl"));
+        stop.arg("-D").arg(dir).args(["-m", "immediate", "stop"]);
+        user.apply(&mut stop);
+        let _ = stop.status();
+        panic!("{ctx}: a half-restored directory started as a server:\n{log_text}");
+    }
+    let why = format!("{log_text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !why.contains("could not bind") && !why.contains("Permission denied"),
+        "{ctx}: the start failed for another reason:\n{why}"
+    );
+}
+
+pub fn pg_verifybackup(major: u32, dir: &Path, ctx: &str) {
+    let out = Command::new(client_tool(major, "pg_verifybackup"))
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{ctx}: pg_verifybackup: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
