@@ -120,7 +120,9 @@ pub fn write_new_file_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<()
 }
 
 /// A file being written under a temporary name. `commit` makes it durable and visible under its
-/// final name; dropping it uncommitted removes the temporary file.
+/// final name; dropping it uncommitted removes the temporary file. The writer holds a shared
+/// `flock` on it until then, so a temporary file nobody holds was left by a writer that died
+/// (see `store::local`, which removes those).
 #[derive(Debug)]
 pub struct DurableFile {
     file: Option<File>,
@@ -156,6 +158,9 @@ impl DurableFile {
             .mode(PRIVATE_FILE_MODE)
             .open(&temp)
             .map_err(|e| FsError::new("creating", &temp, e))?;
+        // Dropped with the descriptor, so a killed writer's file is free.
+        file.lock_shared()
+            .map_err(|e| FsError::new("locking", &temp, e))?;
         let mut df = DurableFile {
             file: Some(file),
             temp,
@@ -197,12 +202,14 @@ impl DurableFile {
         let file = self.file.take().expect("file present until commit or drop");
         file.sync_all()
             .map_err(|e| FsError::new("fsyncing", &self.temp, e))?;
-        drop(file);
+        // Still open (and locked) while renamed: the temporary name is never free for a
+        // cleaner to take while this writer lives.
         let result = match replace {
             Replace::Allow => fs::rename(&self.temp, &self.dest)
                 .map_err(|e| FsError::new("renaming into place", &self.dest, e)),
             Replace::Refuse => self.link_no_clobber(),
         };
+        drop(file);
         if result.is_err() {
             // Leave nothing behind; the caller sees the error for the destination.
             let _ = fs::remove_file(&self.temp);

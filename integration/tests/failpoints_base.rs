@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use integration::{cluster, scratch_dir, Cluster};
 use support::faults::{
-    backup_dirs, case, listed_ids, run_case, temporaries, verify_backups_clean, verify_clean, Case,
-    Outcome,
+    backup_dirs, case, expire_removes_abandoned_temporaries, listed_ids, run_case, temporaries,
+    verify_backups_clean, verify_clean, Case, Outcome,
 };
 use support::wal::Keyed;
 use support::{newest_major, ok, s};
@@ -177,6 +177,10 @@ fn base_fails_cleanly_at_every_failpoint_and_the_next_run_recovers() {
         eprintln!("{ctx}: {:.1} s", case_started.elapsed().as_secs_f64());
     }
     verify_backups_clean(&repo, KEY.0, None, "all cases");
+    // WAL segments being stored when a run was killed left temporary files: expire removes
+    // them.
+    expire_removes_abandoned_temporaries(&repo, KEY.0, "after the cases");
+    assert_eq!(listed_ids(&repo, KEY.0, "after expire"), complete);
     eprintln!(
         "{} base failpoint cases in {:.1} s",
         CASES.len(),

@@ -465,6 +465,23 @@ fn rekey_fails_cleanly_at_every_failpoint_and_the_old_passphrase_still_opens() {
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(std::fs::read(&dest).unwrap(), content);
     assert_eq!(fetch_with(&repo, KEY.0, &dest).code, 5);
+    // The config written by the killed rekey under its temporary name: removed by expire
+    // (which then finds no backup: exit 5).
+    let root_temps = temporaries(&repo);
+    assert_eq!(root_temps.len(), 1, "{root_temps:?}");
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&root_temps[0])
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let expire = pgstream(
+        &["expire", "--repo", s(&repo), "--keep-last", "1"],
+        Some(new),
+    );
+    assert_eq!(expire.code, 5, "{expire:?}");
+    assert_eq!(temporaries(&repo), Vec::<PathBuf>::new());
     elapsed(
         &format!("{} rekey failpoint cases", REKEY_CASES.len()),
         started,

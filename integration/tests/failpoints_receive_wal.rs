@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use backup_core::receive::start::ArchiveState;
 use integration::{cluster, scratch_dir, Cluster};
-use support::faults::{case, run_case, temporaries, verify_clean, Case, Faulted, Outcome};
+use support::faults::{
+    case, expire_removes_abandoned_temporaries, run_case, temporaries, verify_clean, Case, Faulted,
+    Outcome,
+};
 use support::receiver::{wait_caught_up, Receiver};
 use support::wal::{archived, partial, Keyed};
 use support::{newest_major, ok, s, wait_until};
@@ -218,6 +221,10 @@ fn receive_wal_fails_cleanly_at_every_failpoint_and_the_next_run_recovers() {
         assert_eq!(pair[0].segno + 1, pair[1].segno, "a gap after {}", pair[0]);
     }
     assert!(segs.len() > CASES.len(), "{} segments", segs.len());
+    // The segment being stored when a receiver was killed left its temporary file; expire
+    // removes it (and no receiver's partial was left, as next_run_recovers checked).
+    let removed = expire_removes_abandoned_temporaries(&repo, KEY.0, "after the cases");
+    assert!(removed > 0, "the kills left no temporary file to remove?");
     eprintln!(
         "{} receive-wal failpoint cases in {:.1} s",
         CASES.len(),

@@ -166,6 +166,9 @@ pub fn expire(repo: &Repository, options: &ExpireOptions) -> Result<ExpireReport
     } else {
         Some(scan::lock(repo, "pgstream expire")?)
     };
+    if !options.dry_run {
+        delete::abandoned_temporaries(repo);
+    }
     let mut report = decide(repo, &catalog, options)?;
     if !options.dry_run {
         apply(repo, &mut report)?;

@@ -287,6 +287,33 @@ pub fn verify_backups_clean(
     gaps
 }
 
+/// What killed writers left: temporary files under `repo` (a WAL segment being stored, a
+/// config being rewritten) are removed by the next `expire` once old enough. Ages them past
+/// that, runs expire (keeping every backup) and checks that none is left; returns how many
+/// there were.
+pub fn expire_removes_abandoned_temporaries(repo: &Path, passphrase: &str, ctx: &str) -> usize {
+    let left = temporaries(repo);
+    let old = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
+    for p in &left {
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .and_then(|f| f.set_modified(old))
+            .unwrap_or_else(|e| panic!("{ctx}: ageing {}: {e}", p.display()));
+    }
+    let run = super::pgstream(
+        &["expire", "--repo", s(repo), "--keep-last", "1000"],
+        Some(passphrase),
+    );
+    assert_eq!(run.code, 0, "{ctx}: expire: {run:?}");
+    assert_eq!(
+        temporaries(repo),
+        Vec::<std::path::PathBuf>::new(),
+        "{ctx}: expire left temporary files of killed writers"
+    );
+    left.len()
+}
+
 /// Directories under `backups/`, and whether each has its record.
 pub fn backup_dirs(repo: &Path) -> Vec<(String, bool)> {
     let Ok(dir) = std::fs::read_dir(repo.join("backups")) else {
