@@ -97,6 +97,66 @@ mod tests {
         assert_eq!(stop_after("x*off->stop"), None);
     }
 
+    /// The names of the failpoints placed in backup-core's source.
+    fn placed() -> std::collections::BTreeSet<String> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        let mut names = std::collections::BTreeSet::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            for marker in ["failpoint!(", "failpoint::io("] {
+                for (at, _) in text.match_indices(marker) {
+                    let rest = text[at + marker.len()..].trim_start();
+                    if let Some(name) = rest.strip_prefix('"').and_then(|r| r.split('"').next()) {
+                        names.insert(name.to_string());
+                    }
+                }
+            }
+        }
+        names
+    }
+
+    /// Every failpoint is listed in docs/RELIABILITY.md and exercised by an integration test.
+    #[test]
+    fn every_failpoint_is_documented_and_tested() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let doc = std::fs::read_to_string(root.join("docs/RELIABILITY.md")).unwrap();
+        let mut tests = String::new();
+        for e in std::fs::read_dir(root.join("integration/tests"))
+            .unwrap()
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "rs") {
+                tests.push_str(&std::fs::read_to_string(e.path()).unwrap());
+            }
+        }
+        let names = placed();
+        assert!(names.len() >= 20, "{names:?}");
+        for name in &names {
+            assert!(
+                doc.contains(&format!("`{name}`")),
+                "failpoint {name} is not in docs/RELIABILITY.md"
+            );
+            assert!(
+                tests.contains(&format!("\"{name}=")) || tests.contains(&format!(";{name}=")),
+                "no integration test sets failpoint {name}"
+            );
+        }
+    }
+
     #[test]
     fn injected_errors_name_the_failpoint_and_carry_the_errno() {
         let e = injected_with("store.sync", Some("EIO".into()));
