@@ -84,6 +84,37 @@ fn stop_callback(name: String, skip: usize) -> impl Fn() + Send + Sync + 'static
     }
 }
 
+/// An injected I/O error, as a failpoint's `return` action produces.
+pub fn injected(name: &str) -> std::io::Error {
+    std::io::Error::other(format!("injected failure at failpoint {name}"))
+}
+
+/// The error a failpoint's `return(ARG)` injects: with `ARG` an errno name (`EIO`, `ENOSPC`,
+/// `EDQUOT`, `EROFS`, `ECONNRESET`) the error of that kind, as the system would give it, its
+/// message naming the failpoint; otherwise [`injected`].
+pub fn injected_with(name: &str, arg: Option<String>) -> std::io::Error {
+    let errno = match arg.as_deref().map(str::trim) {
+        Some("EIO") => libc::EIO,
+        Some("ENOSPC") => libc::ENOSPC,
+        Some("EDQUOT") => libc::EDQUOT,
+        Some("EROFS") => libc::EROFS,
+        Some("ECONNRESET") => libc::ECONNRESET,
+        _ => return injected(name),
+    };
+    let os = std::io::Error::from_raw_os_error(errno);
+    std::io::Error::new(os.kind(), format!("{os}, injected at failpoint {name}"))
+}
+
+/// Evaluates failpoint `name` where no early return fits (a helper thread that records its
+/// error): `Some(error)` when it is set to `return[(ARG)]` (see [`injected_with`]). Pauses,
+/// sleeps and panics happen inside. Always `None` without the `failpoints` feature.
+pub fn io(name: &str) -> Option<std::io::Error> {
+    if !cfg!(feature = "failpoints") {
+        return None;
+    }
+    fail::eval(name, |arg| injected_with(name, arg))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,7 +151,9 @@ mod tests {
             for marker in ["failpoint!(", "failpoint::io("] {
                 for (at, _) in text.match_indices(marker) {
                     let rest = text[at + marker.len()..].trim_start();
-                    if let Some(name) = rest.strip_prefix('"').and_then(|r| r.split('"').next()) {
+                    let name = rest.strip_prefix('"').and_then(|r| r.split('"').next());
+                    let plain = |c: char| c.is_ascii_lowercase() || c == '.' || c == '-';
+                    if let Some(name) = name.filter(|n| !n.is_empty() && n.chars().all(plain)) {
                         names.insert(name.to_string());
                     }
                 }
@@ -167,35 +200,4 @@ mod tests {
         let e = injected_with("store.put", None);
         assert_eq!(e.to_string(), "injected failure at failpoint store.put");
     }
-}
-
-/// An injected I/O error, as a failpoint's `return` action produces.
-pub fn injected(name: &str) -> std::io::Error {
-    std::io::Error::other(format!("injected failure at failpoint {name}"))
-}
-
-/// The error a failpoint's `return(ARG)` injects: with `ARG` an errno name (`EIO`, `ENOSPC`,
-/// `EDQUOT`, `EROFS`, `ECONNRESET`) the error of that kind, as the system would give it, its
-/// message naming the failpoint; otherwise [`injected`].
-pub fn injected_with(name: &str, arg: Option<String>) -> std::io::Error {
-    let errno = match arg.as_deref().map(str::trim) {
-        Some("EIO") => libc::EIO,
-        Some("ENOSPC") => libc::ENOSPC,
-        Some("EDQUOT") => libc::EDQUOT,
-        Some("EROFS") => libc::EROFS,
-        Some("ECONNRESET") => libc::ECONNRESET,
-        _ => return injected(name),
-    };
-    let os = std::io::Error::from_raw_os_error(errno);
-    std::io::Error::new(os.kind(), format!("{os}, injected at failpoint {name}"))
-}
-
-/// Evaluates failpoint `name` where no early return fits (a helper thread that records its
-/// error): `Some(error)` when it is set to `return[(ARG)]` (see [`injected_with`]). Pauses,
-/// sleeps and panics happen inside. Always `None` without the `failpoints` feature.
-pub fn io(name: &str) -> Option<std::io::Error> {
-    if !cfg!(feature = "failpoints") {
-        return None;
-    }
-    fail::eval(name, |arg| injected_with(name, arg))
 }

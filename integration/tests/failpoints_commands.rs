@@ -388,21 +388,37 @@ fn expire_fails_cleanly_at_every_failpoint_and_the_next_run_finishes() {
 // ---------------------------------------------------------------------------------------------
 // rekey
 
-/// Cases in the order a rekey meets them.
-const REKEY_CASES: &[Case] = &[
+/// Cases in the order a rekey meets them; `true`: with `--rotate-data-key` too.
+const REKEY_CASES: &[(Case, bool)] = &[
     // The config lease.
-    case("store.lease=return", Fails(7, "failpoint store.lease")),
+    (
+        case("store.lease=return", Fails(7, "failpoint store.lease")),
+        false,
+    ),
     // The config write, its only write: refused, killed before, killed with the new config
     // written under its temporary name but not yet fsynced and renamed into place.
-    case("store.put=return(EIO)", Fails(7, "failpoint store.put")),
-    case("store.put=stop", Killed),
-    case("fsutil.commit=stop", Killed),
+    (
+        case("store.put=return(EIO)", Fails(7, "failpoint store.put")),
+        true,
+    ),
+    (case("store.put=stop", Killed), false),
+    (case("fsutil.commit=stop", Killed), true),
 ];
 
-/// A rekey from `old` to `new`.
-fn rekey(repo: &Path, old: &str, new: &str, failpoints: &str) -> support::faults::Faulted {
+/// A rekey from `old` to `new` (and to a new data key when `rotate`).
+fn rekey(
+    repo: &Path,
+    old: &str,
+    new: &str,
+    rotate: bool,
+    failpoints: &str,
+) -> support::faults::Faulted {
+    let mut args = vec!["rekey", "--repo", s(repo)];
+    if rotate {
+        args.push("--rotate-data-key");
+    }
     support::faults::Faulted::spawn(
-        &["rekey", "--repo", s(repo)],
+        &args,
         Some(old),
         failpoints,
         &[("PGSTREAM_NEW_PASSPHRASE", new)],
@@ -434,9 +450,9 @@ fn rekey_fails_cleanly_at_every_failpoint_and_the_old_passphrase_still_opens() {
     );
     let dest = scratch.path().join("fetched");
     let new = "the new rekey passphrase";
-    for c in REKEY_CASES {
-        let ctx = format!("{}", c.failpoints);
-        let p = rekey(&repo, KEY.0, new, c.failpoints);
+    for (c, rotate) in REKEY_CASES {
+        let ctx = format!("{} (rotate: {rotate})", c.failpoints);
+        let p = rekey(&repo, KEY.0, new, *rotate, c.failpoints);
         match c.outcome {
             Fails(code, text) => {
                 let run = p.wait(60);
@@ -458,8 +474,9 @@ fn rekey_fails_cleanly_at_every_failpoint_and_the_old_passphrase_still_opens() {
         let run = fetch_with(&repo, new, &dest);
         assert_eq!(run.code, 5, "{ctx}: the new passphrase opens it: {run:?}");
     }
-    // The next rekey completes: the new passphrase opens everything, the old one nothing.
-    let run = rekey(&repo, KEY.0, new, "").wait(60);
+    // The next rekey (and rotation) completes: the new passphrase opens everything (the old
+    // data key stays in the keyring for reading), the old passphrase nothing.
+    let run = rekey(&repo, KEY.0, new, true, "").wait(60);
     assert_eq!(run.code, 0, "{run:?}");
     let run = fetch_with(&repo, new, &dest);
     assert_eq!(run.code, 0, "{run:?}");
