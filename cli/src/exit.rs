@@ -58,8 +58,9 @@ impl std::fmt::Display for Classified {
 /// repeated (`{:#}` would print "lost: closed unexpectedly: closed unexpectedly").
 pub fn message(err: &anyhow::Error) -> String {
     let mut text = String::new();
+    let hint = hint(err);
     for cause in err.chain() {
-        if cause.downcast_ref::<Hint>().is_some() {
+        if hint.as_ref().is_some_and(|h| cause.to_string() == *h) {
             continue;
         }
         let part = cause.to_string();
@@ -89,9 +90,8 @@ impl std::error::Error for Hint {}
 
 /// The hint attached to `err`, if any.
 pub fn hint(err: &anyhow::Error) -> Option<String> {
-    err.chain()
-        .find_map(|c| c.downcast_ref::<Hint>())
-        .map(|h| h.0.clone())
+    // anyhow finds a context type through every layer of context.
+    err.downcast_ref::<Hint>().map(|h| h.0.clone())
 }
 
 /// The SQLSTATEs of the server errors in `err` (every host's, when all refused).

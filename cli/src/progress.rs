@@ -192,7 +192,7 @@ mod tests {
         Reporter::with_target(
             Some(ProgressDrawTarget::term_like_with_hz(
                 Box::new(term.clone()),
-                1000,
+                250,
             )),
             "base backup",
         )
