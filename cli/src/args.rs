@@ -489,3 +489,62 @@ pub struct CheckArgs {
     #[arg(long)]
     pub archive_push: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    fn help(sub: &str) -> String {
+        let mut cmd = super::Cli::command();
+        cmd.build();
+        cmd.find_subcommand_mut(sub)
+            .unwrap()
+            .render_long_help()
+            .to_string()
+    }
+
+    #[test]
+    fn target_inclusive_help_says_on_off_as_the_docs_do() {
+        let text = help("restore");
+        let line = text
+            .split("--target-inclusive")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .unwrap();
+        assert!(line.contains("possible values: on, off"), "{line}");
+        assert!(!line.contains("true, false"), "{line}");
+        let parse = |v: &str| {
+            super::Cli::try_parse_from(
+                ["pgstream", "restore", "--repo", "r", "--to", "t"]
+                    .into_iter()
+                    .chain(["--target-inclusive", v]),
+            )
+            .map(|c| match c.command {
+                super::Command::Restore(r) => r.target.target_inclusive,
+                _ => unreachable!(),
+            })
+        };
+        assert_eq!(parse("on").unwrap(), Some(true));
+        assert_eq!(parse("off").unwrap(), Some(false));
+        assert_eq!(parse("false").unwrap(), Some(false));
+        assert!(parse("maybe").is_err());
+        let docs = include_str!("../../docs/cli.md");
+        assert!(
+            docs.contains("--target-inclusive on|off"),
+            "docs/cli.md changed its spelling"
+        );
+    }
+
+    #[test]
+    fn init_help_names_the_zstd_levels_accepted() {
+        let max = backup_core::compress::MAX_ZSTD_LEVEL;
+        let text = help("init");
+        assert!(text.contains(&format!("zstd[:LEVEL] (1-{max})")), "{text}");
+        assert!(format!("zstd:{max}")
+            .parse::<backup_core::Compression>()
+            .is_ok());
+        assert!(format!("zstd:{}", max + 1)
+            .parse::<backup_core::Compression>()
+            .is_err());
+    }
+}

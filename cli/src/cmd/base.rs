@@ -101,6 +101,14 @@ pub async fn run(args: BaseArgs) -> anyhow::Result<()> {
         }
     }
     let record = result.context("base backup failed")?;
+    tracing::info!(
+        backup_id = %record.id,
+        start_lsn = %record.start_lsn,
+        end_lsn = %record.end_lsn,
+        timeline = record.end_timeline,
+        "backup {} stored and verified",
+        record.id
+    );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&record)?);
     } else {
