@@ -418,6 +418,11 @@ pub struct VerifyArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+
+    /// Also write the report as JSON to this file (durably, replaced; mode 0644), for
+    /// `status --verify-report`.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -463,6 +468,16 @@ pub struct StatusArgs {
     /// over it, mode 0644), as node_exporter's textfile collector needs.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Also report the last verify: the JSON report `pgstream verify --report FILE` wrote
+    /// (CRITICAL when it found problems, WARNING when there is none yet).
+    #[arg(long, value_name = "FILE")]
+    pub verify_report: Option<PathBuf>,
+
+    /// Also report the last restore drill: the JSON report `pgstream drill --json --report
+    /// FILE` wrote (CRITICAL when it failed, WARNING when there is none yet).
+    #[arg(long, value_name = "FILE")]
+    pub drill_report: Option<PathBuf>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

@@ -40,6 +40,11 @@ fn scrape(port: u16) -> String {
     body.to_string()
 }
 
+/// The receiver's lag in bytes as the server sees it (its flushed WAL, which is what it sends,
+/// minus the receiver's flush position), and the receiver's flush position.
+const REPLICATION: &str = "SELECT pg_current_wal_flush_lsn() - flush_lsn, flush_lsn - '0/0' \
+     FROM pg_stat_replication WHERE application_name = 'pgstream'";
+
 fn sample(samples: &[Sample], name: &str) -> f64 {
     value(samples, name, &[]).unwrap_or_else(|| panic!("no {name} in {samples:#?}"))
 }
@@ -94,45 +99,53 @@ fn metrics_endpoint_during_receive_wal_under_load_matches_pg_stat_replication() 
             }
         })
     };
-    let (mut rounds, mut during_load) = (0, 0);
-    while !load.is_finished() || rounds < 3 {
+    // Scrape and read pg_stat_replication back to back while the load runs; parse afterwards
+    // (Python's start-up would leave few scrapes inside the load).
+    let mut rounds = Vec::new();
+    let mut during_load = 0;
+    while !load.is_finished() || rounds.len() < 3 {
         if !load.is_finished() {
             during_load += 1;
         }
+        // pg_stat_replication just before and just after: the scrape lies in between.
+        let before = pg.psql(REPLICATION);
         let body = scrape(port);
-        let (pg_lag, pg_flush) = {
-            let row = pg.psql(
-                "SELECT pg_current_wal_lsn() - flush_lsn, flush_lsn - '0/0' \
-                 FROM pg_stat_replication WHERE application_name = 'pgstream'",
-            );
-            let mut cols = row.split('|').map(|v| v.trim().parse::<f64>().unwrap());
-            (cols.next().unwrap(), cols.next().unwrap())
-        };
-        let m = parse(&body);
-        let lag = sample(&m, "pgstream_receive_lag_bytes");
-        let flushed = sample(&m, "pgstream_receive_flushed_lsn_bytes");
-        let received = sample(&m, "pgstream_receive_received_lsn_bytes");
-        let archived = sample(&m, "pgstream_receive_archived_lsn_bytes");
-        let ctx = format!("round {rounds}: pg lag {pg_lag}, pg flush {pg_flush}\n{body}");
-        assert!(
-            (lag - pg_lag).abs() <= SEGMENT,
-            "lag bytes differ by a segment or more: {ctx}"
-        );
-        assert!(
-            (flushed - pg_flush).abs() <= SEGMENT,
-            "flush position: {ctx}"
-        );
-        assert!(received >= flushed && flushed >= archived, "{ctx}");
-        assert!(sample(&m, "pgstream_receive_lag_seconds") < 30.0, "{ctx}");
-        assert_eq!(sample(&m, "pgstream_receive_timeline"), 1.0, "{ctx}");
-        rounds += 1;
-        std::thread::sleep(Duration::from_millis(200));
+        let after = pg.psql(REPLICATION);
+        rounds.push((body, before, after));
+        std::thread::sleep(Duration::from_millis(100));
     }
     load.join().unwrap();
     assert!(
         during_load >= 3,
         "only {during_load} scrapes while the load ran"
     );
+    let pair = |row: &str| {
+        let mut cols = row.split('|').map(|v| v.trim().parse::<f64>().unwrap());
+        (cols.next().unwrap(), cols.next().unwrap())
+    };
+    for (i, (body, before, after)) in rounds.iter().enumerate() {
+        let ((lag0, flush0), (lag1, flush1)) = (pair(before), pair(after));
+        let m = parse(body);
+        let lag = sample(&m, "pgstream_receive_lag_bytes");
+        let flushed = sample(&m, "pgstream_receive_flushed_lsn_bytes");
+        let received = sample(&m, "pgstream_receive_received_lsn_bytes");
+        let archived = sample(&m, "pgstream_receive_archived_lsn_bytes");
+        let ctx = format!(
+            "round {i}: lag {lag}, flushed {flushed}; pg_stat_replication before: lag {lag0}, \
+             flush {flush0}; after: lag {lag1}, flush {flush1}\n{body}"
+        );
+        assert!(
+            lag >= lag0.min(lag1) - SEGMENT && lag <= lag0.max(lag1) + SEGMENT,
+            "lag bytes differ by a segment or more: {ctx}"
+        );
+        assert!(
+            flushed >= flush0 - SEGMENT && flushed <= flush1 + SEGMENT,
+            "flush position: {ctx}"
+        );
+        assert!(received >= flushed && flushed >= archived, "{ctx}");
+        assert!(sample(&m, "pgstream_receive_lag_seconds") < 30.0, "{ctx}");
+        assert_eq!(sample(&m, "pgstream_receive_timeline"), 1.0, "{ctx}");
+    }
     let end = lsn(&pg.psql("SELECT pg_current_wal_lsn()"));
     wait_for(
         "receive-wal flushes the load",
@@ -235,6 +248,14 @@ fn status_textfile_parses_with_the_right_backup_age_and_json_logs_carry_backup_i
     let backup = &listed["backups"][0];
     assert_eq!(backup["id"], done["backup_id"]);
 
+    let verified = scratch.path().join("verify.json");
+    ok(
+        pgstream(
+            &["verify", "--repo", s(&repo), "--report", s(&verified)],
+            Some(PASSPHRASE),
+        ),
+        "verify --report",
+    );
     let prom = scratch.path().join("pgstream.prom");
     let run = ok(
         pgstream(
@@ -248,6 +269,10 @@ fn status_textfile_parses_with_the_right_backup_age_and_json_logs_carry_backup_i
                 s(&prom),
                 "--warn-backup-age",
                 "1s",
+                "--verify-report",
+                s(&verified),
+                "--drill-report",
+                s(&scratch.path().join("no-drill-yet.json")),
             ],
             None,
         ),
@@ -291,6 +316,19 @@ fn status_textfile_parses_with_the_right_backup_age_and_json_logs_carry_backup_i
     );
     assert!(value(&m, "pgstream_wal_archive_segments", &[]).unwrap() >= 1.0);
     assert!(value(&m, "pgstream_recovery_window_seconds", &[]).is_some());
+    assert_eq!(value(&m, "pgstream_verify_passed", &[]), Some(1.0));
+    assert_eq!(value(&m, "pgstream_verify_problems", &[]), Some(0.0));
+    let verified_at = value(&m, "pgstream_verify_last_run_timestamp_seconds", &[]).unwrap();
+    assert!(
+        (now - verified_at).abs() < 30.0,
+        "verify at {verified_at}, now {now}"
+    );
+    // No drill report yet: a WARNING check, and no drill metrics.
+    assert_eq!(
+        value(&m, "pgstream_check_status", &[("check", "drill")]),
+        Some(1.0)
+    );
+    assert_eq!(value(&m, "pgstream_drill_passed", &[]), None);
     // --warn-backup-age 1s: the backups check warns (1), and so does the overall status.
     std::thread::sleep(Duration::from_millis(1100));
     ok(

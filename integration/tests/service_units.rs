@@ -38,6 +38,8 @@ const INSTANCES: &[&str] = &[
     "pgstream-expire@main.timer",
     "pgstream-drill@main.service",
     "pgstream-drill@main.timer",
+    "pgstream-verify@main.service",
+    "pgstream-verify@main.timer",
     "pgstream-switch-wal@main.service",
     "pgstream-switch-wal@main.timer",
     "pgstream-status@main.service",
@@ -188,6 +190,7 @@ fn cron_example_reproduces_the_runbook_schedule_and_its_commands_parse() {
     assert_eq!(job("expire").len(), 1);
     assert!(job("receive-wal").contains(&"@reboot"));
     assert_eq!(job("drill").len(), 1);
+    assert_eq!(job("verify").len(), 1);
     assert!(
         cron.contains("no `pgstream copy`"),
         "the offsite copy's absence is explained"

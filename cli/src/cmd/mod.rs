@@ -13,6 +13,7 @@ mod receive_wal;
 mod rekey;
 mod restore;
 mod status;
+mod status_reports;
 mod switch_wal;
 mod verify;
 mod wal_fetch;

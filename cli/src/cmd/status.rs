@@ -86,6 +86,22 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let mut report = Report::default();
     let now = SystemTime::now();
     repository(&args, now, &mut report);
+    if let Some(path) = &args.verify_report {
+        last_run(
+            "verify",
+            super::status_reports::verify(path),
+            now,
+            &mut report,
+        );
+    }
+    if let Some(path) = &args.drill_report {
+        last_run(
+            "drill",
+            super::status_reports::drill(path),
+            now,
+            &mut report,
+        );
+    }
     if let Some(source) = &args.source {
         server(source, args.slot.as_deref(), &mut report).await;
     }
@@ -171,6 +187,43 @@ fn write_out(output: Option<&Path>, text: &str) -> anyhow::Result<()> {
         Some(path) => backup_core::fsutil::write_file_durably(path, text.as_bytes(), 0o644)
             .with_context(|| format!("writing the report to {}", path.display())),
     }
+}
+
+/// The verify or drill check, from its last report.
+fn last_run(
+    name: &'static str,
+    result: Result<super::status_reports::LastRun, super::status_reports::Missing>,
+    now: SystemTime,
+    report: &mut Report,
+) {
+    use super::status_reports::Missing;
+    let run = match result {
+        Ok(r) => r,
+        Err(Missing::NotYet(why)) => {
+            report.add(name, Level::Warning, why);
+            return;
+        }
+        Err(Missing::Unreadable(why)) => {
+            report.add(name, Level::Unknown, why);
+            return;
+        }
+    };
+    let a = age(now, run.at);
+    let level = if run.passed {
+        Level::Ok
+    } else {
+        Level::Critical
+    };
+    report
+        .add(name, level, format!("{}, {} ago", run.summary, human(a)))
+        .with("passed", run.passed)
+        .with("last_run_age_seconds", a.as_secs())
+        .with(
+            "last_run_time",
+            humantime::format_rfc3339_seconds(run.at).to_string(),
+        )
+        .with("problems", run.problems)
+        .with("recovery_seconds", run.recovery_seconds);
 }
 
 fn age(now: SystemTime, then: SystemTime) -> Duration {

@@ -77,6 +77,8 @@ pub const KEYS: &[Key] = &[
     key("crit-backup-age", Kind::Str),
     key("warn-wal-age", Kind::Str),
     key("crit-wal-age", Kind::Str),
+    key("verify-report", Kind::Str),
+    key("drill-report", Kind::Str),
     // drill.
     key("pg-bin", Kind::Str),
     key("os-user", Kind::Str),
@@ -86,7 +88,6 @@ pub const KEYS: &[Key] = &[
     key("db-user", Kind::Str),
     key("server-setting", Kind::StrList),
     key("timeout", Kind::Str),
-    key("report", Kind::Str),
 ];
 
 /// Names that would put a secret in the file. The file is read by every command and often

@@ -1,6 +1,7 @@
 //! `pgstream status --format openmetrics`: the report's figures as metrics for node_exporter's
 //! textfile collector. Everything comes from what `status` has already read (the catalog
-//! records and the WAL archive's names and times); nothing is read again.
+//! records, the WAL archive's names and times, the verify and drill reports it was given);
+//! nothing is read again.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -167,6 +168,47 @@ pub fn render(repo: &str, overall: i32, checks: &[Check<'_>], now: SystemTime) -
             _ => None,
         },
     );
+    for (check, what) in [("verify", "verify"), ("drill", "restore drill")] {
+        let Some(passed) = get(check, "passed").and_then(Value::as_bool) else {
+            continue;
+        };
+        gauge(
+            &mut e,
+            &format!("pgstream_{check}_passed"),
+            None,
+            &format!("1 when the last {what} passed, 0 when it failed."),
+            &r,
+            Some(f64::from(u8::from(passed))),
+        );
+        gauge(
+            &mut e,
+            &format!("pgstream_{check}_last_run_timestamp_seconds"),
+            Some("seconds"),
+            &format!("When the last {what} report was written (Unix time)."),
+            &r,
+            num(check, "last_run_age_seconds").map(|a| unix(now) - a),
+        );
+    }
+    if let Some(n) = num("verify", "problems") {
+        gauge(
+            &mut e,
+            "pgstream_verify_problems",
+            None,
+            "Problems the last verify found (damaged or missing files, gaps).",
+            &r,
+            Some(n),
+        );
+    }
+    if let Some(secs) = num("drill", "recovery_seconds") {
+        gauge(
+            &mut e,
+            "pgstream_drill_recovery_seconds",
+            Some("seconds"),
+            "The last drill's recovery time: from its start to the promoted copy answering.",
+            &r,
+            Some(secs),
+        );
+    }
     if let Some(slot) = get("slot", "slot").and_then(Value::as_str) {
         let rs = [("repo", repo), ("slot", slot)];
         gauge(
