@@ -56,6 +56,19 @@ pub fn final_error(message: &str, hint: Option<String>, exit_code: u8) {
     }
 }
 
+/// A note or warning written straight to stderr for people (`note: ...`, `warning: ...`): as
+/// is in text mode, a log line in JSON mode so that stderr stays all JSON.
+pub fn notice(prefix: &str, text: &str) {
+    if FORMAT.get() == Some(&LogFormat::Json) {
+        match prefix {
+            "warning" => tracing::warn!("{text}"),
+            _ => tracing::info!("{text}"),
+        }
+        return;
+    }
+    eprintln!("{prefix}: {text}");
+}
+
 /// One JSON object per event: timestamp, level, message, then the fields of the spans it is
 /// in (outermost first) and its own.
 struct FlatJson;
