@@ -188,6 +188,9 @@ mod tests {
         term.contents()
     }
 
+    /// The bar on screen is process-wide: one test at a time under `cargo test`'s threads.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
     fn reporter(term: &InMemoryTerm) -> Reporter {
         Reporter::with_target(
             Some(ProgressDrawTarget::term_like_with_hz(
@@ -200,6 +203,7 @@ mod tests {
 
     #[test]
     fn stale_waiting_for_checkpoint_bar_is_removed_when_the_command_ends() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let term = InMemoryTerm::new(10, 100);
         let r = reporter(&term);
         r.phase(Phase::Checkpoint);
@@ -219,6 +223,7 @@ mod tests {
 
     #[test]
     fn log_lines_are_not_drawn_through_the_progress_bar() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let term = InMemoryTerm::new(10, 100);
         let r = reporter(&term);
         r.phase(Phase::Streaming { total: Some(1000) });

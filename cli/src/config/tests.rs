@@ -185,6 +185,7 @@ fn an_unknown_cluster_lists_the_known_ones() {
     let mut sel = selection(Some("nope"));
     sel.path = path;
     let e = load(sel).unwrap_err().to_string();
+    std::fs::remove_dir_all(&dir).unwrap();
     assert!(e.contains("no [cluster.nope] section"), "{e}");
     assert!(e.contains("its clusters are main, other"), "{e}");
 }
