@@ -1,55 +1,47 @@
 //! The backup catalog: one record per complete backup, in `backups/<id>/backup.json`.
 //!
-//! A backup is built in `backups/.<id>.inprogress/` and renamed to `backups/<id>/` only after
-//! its last file and its record are durable, so a directory named like a backup id is always a
-//! complete, verified backup. An in-progress directory holds a `lock` file locked by the
-//! process writing it; a later run removes in-progress directories whose lock is free (their
-//! writer died). Layout and fields are documented in docs/format.md.
+//! A backup is committed by its record: its files are written under `backups/<id>/` first,
+//! and the record, written last and create-only, is what makes it a backup (this works on
+//! every storage backend, object stores included). Until then the id is owned by the writer's
+//! `backup.<id>` lease; [`lifecycle`] claims ids, finds unfinished backups and removes those
+//! whose writer is provably dead. Layout and fields are documented in docs/format.md.
 
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
+pub mod lifecycle;
+
 use std::time::SystemTime;
 
 use pgwire_repl::{Lsn, TimelineId};
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{self, DataKey};
+use crate::store::{PutMode, Store, StoreError};
 
 /// Version of the backup record format.
 pub const RECORD_FORMAT: u32 = 1;
-/// Name of the record inside a backup directory.
+/// Name of the record inside a backup's prefix.
 pub const RECORD_FILE: &str = "backup.json";
-/// The directory of backups inside a repository.
+/// The directory (key prefix) of backups inside a repository.
 pub const BACKUPS_DIR: &str = "backups";
-const IN_PROGRESS_SUFFIX: &str = ".inprogress";
-const LOCK_FILE: &str = "lock";
+/// Largest record read back (records are a few kB; a huge one is damage or an attack).
+const MAX_RECORD_BYTES: u64 = 16 * 1024 * 1024;
 
-/// A catalog problem.
+/// A catalog problem. `path` names the record where it is (a path or a URL).
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("backup record {path} is invalid: {reason}")]
-    InvalidRecord { path: PathBuf, reason: String },
+    InvalidRecord { path: String, reason: String },
     #[error("no backup {id:?} in the repository (see `pgstream list`)")]
     NoSuchBackup { id: String },
     #[error("the repository has no complete backup yet")]
     NoBackups,
     /// The record's checksum or MAC does not match: damaged or altered.
     #[error("backup record {path} is damaged or was altered: {reason}")]
-    Damaged { path: PathBuf, reason: String },
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CatalogError + '_ {
-    move |source| CatalogError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    Damaged { path: String, reason: String },
+    /// Another run owns the backup id (it is being written or deleted).
+    #[error("backup {id} is being written or deleted by another run: {holder}")]
+    Busy { id: String, holder: String },
 }
 
 /// One archive (tar stream) of a backup.
@@ -153,7 +145,7 @@ impl BackupRecord {
 
     fn mac_of(key: &DataKey, body: &[u8]) -> Result<String, CatalogError> {
         let fail = |e: String| CatalogError::InvalidRecord {
-            path: PathBuf::from(RECORD_FILE),
+            path: RECORD_FILE.to_string(),
             reason: format!("computing its MAC: {e}"),
         };
         // An all-zero salt is RFC 5869's "no salt" (OpenSSL refuses an empty HMAC key).
@@ -171,16 +163,16 @@ impl BackupRecord {
         Ok(())
     }
 
-    fn verify_checksum(&self, path: &Path) -> Result<(), CatalogError> {
+    fn verify_checksum(&self, path: &str) -> Result<(), CatalogError> {
         let body = self.sealed_body();
         match &self.checksum {
             Some(c) if *c == hex::encode(crypto::sha256(&[&body])) => Ok(()),
             Some(_) => Err(CatalogError::Damaged {
-                path: path.to_path_buf(),
+                path: path.to_string(),
                 reason: "its checksum does not match its contents".into(),
             }),
             None => Err(CatalogError::Damaged {
-                path: path.to_path_buf(),
+                path: path.to_string(),
                 reason: "it has no checksum".into(),
             }),
         }
@@ -188,17 +180,17 @@ impl BackupRecord {
 
     /// Checks the MAC with the repository's data key (`None` for an unencrypted repository,
     /// where only the checksum exists). `path` names the record in errors.
-    pub fn verify_mac(&self, key: Option<&DataKey>, path: &Path) -> Result<(), CatalogError> {
+    pub fn verify_mac(&self, key: Option<&DataKey>, path: &str) -> Result<(), CatalogError> {
         let Some(key) = key else { return Ok(()) };
         let expected = Self::mac_of(key, &self.sealed_body())?;
         match &self.mac {
             Some(m) if crypto::constant_time_eq(m.as_bytes(), expected.as_bytes()) => Ok(()),
             Some(_) => Err(CatalogError::Damaged {
-                path: path.to_path_buf(),
+                path: path.to_string(),
                 reason: "its MAC does not verify with this repository's key".into(),
             }),
             None => Err(CatalogError::Damaged {
-                path: path.to_path_buf(),
+                path: path.to_string(),
                 reason: "it has no MAC, but the repository is encrypted".into(),
             }),
         }
@@ -266,70 +258,63 @@ pub fn is_backup_id(s: &str) -> bool {
         && suffix.is_none_or(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
 }
 
-/// Where a backup's files live.
-#[derive(Debug, Clone)]
-pub struct Catalog {
-    backups: PathBuf,
+/// The backups of one repository, read through its storage port.
+#[derive(Debug, Clone, Copy)]
+pub struct Catalog<'a> {
+    store: &'a dyn Store,
 }
 
-impl Catalog {
-    /// The catalog of the repository at `repo`.
-    pub fn new(repo: &Path) -> Catalog {
-        Catalog {
-            backups: repo.join(BACKUPS_DIR),
-        }
+impl<'a> Catalog<'a> {
+    /// The catalog of the repository in `store`.
+    pub fn new(store: &'a dyn Store) -> Catalog<'a> {
+        Catalog { store }
     }
 
-    /// `backups/`.
-    pub fn dir(&self) -> &Path {
-        &self.backups
+    /// The store.
+    pub fn store(&self) -> &'a dyn Store {
+        self.store
     }
 
-    /// The path of a backup's record, for messages.
-    pub fn record_path(&self, id: &str) -> PathBuf {
-        self.backup_dir(id).join(RECORD_FILE)
+    /// `backups/<id>/`: the prefix of everything a backup stores.
+    pub fn prefix(id: &str) -> String {
+        format!("{BACKUPS_DIR}/{id}/")
     }
 
-    /// The directory of a complete backup.
-    pub fn backup_dir(&self, id: &str) -> PathBuf {
-        self.backups.join(id)
+    /// The stored name of a backup's record.
+    pub fn record_name(id: &str) -> String {
+        format!("{BACKUPS_DIR}/{id}/{RECORD_FILE}")
     }
 
-    /// The directory a backup is built in.
-    pub fn in_progress_dir(&self, id: &str) -> PathBuf {
-        self.backups.join(format!(".{id}{IN_PROGRESS_SUFFIX}"))
+    /// Where a backup's record is, for messages.
+    pub fn record_path(&self, id: &str) -> String {
+        self.store.describe(&Self::record_name(id))
     }
 
-    /// The lock file of an in-progress backup.
-    pub fn lock_path(dir: &Path) -> PathBuf {
-        dir.join(LOCK_FILE)
+    /// Whether backup `id` has a record (is complete).
+    pub fn exists(&self, id: &str) -> Result<bool, CatalogError> {
+        Ok(is_backup_id(id) && self.store.head(&Self::record_name(id))?.is_some())
     }
 
-    /// Whether an id is used by a complete or in-progress backup.
-    pub fn id_taken(&self, id: &str) -> bool {
-        self.backup_dir(id).exists() || self.in_progress_dir(id).exists()
+    /// The ids of complete backups, oldest first.
+    pub fn ids(&self) -> Result<Vec<String>, CatalogError> {
+        let prefix = format!("{BACKUPS_DIR}/");
+        let mut ids: Vec<String> = self
+            .store
+            .list(&prefix)?
+            .into_iter()
+            .filter_map(|o| {
+                let (id, file) = o.name[prefix.len()..].split_once('/')?;
+                (file == RECORD_FILE && is_backup_id(id)).then(|| id.to_string())
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
     }
 
     /// Every complete backup, oldest first. A damaged record is an error naming its file
     /// (never silently skipped: a backup that cannot be listed cannot be trusted).
     pub fn list(&self) -> Result<Vec<BackupRecord>, CatalogError> {
-        let entries = match fs::read_dir(&self.backups) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(&self.backups)(e)),
-        };
-        let mut records = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(io_err(&self.backups))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if !is_backup_id(name) {
-                continue;
-            }
-            records.push(self.read(name)?);
-        }
-        records.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(records)
+        self.ids()?.iter().map(|id| self.read(id)).collect()
     }
 
     /// The record of backup `id`.
@@ -337,13 +322,14 @@ impl Catalog {
         if !is_backup_id(id) {
             return Err(CatalogError::NoSuchBackup { id: id.to_string() });
         }
-        let path = self.backup_dir(id).join(RECORD_FILE);
-        let bytes = match fs::read(&path) {
+        let name = Self::record_name(id);
+        let path = self.store.describe(&name);
+        let bytes = match crate::store::get(self.store, &name, MAX_RECORD_BYTES) {
             Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(e) if e.is_not_found() => {
                 return Err(CatalogError::NoSuchBackup { id: id.to_string() })
             }
-            Err(e) => return Err(io_err(&path)(e)),
+            Err(e) => return Err(e.into()),
         };
         let record: BackupRecord =
             serde_json::from_slice(&bytes).map_err(|e| CatalogError::InvalidRecord {
@@ -372,45 +358,26 @@ impl Catalog {
     /// `id`, or the newest backup for `latest`.
     pub fn resolve(&self, id: &str) -> Result<BackupRecord, CatalogError> {
         if id == "latest" {
-            self.list()?.pop().ok_or(CatalogError::NoBackups)
+            match self.ids()?.pop() {
+                Some(id) => self.read(&id),
+                None => Err(CatalogError::NoBackups),
+            }
         } else {
             self.read(id)
         }
     }
 
-    /// In-progress directories whose writer is gone (their lock is free). The caller removes
-    /// them; a directory whose lock is held belongs to a running backup and is left alone.
-    pub fn stale_in_progress(&self) -> Result<Vec<PathBuf>, CatalogError> {
-        let entries = match fs::read_dir(&self.backups) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(&self.backups)(e)),
-        };
-        let mut stale = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(io_err(&self.backups))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if !(name.starts_with('.') && name.ends_with(IN_PROGRESS_SUFFIX)) {
-                continue;
-            }
-            let dir = entry.path();
-            let lock = Self::lock_path(&dir);
-            let free = match fs::File::open(&lock) {
-                Ok(f) => match f.try_lock() {
-                    Ok(()) => true,
-                    Err(fs::TryLockError::WouldBlock) => false,
-                    Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock)(e)),
-                },
-                // Died before creating its lock.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => true,
-                Err(e) => return Err(io_err(&lock)(e)),
-            };
-            if free {
-                stale.push(dir);
-            }
-        }
-        Ok(stale)
+    /// Writes a sealed record, create-only: this is the moment the backup becomes visible.
+    pub fn write(&self, record: &BackupRecord) -> Result<(), CatalogError> {
+        let mut bytes =
+            serde_json::to_vec_pretty(record).map_err(|e| CatalogError::InvalidRecord {
+                path: self.record_path(&record.id),
+                reason: e.to_string(),
+            })?;
+        bytes.push(b'\n');
+        self.store
+            .put(&Self::record_name(&record.id), &bytes, PutMode::Create)?;
+        Ok(())
     }
 }
 

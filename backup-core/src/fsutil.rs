@@ -393,27 +393,6 @@ impl Drop for PresizedFile {
     }
 }
 
-/// Entry names of a directory (missing: none), skipping this module's temporary files (writes in
-/// progress) and non-UTF-8 names (never a name the repository writes).
-pub(crate) fn stored_names(dir: &Path) -> Result<Vec<String>, FsError> {
-    let fs_err = |source: io::Error| FsError::new("listing", dir, source);
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(fs_err(e)),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(fs_err)?;
-        if let Ok(name) = entry.file_name().into_string() {
-            if !name.contains(".tmp.") {
-                names.push(name);
-            }
-        }
-    }
-    Ok(names)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

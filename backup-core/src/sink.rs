@@ -8,8 +8,7 @@ use crate::crypto::chunked::{
 };
 use crate::crypto::{Aead, DataKey};
 use crate::file_error::FileError;
-use crate::fsutil::{FsError, Replace, StreamFile};
-use std::fs::File;
+use crate::store::{ObjectWriter, PutMode, Store, StoreError};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,9 +60,10 @@ impl FileCodec {
 /// Why writing a file failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    /// Creating, syncing or renaming failed.
+    /// Creating or committing the object failed (an existing name is
+    /// [`StoreError::AlreadyExists`]).
     #[error(transparent)]
-    Fs(#[from] FsError),
+    Store(#[from] StoreError),
     /// Writing the stream failed.
     #[error("writing {}: {source}", path.display())]
     Write {
@@ -113,8 +113,9 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-/// The file buffers itself (aligned, for direct I/O), so no `BufWriter` in between.
-type Out = Counting<StreamFile>;
+/// The store's writer buffers itself (the local one aligned, for direct I/O), so no
+/// `BufWriter` in between.
+type Out = Counting<Box<dyn ObjectWriter>>;
 
 enum Stage {
     Plain(Out),
@@ -145,8 +146,8 @@ impl Write for Stage {
     }
 }
 
-/// A file being written through compression and encryption. Nothing is visible under `path`
-/// until [`FileSink::finish`] returns; dropping the sink discards the temporary file.
+/// A file being written through compression and encryption. Nothing is visible under its name
+/// until [`FileSink::finish`] returns; dropping the sink discards what was written.
 pub struct FileSink {
     path: PathBuf,
     raw_bytes: u64,
@@ -163,14 +164,18 @@ impl std::fmt::Debug for FileSink {
 }
 
 impl FileSink {
-    /// Starts writing `path`, whose logical name (authenticated in every chunk) is `identity`.
-    pub fn create(path: &Path, identity: &str, codec: &FileCodec) -> Result<Self, SinkError> {
+    /// Starts writing object `name` of `store`; the name is also the file's identity,
+    /// authenticated in every chunk.
+    pub fn create(store: &dyn Store, name: &str, codec: &FileCodec) -> Result<Self, SinkError> {
+        let identity = name;
+        let path = PathBuf::from(store.describe(name));
+        let path = path.as_path();
         validate_identity(identity).map_err(|reason| SinkError::BadIdentity {
             path: path.into(),
             reason,
         })?;
         let out = Counting {
-            inner: StreamFile::create(path)?,
+            inner: store.create(name)?,
             bytes: 0,
             crc: crate::crc::Crc32c::new(),
         };
@@ -200,7 +205,7 @@ impl FileSink {
         })
     }
 
-    /// The destination path.
+    /// Where the object goes (for messages).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -208,15 +213,15 @@ impl FileSink {
     /// Ends the stream and makes the file durable under its name; refuses to replace an
     /// existing file (backup files are written once).
     pub fn finish(self) -> Result<SinkSummary, SinkError> {
-        self.finish_with(Replace::Refuse)
+        self.finish_with(PutMode::Create)
     }
 
     /// Like [`FileSink::finish`] but atomically replaces an existing file.
     pub fn finish_replacing(self) -> Result<SinkSummary, SinkError> {
-        self.finish_with(Replace::Allow)
+        self.finish_with(PutMode::Replace)
     }
 
-    fn finish_with(self, replace: Replace) -> Result<SinkSummary, SinkError> {
+    fn finish_with(self, mode: PutMode) -> Result<SinkSummary, SinkError> {
         let werr = |source| SinkError::Write {
             path: self.path.clone(),
             source,
@@ -228,7 +233,7 @@ impl FileSink {
             stored_bytes: counting.bytes,
             stored_crc32c: counting.crc.value(),
         };
-        counting.inner.commit(replace)?;
+        counting.inner.commit(mode)?;
         Ok(summary)
     }
 }
@@ -265,7 +270,7 @@ impl<R: Read> Read for Source<R> {
     }
 }
 
-type Raw = BufReader<File>;
+type Raw = BufReader<Box<dyn Read + Send>>;
 
 /// A stored file being read back: authenticated (if encrypted) and decompressed.
 pub struct FileReader {
@@ -307,18 +312,24 @@ impl Read for FileReader {
     }
 }
 
-/// Opens a stored file for reading as logical name `identity`. For an encrypted codec the header
-/// is checked now (magic, version, identity) and every chunk is authenticated as it is read; a
-/// failure surfaces as an `io::Error` whose [`FileError`] (see [`FileError::from_io`]) names the
-/// file and the chunk.
+/// Opens object `name` of `store` for reading (the name is the identity its chunks were
+/// sealed with). For an encrypted codec the header is checked now (magic, version, identity)
+/// and every chunk is authenticated as it is read; a failure surfaces as an `io::Error` whose
+/// [`FileError`] (see [`FileError::from_io`]) names the file and the chunk.
 pub fn open_reader(
-    path: &Path,
-    identity: &str,
+    store: &dyn Store,
+    name: &str,
     codec: &FileCodec,
 ) -> Result<FileReader, FileError> {
-    let file = File::open(path).map_err(|source| FileError::Io {
+    let identity = name;
+    let path = PathBuf::from(store.describe(name));
+    let path = path.as_path();
+    let file = store.open(name).map_err(|e| FileError::Io {
         path: path.into(),
-        source,
+        source: match e {
+            StoreError::Io { source, .. } => source,
+            other => io::Error::from(other.kind()),
+        },
     })?;
     let mut raw: Raw = BufReader::with_capacity(IO_BUFFER, file);
     let (inner, compression): (Box<dyn Read + Send>, Compression) = match &codec.encryption {

@@ -3,9 +3,13 @@
 use std::path::Path;
 
 use crate::catalog::{BackupRecord, BackupStatus, RECORD_FORMAT};
+use crate::compress::Compression;
 use crate::crypto::{Encryption, Secret};
-use crate::repo::config::ClusterIdentity;
+use crate::repo::config::{ClusterIdentity, RepoConfig};
 use crate::repo::{InitOptions, KdfCost, Repository};
+use crate::store::mem::MemStore;
+use crate::store::RepoLocation;
+use std::sync::Arc;
 
 /// The system identifier of the test clusters.
 pub(crate) const SYSID: u64 = 7_300_000_000_000_000_001;
@@ -45,11 +49,41 @@ pub(crate) fn test_repo(
     let encrypted = encryption != Encryption::None;
     let pass = Secret::from(PASSPHRASE);
     let options = fast_init_options(encryption);
-    let mut repo = Repository::init(dir, options, encrypted.then_some(&pass)).unwrap();
+    let location = RepoLocation::local(dir);
+    let mut repo = Repository::init(&location, options, encrypted.then_some(&pass)).unwrap();
     if let Some(cluster) = cluster {
         repo.bind_cluster(cluster).unwrap();
     }
     repo
+}
+
+/// [`test_repo`] on the in-memory backend; the store is returned too, for tests that look
+/// under the repository or damage it.
+pub(crate) fn mem_repo(
+    encryption: Encryption,
+    cluster: Option<ClusterIdentity>,
+) -> (MemStore, Repository) {
+    let store = MemStore::default();
+    let encrypted = encryption != Encryption::None;
+    let pass = Secret::from(PASSPHRASE);
+    let options = fast_init_options(encryption);
+    let mut repo =
+        Repository::init_in(Arc::new(store.clone()), options, encrypted.then_some(&pass)).unwrap();
+    if let Some(cluster) = cluster {
+        repo.bind_cluster(cluster).unwrap();
+    }
+    (store, repo)
+}
+
+/// The config of an unencrypted lz4 repository bound to a 16 MiB-segment cluster.
+pub(crate) fn bound_config() -> RepoConfig {
+    RepoConfig {
+        repository_id: "00".repeat(16),
+        created_unix: 0,
+        compression: Compression::Lz4,
+        encryption: None,
+        cluster: Some(cluster(16 << 20)),
+    }
 }
 
 /// A complete, unsealed record of backup `id` (`YYYYMMDDTHHMMSSZ`, which gives its start time;

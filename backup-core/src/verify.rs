@@ -10,20 +10,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
-use std::path::Path;
 
 use pgwire_repl::{Lsn, TimelineId};
 use serde::Serialize;
 
-use crate::catalog::{is_backup_id, BackupRecord, Catalog, CatalogError, BACKUPS_DIR};
+use crate::catalog::{BackupRecord, CatalogError, BACKUPS_DIR};
 use crate::compress::{Compression, Decoder};
 use crate::layout::{self, WAL_DIR};
 use crate::manifest::{ChecksumAlgorithm, Manifest, ManifestVerifier, Mismatch};
-use crate::receive::PartialReader;
 use crate::repo::{RepoError, Repository};
 use crate::restore::window;
-use crate::sink::{open_reader, FileCodec};
+use crate::sink::FileCodec;
+use crate::store::StoreError;
 use crate::tarwalk::TarWalker;
+use crate::wal::partial::PartialReader;
 use crate::wal::{SegmentCheck, SegmentName, SegmentValidator, TimelineHistory, WalSegmentSize};
 
 const BUFFER: usize = 256 << 10;
@@ -37,12 +37,8 @@ pub enum VerifyError {
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Repo(#[from] RepoError),
-    #[error("listing {path}: {source}")]
-    List {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// One bad or missing file.
@@ -109,10 +105,10 @@ impl VerifyReport {
 
 /// Verifies backup `only` (an id or `latest`), or every backup, and the WAL archive. Blocking.
 pub fn verify(repo: &Repository, only: Option<&str>) -> Result<VerifyReport, VerifyError> {
-    let catalog = Catalog::new(repo.dir());
+    let catalog = repo.catalog();
     let ids: Vec<String> = match only {
         Some(id) => vec![catalog.resolve(id)?.id],
-        None => backup_ids(repo.dir())?,
+        None => catalog.ids()?,
     };
     let index = WalIndex::scan(repo)?;
     let mut backups = Vec::new();
@@ -122,8 +118,8 @@ pub fn verify(repo: &Repository, only: Option<&str>) -> Result<VerifyReport, Ver
         let mut problems = Vec::new();
         let record_file = format!("{BACKUPS_DIR}/{id}/{}", crate::catalog::RECORD_FILE);
         let record = catalog.read(id).and_then(|r| {
-            let key = repo.codec().encryption.as_ref().map(|e| &*e.key);
-            r.verify_mac(key, &catalog.record_path(id)).map(|()| r)
+            r.verify_mac(repo.data_key(), &catalog.record_path(id))
+                .map(|()| r)
         });
         match record {
             Ok(record) => {
@@ -146,7 +142,7 @@ pub fn verify(repo: &Repository, only: Option<&str>) -> Result<VerifyReport, Ver
         .flat_map(|b| b.problems.iter_mut())
         .chain(bad_files.iter_mut())
     {
-        let prefix = format!("{}: ", repo.dir().join(&p.file).display());
+        let prefix = format!("{}: ", repo.store().describe(&p.file));
         if let Some(rest) = p.problem.strip_prefix(&prefix) {
             p.problem = rest.to_string();
         }
@@ -160,41 +156,6 @@ pub fn verify(repo: &Repository, only: Option<&str>) -> Result<VerifyReport, Ver
             files_checked: index.checked,
         },
     })
-}
-
-/// Every directory in `backups/` named like a backup id (a damaged record is a problem of its
-/// backup, not a reason to stop).
-fn backup_ids(repo: &Path) -> Result<Vec<String>, VerifyError> {
-    let dir = repo.join(BACKUPS_DIR);
-    let mut ids: Vec<String> = list_names(&dir)?
-        .into_iter()
-        .filter(|n| is_backup_id(n))
-        .collect();
-    ids.sort();
-    Ok(ids)
-}
-
-fn list_names(dir: &Path) -> Result<Vec<String>, VerifyError> {
-    let err = |source| VerifyError::List {
-        path: dir.display().to_string(),
-        source,
-    };
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(err(e)),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        if let Ok(name) = entry.map_err(err)?.file_name().into_string() {
-            // Temporary names of writes in progress (fsutil) and hidden files are not stored files.
-            if !name.contains(".tmp.") && !name.starts_with('.') {
-                names.push(name);
-            }
-        }
-    }
-    names.sort();
-    Ok(names)
 }
 
 /// Reads `reader` to its end in bounded chunks, handing each to `f`.
@@ -270,7 +231,7 @@ fn check_backup(repo: &Repository, record: &BackupRecord, problems: &mut Vec<Pro
         }
     }
     for h in &record.history_files {
-        let present = repo.resolve(h).map(|p| p.exists()).unwrap_or(false);
+        let present = matches!(repo.store().head(h), Ok(Some(_)));
         if !present {
             problems.push(problem(
                 h,
@@ -321,8 +282,9 @@ fn walk_archive(
         None => repo.codec().clone(),
     };
     let fail = |e: String| (e, Vec::new());
-    let path = repo.resolve(name).map_err(|e| fail(e.to_string()))?;
-    let reader = open_reader(&path, name, &codec).map_err(|e| fail(e.to_string()))?;
+    let reader = repo
+        .open_file_with(name, &codec)
+        .map_err(|e| fail(e.to_string()))?;
     let reader: Box<dyn Read> = match server_compression {
         None => Box::new(reader),
         Some(family) => {
@@ -429,15 +391,15 @@ impl WalIndex {
                 .and_then(|c| WalSegmentSize::new(u64::from(c.wal_segment_size)).ok()),
             ..WalIndex::default()
         };
-        let wal = repo.dir().join(WAL_DIR);
-        for top in list_names(&wal)? {
-            if wal.join(&top).is_dir() {
-                for file in list_names(&wal.join(&top))? {
-                    index.check_file(repo, &format!("{WAL_DIR}/{top}/{file}"), &file);
-                }
-            } else {
-                index.check_file(repo, &format!("{WAL_DIR}/{top}"), &top);
-            }
+        let prefix = format!("{WAL_DIR}/");
+        for object in repo.store().list(&prefix)? {
+            let file = object
+                .name
+                .rsplit('/')
+                .next()
+                .unwrap_or(&object.name)
+                .to_string();
+            index.check_file(repo, &object.name, &file);
         }
         Ok(index)
     }
@@ -453,11 +415,8 @@ impl WalIndex {
         let segment = |base: &str| self.seg_size.and_then(|s| SegmentName::parse(base, s).ok());
         let result = if let Some(seg) = file.strip_suffix(recv_suffix).and_then(segment) {
             self.partial.insert((seg.timeline.0, seg.segno));
-            repo.resolve(stored)
+            PartialReader::open(repo.store().as_ref(), stored, repo.codec())
                 .map_err(|e| e.to_string())
-                .and_then(|path| {
-                    PartialReader::open(&path, stored, repo.codec()).map_err(|e| e.to_string())
-                })
                 .and_then(|reader| validate_segment(repo, reader, seg, true).map(drop))
         } else if let Some(base) = file.strip_suffix(suffix.as_str()) {
             if let Some(seg) = segment(base) {

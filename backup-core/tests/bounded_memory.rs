@@ -3,6 +3,7 @@
 
 use backup_core::crypto::keywrap::generate_data_key;
 use backup_core::sink::{open_reader, FileCodec};
+use backup_core::store::local::LocalStore;
 use backup_core::{Aead, Compression, FileSink};
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -36,14 +37,15 @@ fn fill(block: &mut [u8], i: usize) {
 #[test]
 fn two_hundred_mib_stream_in_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("big.lz4");
+
     let codec = FileCodec::encrypted(
         Compression::Lz4,
         Aead::Aes256Gcm,
         Arc::new(generate_data_key().unwrap()),
     );
     let mut block = vec![0u8; BLOCK];
-    let mut sink = FileSink::create(&path, "big.lz4", &codec).unwrap();
+    let store = LocalStore::new(dir.path());
+    let mut sink = FileSink::create(&store, "big.lz4", &codec).unwrap();
     for i in 0..TOTAL / BLOCK {
         fill(&mut block, i);
         sink.write_all(&block).unwrap();
@@ -51,7 +53,7 @@ fn two_hundred_mib_stream_in_bounded_memory() {
     let summary = sink.finish().unwrap();
     assert_eq!(summary.raw_bytes, TOTAL as u64);
 
-    let mut reader = open_reader(&path, "big.lz4", &codec).unwrap();
+    let mut reader = open_reader(&store, "big.lz4", &codec).unwrap();
     let mut got = vec![0u8; BLOCK];
     for i in 0..TOTAL / BLOCK {
         fill(&mut block, i);

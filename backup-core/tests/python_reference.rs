@@ -6,6 +6,10 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 
+fn loc(p: &std::path::Path) -> backup_core::store::RepoLocation {
+    backup_core::store::RepoLocation::local(p)
+}
+
 fn require_cryptography() {
     let ok = Command::new("python3")
         .args(["-c", "import cryptography"])
@@ -54,7 +58,7 @@ fn python_decrypts_following_format_md() {
                 ..InitOptions::default()
             };
             let repo =
-                Repository::init(d.path(), options, Some(&Secret::from(passphrase))).unwrap();
+                Repository::init(&loc(d.path()), options, Some(&Secret::from(passphrase))).unwrap();
             let data: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
             let name = "base.tar";
             let mut sink = repo.create_file(name).unwrap();
@@ -99,7 +103,7 @@ fn python_reference_rejects_a_wrong_passphrase_and_tampering() {
         },
         ..InitOptions::default()
     };
-    let repo = Repository::init(d.path(), options, Some(&Secret::from("pw"))).unwrap();
+    let repo = Repository::init(&loc(d.path()), options, Some(&Secret::from("pw"))).unwrap();
     let mut sink = repo.create_file("f").unwrap();
     sink.write_all(&[1u8; 200_000]).unwrap();
     sink.finish().unwrap();

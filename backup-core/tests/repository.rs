@@ -9,6 +9,10 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+fn loc(p: &std::path::Path) -> backup_core::store::RepoLocation {
+    backup_core::store::RepoLocation::local(p)
+}
+
 /// Cheap scrypt so the tests stay fast; the default cost is exercised once below.
 fn fast(encryption: Encryption, compression: Compression) -> InitOptions {
     InitOptions {
@@ -48,7 +52,7 @@ fn defaults_are_lz4_and_aes_256_gcm_with_a_bounded_kdf() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("repo");
     let pw = Secret::from("correct horse");
-    let repo = Repository::init(&dir, InitOptions::default(), Some(&pw)).unwrap();
+    let repo = Repository::init(&loc(&dir), InitOptions::default(), Some(&pw)).unwrap();
     assert_eq!(repo.config().compression, Compression::Lz4);
     assert_eq!(repo.aead(), Some(Aead::Aes256Gcm));
     let kdf = &repo.config().encryption.as_ref().unwrap().kdf;
@@ -61,7 +65,7 @@ fn defaults_are_lz4_and_aes_256_gcm_with_a_bounded_kdf() {
     let raw = std::fs::read(dir.join(CONFIG_FILE)).unwrap();
     assert!(!String::from_utf8_lossy(&raw).contains("correct horse"));
     assert!(raw.starts_with(b"PGSTREAM"));
-    let again = Repository::open(&dir, Some(&pw)).unwrap();
+    let again = Repository::open(&loc(&dir), Some(&pw)).unwrap();
     assert_eq!(again.id(), repo.id());
 }
 
@@ -74,11 +78,12 @@ fn files_round_trip_through_the_repository() {
     ] {
         let d = tempfile::tempdir().unwrap();
         let pw = Secret::from("pw");
-        let repo = Repository::init(d.path(), fast(enc, Compression::Zstd(3)), Some(&pw)).unwrap();
+        let repo =
+            Repository::init(&loc(d.path()), fast(enc, Compression::Zstd(3)), Some(&pw)).unwrap();
         backup_core::fsutil::create_dir_all_durably(&d.path().join("backups/b1")).unwrap();
         let data: Vec<u8> = (0..500_000u32).map(|i| (i % 97) as u8).collect();
         write_file(&repo, "backups/b1/base.tar.zst", &data);
-        let reopened = Repository::open(d.path(), Some(&pw)).unwrap();
+        let reopened = Repository::open(&loc(d.path()), Some(&pw)).unwrap();
         assert!(
             read_file(&reopened, "backups/b1/base.tar.zst") == data,
             "{enc}"
@@ -112,24 +117,24 @@ fn files_round_trip_through_the_repository() {
 fn wrong_or_missing_passphrase_is_refused_clearly() {
     let d = tempfile::tempdir().unwrap();
     let opts = fast(Encryption::Aead(Aead::ChaCha20Poly1305), Compression::Lz4);
-    let e = Repository::init(d.path(), opts.clone(), None).unwrap_err();
+    let e = Repository::init(&loc(d.path()), opts.clone(), None).unwrap_err();
     assert!(e.to_string().contains("PGSTREAM_PASSPHRASE"), "{e}");
     assert_eq!(
         std::fs::read_dir(d.path()).unwrap().count(),
         0,
         "nothing written"
     );
-    Repository::init(d.path(), opts, Some(&Secret::from("right"))).unwrap();
-    let e = Repository::open(d.path(), Some(&Secret::from("wrong"))).unwrap_err();
+    Repository::init(&loc(d.path()), opts, Some(&Secret::from("right"))).unwrap();
+    let e = Repository::open(&loc(d.path()), Some(&Secret::from("wrong"))).unwrap_err();
     assert!(e.is_wrong_passphrase(), "{e}");
     let msg = e.to_string();
     assert!(
         msg.contains("wrong passphrase") && msg.contains(&*d.path().to_string_lossy()),
         "{msg}"
     );
-    let e = Repository::open(d.path(), None).unwrap_err();
+    let e = Repository::open(&loc(d.path()), None).unwrap_err();
     assert!(e.to_string().contains("--passphrase-file"), "{e}");
-    let e = Repository::open(d.path(), Some(&Secret::from(""))).unwrap_err();
+    let e = Repository::open(&loc(d.path()), Some(&Secret::from(""))).unwrap_err();
     assert!(e.to_string().contains("empty"), "{e}");
 }
 
@@ -139,7 +144,7 @@ fn rekey_keeps_files_readable_and_retires_the_old_passphrase() {
     let old = Secret::from("old passphrase");
     let new = Secret::from("new passphrase");
     let repo = Repository::init(
-        d.path(),
+        &loc(d.path()),
         fast(Encryption::Aead(Aead::Aes256Gcm), Compression::Lz4),
         Some(&old),
     )
@@ -148,13 +153,13 @@ fn rekey_keeps_files_readable_and_retires_the_old_passphrase() {
     let before_file = std::fs::read(d.path().join("f1")).unwrap();
     let before_cfg = repo.config().clone();
 
-    let e = Repository::rekey(d.path(), &Secret::from("guess"), &new).unwrap_err();
+    let e = Repository::rekey(&loc(d.path()), &Secret::from("guess"), &new).unwrap_err();
     assert!(e.is_wrong_passphrase(), "{e}");
-    Repository::rekey(d.path(), &old, &new).unwrap();
+    Repository::rekey(&loc(d.path()), &old, &new).unwrap();
 
-    let e = Repository::open(d.path(), Some(&old)).unwrap_err();
+    let e = Repository::open(&loc(d.path()), Some(&old)).unwrap_err();
     assert!(e.is_wrong_passphrase(), "{e}");
-    let repo = Repository::open(d.path(), Some(&new)).unwrap();
+    let repo = Repository::open(&loc(d.path()), Some(&new)).unwrap();
     assert_eq!(read_file(&repo, "f1"), b"written before the rekey");
     assert_eq!(
         std::fs::read(d.path().join("f1")).unwrap(),
@@ -170,16 +175,21 @@ fn rekey_keeps_files_readable_and_retires_the_old_passphrase() {
     assert_ne!(b.key_wrap, a.key_wrap);
     assert_eq!((b.kdf.n, b.kdf.r, b.kdf.p), (a.kdf.n, a.kdf.r, a.kdf.p));
     assert_eq!(after.repository_id, before_cfg.repository_id);
-    // Only the config and the data file exist: no temporaries left by the rewrite.
+    // Only the config and the data file exist: no temporaries left by the rewrite, and the
+    // configuration lease it held is released (its directory stays, empty).
     let mut names: Vec<_> = std::fs::read_dir(d.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, vec!["f1", CONFIG_FILE]);
+    assert_eq!(names, vec!["f1", "locks", CONFIG_FILE]);
+    assert_eq!(
+        std::fs::read_dir(d.path().join("locks")).unwrap().count(),
+        0
+    );
 
     Repository::rekey_with_cost(
-        d.path(),
+        &loc(d.path()),
         &new,
         &old,
         Some(KdfCost {
@@ -189,7 +199,7 @@ fn rekey_keeps_files_readable_and_retires_the_old_passphrase() {
         }),
     )
     .unwrap();
-    let repo = Repository::open(d.path(), Some(&old)).unwrap();
+    let repo = Repository::open(&loc(d.path()), Some(&old)).unwrap();
     assert_eq!(repo.config().encryption.as_ref().unwrap().kdf.n, 1 << 11);
     assert_eq!(read_file(&repo, "f1"), b"written before the rekey");
 }
@@ -197,19 +207,29 @@ fn rekey_keeps_files_readable_and_retires_the_old_passphrase() {
 #[test]
 fn rekey_of_an_unencrypted_repository_is_refused() {
     let d = tempfile::tempdir().unwrap();
-    let repo = Repository::init(d.path(), fast(Encryption::None, Compression::Lz4), None).unwrap();
+    let repo = Repository::init(
+        &loc(d.path()),
+        fast(Encryption::None, Compression::Lz4),
+        None,
+    )
+    .unwrap();
     assert!(repo.aead().is_none());
-    let e = Repository::rekey(d.path(), &Secret::from("a"), &Secret::from("b")).unwrap_err();
+    let e = Repository::rekey(&loc(d.path()), &Secret::from("a"), &Secret::from("b")).unwrap_err();
     assert!(matches!(e, RepoError::NotEncrypted { .. }), "{e}");
     // An unencrypted repository opens with or without a passphrase.
-    Repository::open(d.path(), Some(&Secret::from("ignored"))).unwrap();
+    Repository::open(&loc(d.path()), Some(&Secret::from("ignored"))).unwrap();
 }
 
 #[test]
 fn init_refuses_non_empty_directories_and_existing_repositories() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("postgresql.conf"), b"keep me").unwrap();
-    let e = Repository::init(d.path(), fast(Encryption::None, Compression::Lz4), None).unwrap_err();
+    let e = Repository::init(
+        &loc(d.path()),
+        fast(Encryption::None, Compression::Lz4),
+        None,
+    )
+    .unwrap_err();
     assert!(matches!(e, RepoError::NotEmpty { .. }), "{e}");
     assert!(e.to_string().contains("postgresql.conf"), "{e}");
     assert_eq!(
@@ -220,13 +240,18 @@ fn init_refuses_non_empty_directories_and_existing_repositories() {
     let r = tempfile::tempdir().unwrap();
     let pw = Secret::from("pw");
     let repo = Repository::init(
-        r.path(),
+        &loc(r.path()),
         fast(Encryption::Aead(Aead::Aes256Gcm), Compression::Lz4),
         Some(&pw),
     )
     .unwrap();
     let cfg = std::fs::read(r.path().join(CONFIG_FILE)).unwrap();
-    let e = Repository::init(r.path(), fast(Encryption::None, Compression::Lz4), None).unwrap_err();
+    let e = Repository::init(
+        &loc(r.path()),
+        fast(Encryption::None, Compression::Lz4),
+        None,
+    )
+    .unwrap_err();
     assert!(matches!(e, RepoError::AlreadyRepository { .. }), "{e}");
     assert!(e.to_string().contains(repo.id()), "{e}");
     assert_eq!(
@@ -235,7 +260,7 @@ fn init_refuses_non_empty_directories_and_existing_repositories() {
         "unchanged"
     );
 
-    let e = Repository::open(d.path(), None).unwrap_err();
+    let e = Repository::open(&loc(d.path()), None).unwrap_err();
     assert!(e.to_string().contains("pgstream init --repo"), "{e}");
 }
 
@@ -244,7 +269,7 @@ fn cluster_binding_is_recorded_once_and_enforced() {
     let d = tempfile::tempdir().unwrap();
     let pw = Secret::from("pw");
     let mut repo = Repository::init(
-        d.path(),
+        &loc(d.path()),
         fast(Encryption::Aead(Aead::Aes256Gcm), Compression::Lz4),
         Some(&pw),
     )
@@ -254,7 +279,7 @@ fn cluster_binding_is_recorded_once_and_enforced() {
     assert_eq!(repo.bind_cluster(a).unwrap(), BindOutcome::Bound);
     assert_eq!(repo.bind_cluster(a).unwrap(), BindOutcome::AlreadyBound);
 
-    let mut reopened = Repository::open(d.path(), Some(&pw)).unwrap();
+    let mut reopened = Repository::open(&loc(d.path()), Some(&pw)).unwrap();
     assert_eq!(reopened.cluster(), Some(a));
     let b = cluster(7_300_000_000_000_000_002);
     let e = reopened.bind_cluster(b).unwrap_err();
@@ -268,7 +293,9 @@ fn cluster_binding_is_recorded_once_and_enforced() {
     let e = reopened.bind_cluster(newer).unwrap_err();
     assert!(e.to_string().contains("PostgreSQL 17"), "{e}");
     assert_eq!(
-        Repository::open(d.path(), Some(&pw)).unwrap().cluster(),
+        Repository::open(&loc(d.path()), Some(&pw))
+            .unwrap()
+            .cluster(),
         Some(a)
     );
 
@@ -276,14 +303,14 @@ fn cluster_binding_is_recorded_once_and_enforced() {
     let pw2 = Secret::from("pw2");
     let d2 = tempfile::tempdir().unwrap();
     let mut r2 = Repository::init(
-        d2.path(),
+        &loc(d2.path()),
         fast(Encryption::Aead(Aead::Aes256Gcm), Compression::Lz4),
         Some(&pw),
     )
     .unwrap();
-    Repository::rekey(d2.path(), &pw, &pw2).unwrap();
+    Repository::rekey(&loc(d2.path()), &pw, &pw2).unwrap();
     r2.bind_cluster(a).unwrap();
-    let r2 = Repository::open(d2.path(), Some(&pw2)).unwrap();
+    let r2 = Repository::open(&loc(d2.path()), Some(&pw2)).unwrap();
     assert_eq!(r2.cluster(), Some(a));
 }
 
@@ -292,7 +319,7 @@ fn damaged_config_is_reported_not_misread() {
     let d = tempfile::tempdir().unwrap();
     let pw = Secret::from("pw");
     Repository::init(
-        d.path(),
+        &loc(d.path()),
         fast(Encryption::Aead(Aead::Aes256Gcm), Compression::Lz4),
         Some(&pw),
     )
@@ -302,11 +329,11 @@ fn damaged_config_is_reported_not_misread() {
     let mut bad = good.clone();
     bad[40] ^= 1;
     std::fs::write(&path, &bad).unwrap();
-    let e = Repository::open(d.path(), Some(&pw)).unwrap_err();
+    let e = Repository::open(&loc(d.path()), Some(&pw)).unwrap_err();
     assert!(e.to_string().contains("CRC-32C"), "{e}");
     let mut newer = good.clone();
     newer[11] = 2;
     std::fs::write(&path, &newer).unwrap();
-    let e = Repository::open(d.path(), Some(&pw)).unwrap_err();
+    let e = Repository::open(&loc(d.path()), Some(&pw)).unwrap_err();
     assert!(e.to_string().contains("upgrade pgstream"), "{e}");
 }

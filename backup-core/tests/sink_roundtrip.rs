@@ -4,6 +4,7 @@
 use backup_core::crypto::chunked::{DEFAULT_CHUNK_SIZE, FILE_MAGIC};
 use backup_core::crypto::keywrap::generate_data_key;
 use backup_core::sink::{open_reader, FileCodec, FileEncryption, FileSink};
+use backup_core::store::local::LocalStore;
 use backup_core::{Aead, Compression, FileError};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -57,8 +58,9 @@ fn codecs() -> Vec<(String, FileCodec)> {
     out
 }
 
-fn write(path: &Path, identity: &str, codec: &FileCodec, data: &[u8]) -> backup_core::SinkSummary {
-    let mut sink = FileSink::create(path, identity, codec).unwrap();
+/// Writes `data` as object `identity` of the local store at `root` (the file `root/identity`).
+fn write(root: &Path, identity: &str, codec: &FileCodec, data: &[u8]) -> backup_core::SinkSummary {
+    let mut sink = FileSink::create(&LocalStore::new(root), identity, codec).unwrap();
     // Uneven write sizes, to cross chunk boundaries in every way.
     for piece in data.chunks(7919) {
         sink.write_all(piece).unwrap();
@@ -66,9 +68,9 @@ fn write(path: &Path, identity: &str, codec: &FileCodec, data: &[u8]) -> backup_
     sink.finish().unwrap()
 }
 
-fn read(path: &Path, identity: &str, codec: &FileCodec) -> Vec<u8> {
+fn read(root: &Path, identity: &str, codec: &FileCodec) -> Vec<u8> {
     let mut out = Vec::new();
-    open_reader(path, identity, codec)
+    open_reader(&LocalStore::new(root), identity, codec)
         .unwrap()
         .read_to_end(&mut out)
         .unwrap();
@@ -82,11 +84,11 @@ fn every_combination_round_trips() {
     for (name, codec) in codecs() {
         for &size in &sizes {
             let data = pattern(size);
-            let path = dir
+            let root = dir
                 .path()
                 .join(format!("f-{}-{size}", name.replace([':', '/'], "_")));
-            let summary = write(&path, "backups/x/base.tar", &codec, &data);
-            let stored = std::fs::read(&path).unwrap();
+            let summary = write(&root, "backups/x/base.tar", &codec, &data);
+            let stored = std::fs::read(root.join("backups/x/base.tar")).unwrap();
             assert_eq!(summary.raw_bytes, size as u64, "{name} {size}");
             assert_eq!(summary.stored_bytes, stored.len() as u64, "{name} {size}");
             assert_eq!(
@@ -99,16 +101,19 @@ fn every_combination_round_trips() {
                 codec.encryption.is_some(),
                 "{name}"
             );
-            let back = read(&path, "backups/x/base.tar", &codec);
+            let back = read(&root, "backups/x/base.tar", &codec);
             assert!(back == data, "{name} size {size}: content differs");
         }
     }
     // Only the committed files remain: no temporaries.
-    assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| !e
-        .unwrap()
-        .file_name()
-        .to_string_lossy()
-        .contains(".tmp.")));
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let x = e.unwrap().path().join("backups/x");
+        assert!(std::fs::read_dir(x).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains(".tmp.")));
+    }
 }
 
 #[test]
@@ -116,7 +121,12 @@ fn unencrypted_files_are_standard_frames() {
     let dir = tempfile::tempdir().unwrap();
     let data = pattern(300_000);
     let lz4 = dir.path().join("a.lz4");
-    write(&lz4, "a.lz4", &FileCodec::plain(Compression::Lz4), &data);
+    write(
+        dir.path(),
+        "a.lz4",
+        &FileCodec::plain(Compression::Lz4),
+        &data,
+    );
     let stored = std::fs::read(&lz4).unwrap();
     assert_eq!(
         &stored[..4],
@@ -131,7 +141,7 @@ fn unencrypted_files_are_standard_frames() {
 
     let zst = dir.path().join("a.zst");
     write(
-        &zst,
+        dir.path(),
         "a.zst",
         &FileCodec::plain(Compression::Zstd(5)),
         &data,
@@ -145,7 +155,12 @@ fn unencrypted_files_are_standard_frames() {
     assert!(zstd::decode_all(&stored[..]).unwrap() == data);
 
     let gz = dir.path().join("a.gz");
-    write(&gz, "a.gz", &FileCodec::plain(Compression::Gzip(6)), &data);
+    write(
+        dir.path(),
+        "a.gz",
+        &FileCodec::plain(Compression::Gzip(6)),
+        &data,
+    );
     let stored = std::fs::read(&gz).unwrap();
     assert_eq!(&stored[..2], &[0x1f, 0x8b], "gzip magic");
     let mut out = Vec::new();
@@ -159,23 +174,23 @@ fn unencrypted_files_are_standard_frames() {
 fn dropped_sink_leaves_nothing_and_finish_never_overwrites() {
     let dir = tempfile::tempdir().unwrap();
     let codec = FileCodec::plain(Compression::Lz4);
-    let path = dir.path().join("x");
+    let store = LocalStore::new(dir.path());
     {
-        let mut sink = FileSink::create(&path, "x", &codec).unwrap();
+        let mut sink = FileSink::create(&store, "x", &codec).unwrap();
         sink.write_all(&pattern(200_000)).unwrap();
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-    write(&path, "x", &codec, b"first");
-    let mut sink = FileSink::create(&path, "x", &codec).unwrap();
+    write(dir.path(), "x", &codec, b"first");
+    let mut sink = FileSink::create(&store, "x", &codec).unwrap();
     sink.write_all(b"second").unwrap();
     let err = sink.finish().unwrap_err();
     assert!(err.to_string().contains("refusing to overwrite"), "{err}");
-    assert_eq!(read(&path, "x", &codec), b"first");
+    assert_eq!(read(dir.path(), "x", &codec), b"first");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-    let mut sink = FileSink::create(&path, "x", &codec).unwrap();
+    let mut sink = FileSink::create(&store, "x", &codec).unwrap();
     sink.write_all(b"third").unwrap();
     sink.finish_replacing().unwrap();
-    assert_eq!(read(&path, "x", &codec), b"third");
+    assert_eq!(read(dir.path(), "x", &codec), b"third");
 }
 
 #[test]
@@ -184,14 +199,14 @@ fn mismatched_codecs_give_clear_errors() {
     let key = Arc::new(generate_data_key().unwrap());
     let enc = FileCodec::encrypted(Compression::Lz4, Aead::Aes256Gcm, key);
     let plain = FileCodec::plain(Compression::Lz4);
-    let e_path = dir.path().join("enc");
+    let store = LocalStore::new(dir.path());
     let p_path = dir.path().join("plain");
-    write(&e_path, "enc", &enc, b"data");
-    write(&p_path, "plain", &plain, b"data");
+    write(dir.path(), "enc", &enc, b"data");
+    write(dir.path(), "plain", &plain, b"data");
 
-    let err = open_reader(&e_path, "enc", &plain).err().unwrap();
+    let err = open_reader(&store, "enc", &plain).err().unwrap();
     assert!(matches!(err, FileError::NoKey { .. }), "{err}");
-    let err = open_reader(&p_path, "plain", &enc).err().unwrap();
+    let err = open_reader(&store, "plain", &enc).err().unwrap();
     let msg = err.to_string();
     assert!(matches!(err, FileError::BadMagic { .. }), "{msg}");
     assert!(msg.contains("unencrypted lz4"), "{msg}");
@@ -201,7 +216,7 @@ fn mismatched_codecs_give_clear_errors() {
     let n = bytes.len();
     bytes.truncate(n - 3);
     std::fs::write(&p_path, &bytes).unwrap();
-    let mut r = open_reader(&p_path, "plain", &plain).unwrap();
+    let mut r = open_reader(&store, "plain", &plain).unwrap();
     let e = r.read_to_end(&mut Vec::new()).unwrap_err();
     let fe = FileError::from_io(&e).expect("FileError inside");
     assert!(matches!(fe, FileError::Decompress { .. }), "{fe}");

@@ -4,6 +4,7 @@
 use backup_core::crypto::chunked::MIN_CHUNK_SIZE;
 use backup_core::crypto::keywrap::generate_data_key;
 use backup_core::sink::{open_reader, FileCodec, FileEncryption, FileSink};
+use backup_core::store::local::LocalStore;
 use backup_core::{Aead, Compression, FileError};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -29,8 +30,9 @@ fn codec(aead: Aead) -> FileCodec {
 /// Writes 4 full chunks plus a 100-byte final chunk; returns the plaintext and stored bytes.
 fn make(dir: &Path, codec: &FileCodec) -> (Vec<u8>, Vec<u8>) {
     let data: Vec<u8> = (0..4 * CS + 100).map(|i| (i * 31 % 251) as u8).collect();
-    let path = dir.join("orig");
-    let mut s = FileSink::create(&path, IDENTITY, codec).unwrap();
+    let root = dir.join("orig");
+    let path = root.join(IDENTITY);
+    let mut s = FileSink::create(&LocalStore::new(&root), IDENTITY, codec).unwrap();
     s.write_all(&data).unwrap();
     s.finish().unwrap();
     let stored = std::fs::read(&path).unwrap();
@@ -41,9 +43,10 @@ fn make(dir: &Path, codec: &FileCodec) -> (Vec<u8>, Vec<u8>) {
 
 /// Reads `bytes` as `identity`; returns the error (open- or read-time), or None if it read cleanly.
 fn try_read(dir: &Path, bytes: &[u8], codec: &FileCodec, identity: &str) -> Option<FileError> {
-    let path = dir.join("victim");
+    let path = dir.join(identity);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, bytes).unwrap();
-    let mut r = match open_reader(&path, identity, codec) {
+    let mut r = match open_reader(&LocalStore::new(dir), identity, codec) {
         Ok(r) => r,
         Err(e) => return Some(e),
     };
@@ -73,9 +76,8 @@ fn untouched_file_reads_back() {
         let c = codec(aead);
         let (data, stored) = make(dir.path(), &c);
         assert!(try_read(dir.path(), &stored, &c, IDENTITY).is_none());
-        let path = dir.path().join("victim");
         let mut out = Vec::new();
-        open_reader(&path, IDENTITY, &c)
+        open_reader(&LocalStore::new(dir.path()), IDENTITY, &c)
             .unwrap()
             .read_to_end(&mut out)
             .unwrap();
@@ -131,7 +133,7 @@ fn flipped_bytes_name_the_field_or_chunk() {
     let e = flip(HDR + 2 * REC + 5);
     assert!(matches!(e, FileError::AuthFailed { chunk: 2, .. }), "{e}");
     let msg = e.to_string();
-    assert!(msg.contains("victim") && msg.contains("chunk 2"), "{msg}");
+    assert!(msg.contains(IDENTITY) && msg.contains("chunk 2"), "{msg}");
     let e = flip(HDR + 4 * REC - 1);
     assert!(matches!(e, FileError::AuthFailed { chunk: 3, .. }), "{e}");
 }
@@ -250,8 +252,9 @@ fn chunk_multiple_and_empty_files_have_a_final_chunk() {
     let dir = tempfile::tempdir().unwrap();
     let c = codec(Aead::Aes256Gcm);
     for len in [0, CS, 3 * CS] {
-        let path = dir.path().join(format!("m{len}"));
-        let mut s = FileSink::create(&path, IDENTITY, &c).unwrap();
+        let root = dir.path().join(format!("m{len}"));
+        let path = root.join(IDENTITY);
+        let mut s = FileSink::create(&LocalStore::new(&root), IDENTITY, &c).unwrap();
         s.write_all(&vec![7u8; len]).unwrap();
         s.finish().unwrap();
         let stored = std::fs::read(&path).unwrap();

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use backup_core::store::RepoLocation;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// pgstream: PostgreSQL backups over the streaming-replication protocol.
@@ -101,9 +102,9 @@ pub enum ConfigCommand {
 /// Where the repository is and how to unlock it.
 #[derive(Args, Debug, Clone)]
 pub struct RepoArgs {
-    /// The repository directory.
-    #[arg(long, env = "PGSTREAM_REPO", value_name = "DIR")]
-    pub repo: PathBuf,
+    /// The repository: a directory (or file:///path).
+    #[arg(long, env = "PGSTREAM_REPO", value_name = "LOCATION")]
+    pub repo: RepoLocation,
 
     /// Read the passphrase from this file (mode 0600 or stricter) instead of the
     /// PGSTREAM_PASSPHRASE environment variable. Passphrases are never taken from the
@@ -427,9 +428,9 @@ pub struct VerifyArgs {
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// The repository directory. No passphrase is needed.
-    #[arg(long, env = "PGSTREAM_REPO", value_name = "DIR")]
-    pub repo: PathBuf,
+    /// The repository: a directory (or file:///path). No passphrase is needed.
+    #[arg(long, env = "PGSTREAM_REPO", value_name = "LOCATION")]
+    pub repo: RepoLocation,
 
     /// Also check the server: reachability (an ordinary connection), and with --slot the slot.
     #[arg(long, env = "PGSTREAM_SOURCE", value_name = "CONNINFO")]

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use backup_core::basebackup::BaseBackupError;
 use backup_core::catalog::CatalogError;
 use backup_core::restore::RestoreError;
+use backup_core::store::StoreError;
 use backup_core::verify::VerifyError;
 use backup_core::{FileError, PassphraseError, RepoError};
 
@@ -190,6 +191,9 @@ pub fn classify(err: &anyhow::Error) -> Failure {
         if let Some(e) = cause.downcast_ref::<CatalogError>() {
             return classify_catalog(e);
         }
+        if let Some(e) = cause.downcast_ref::<StoreError>() {
+            return classify_store(e);
+        }
         if let Some(e) = cause.downcast_ref::<std::io::Error>() {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 return Failure::Interrupted;
@@ -248,21 +252,38 @@ fn classify_verify(e: &VerifyError) -> Failure {
     match e {
         VerifyError::Catalog(c) => classify_catalog(c),
         VerifyError::Repo(r) => classify_repo(r),
-        VerifyError::List { .. } => Failure::LocalIo,
+        VerifyError::Store(s) => classify_store(s),
     }
 }
 
-fn classify_catalog(e: &CatalogError) -> Failure {
+pub(crate) fn classify_catalog(e: &CatalogError) -> Failure {
     match e {
         CatalogError::Damaged { .. } | CatalogError::InvalidRecord { .. } => Failure::Verification,
-        CatalogError::Io { .. } => Failure::LocalIo,
-        CatalogError::NoSuchBackup { .. } | CatalogError::NoBackups => Failure::Repository,
+        CatalogError::Store(s) => classify_store(s),
+        CatalogError::NoSuchBackup { .. } | CatalogError::NoBackups | CatalogError::Busy { .. } => {
+            Failure::Repository
+        }
     }
 }
 
-fn classify_repo(e: &RepoError) -> Failure {
+/// Failures of the storage port: a lease held by another process is the repository being in
+/// use (5); an object too large to be one of ours is damage (6); I/O is local I/O (7).
+pub(crate) fn classify_store(e: &StoreError) -> Failure {
     match e {
-        RepoError::Fs(_) | RepoError::Sink(_) => Failure::LocalIo,
+        StoreError::LeaseHeld { .. }
+        | StoreError::AlreadyExists { .. }
+        | StoreError::NotFound { .. } => Failure::Repository,
+        StoreError::TooLarge { .. } => Failure::Verification,
+        StoreError::BadName { .. } | StoreError::Unsupported { .. } => Failure::Usage,
+        StoreError::Io { .. } => Failure::LocalIo,
+    }
+}
+
+pub(crate) fn classify_repo(e: &RepoError) -> Failure {
+    match e {
+        RepoError::Store(s) => classify_store(s),
+        RepoError::Sink(backup_core::SinkError::Store(s)) => classify_store(s),
+        RepoError::Sink(_) => Failure::LocalIo,
         RepoError::File(f) => classify_file(f),
         RepoError::Invalid(_) | RepoError::NotEmpty { .. } => Failure::Usage,
         _ => Failure::Repository,

@@ -49,6 +49,11 @@ fn main() -> ExitCode {
         }
     };
     logging::init(&cli.log_level, cli.log_format);
+    // Only a binary built with the `failpoints` feature (the test suite's) has any.
+    if let Err(e) = backup_core::failpoint::configure_from_env() {
+        eprintln!("pgstream: error: {e}");
+        return exit::Failure::Usage.code();
+    }
     if let args::Command::Config(args::ConfigCommand::Show) = &cli.command {
         print!("{}", config::show::render(&matches, &loaded));
         return ExitCode::SUCCESS;

@@ -76,7 +76,7 @@ fn collect(child: Child) -> Run {
     }
 }
 
-/// Names in `repo/backups` (complete backups and dot-named in-progress directories).
+/// Names in `repo/backups`: backup ids, complete (with their record) or not.
 fn backup_entries(repo: &Path) -> Vec<String> {
     let Ok(dir) = std::fs::read_dir(repo.join("backups")) else {
         return Vec::new();
@@ -89,19 +89,20 @@ fn backup_entries(repo: &Path) -> Vec<String> {
     names
 }
 
+/// Backups being written or left by a run that died: ids without a record.
 fn in_progress_dirs(repo: &Path) -> Vec<PathBuf> {
     backup_entries(repo)
         .into_iter()
-        .filter(|n| n.starts_with('.') && n.ends_with(".inprogress"))
         .map(|n| repo.join("backups").join(n))
+        .filter(|d| !d.join("backup.json").exists())
         .collect()
 }
 
-/// Backup directories that look complete (named like a backup id, not dot-named).
+/// Backups that look complete: their record exists.
 fn complete_looking(repo: &Path) -> Vec<String> {
     backup_entries(repo)
         .into_iter()
-        .filter(|n| !n.starts_with('.'))
+        .filter(|n| repo.join("backups").join(n).join("backup.json").exists())
         .collect()
 }
 

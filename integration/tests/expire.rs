@@ -15,6 +15,7 @@ mod support;
 use std::path::Path;
 
 use backup_core::catalog::{BackupRecord, Catalog};
+use backup_core::store::local::LocalStore;
 use integration::{cluster, Cluster};
 use serde_json::Value;
 use support::archiving::sql_switch_and_archive;
@@ -30,7 +31,7 @@ fn ids(pg: &Cluster) -> String {
 }
 
 fn backups(setup: &Setup) -> Vec<BackupRecord> {
-    Catalog::new(&setup.repo).list().unwrap()
+    Catalog::new(&LocalStore::new(&setup.repo)).list().unwrap()
 }
 
 /// `pgstream expire ARGS --json` as the server user, checked to succeed.
@@ -327,7 +328,7 @@ fn refusals_change_nothing(setup: &Setup, newest: &str, ctx: &str) {
     assert_eq!(wrong.code, 5, "{ctx}: wrong passphrase: {wrong:?}");
 
     // A damaged record: expire refuses and deletes nothing, even what it could.
-    let record = Catalog::new(&setup.repo).record_path(newest);
+    let record = Catalog::new(&LocalStore::new(&setup.repo)).record_path(newest);
     let original = std::fs::read(&record).unwrap();
     let mut json: Value = serde_json::from_slice(&original).unwrap();
     json["files_verified"] = Value::from(json["files_verified"].as_u64().unwrap() + 1);
@@ -410,17 +411,13 @@ fn expire_beside_receive_wal_and_a_running_base_deletes_no_wal_they_need() {
     .stderr(std::process::Stdio::piped())
     .spawn()
     .unwrap();
+    // Its id is claimed (the lease `locks/backup.<id>`) before it writes anything.
     support::wait_until("the third backup is in progress", || {
-        std::fs::read_dir(repo.join("backups"))
-            .unwrap()
-            .flatten()
-            .any(|e| {
-                e.file_name().to_string_lossy().ends_with(".inprogress")
-                    && e.path().join("lock").exists()
-            })
+        std::fs::read_dir(repo.join("locks")).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("backup."))
+        })
     });
-    // Its lock is taken right after the file is created.
-    std::thread::sleep(std::time::Duration::from_millis(200));
     let wal_before = files_under(&repo.join("wal"));
     let run = ok(
         support::pgstream(

@@ -45,7 +45,14 @@ fn start_receiver(repo: &Path, pg: &Cluster, extra: &[&str], log: PathBuf) -> Re
 
 /// Complete segments in the archive, in order, checked to be contiguous.
 fn archived_segments(repo_dir: &Path, size: WalSegmentSize) -> Vec<SegmentName> {
-    let state = backup_core::receive::start::ArchiveState::scan(repo_dir, size).unwrap();
+    let repo = KEY.open_repo(repo_dir);
+    assert_eq!(
+        repo.cluster().map(|c| u64::from(c.wal_segment_size)),
+        Some(size.bytes())
+    );
+    let state =
+        backup_core::receive::start::ArchiveState::scan(repo.store().as_ref(), repo.config())
+            .unwrap();
     let mut segs = state.complete.clone();
     segs.sort_by_key(|s| s.segno);
     for w in segs.windows(2) {
@@ -403,35 +410,14 @@ fn synchronous_mode_keeps_every_committed_row() {
         assert_no_plaintext(&repo_dir, &ctx);
 
         // Restore the base backup, add the archive's WAL, and let crash recovery replay it.
-        let target = scratch.path().join("restored");
-        let run = KEY.pgstream(&[
-            "restore",
-            "--repo",
-            repo_dir.to_str().unwrap(),
-            "--to",
-            target.to_str().unwrap(),
-        ]);
-        assert_eq!(run.code, 0, "{ctx}: restore: {run:?}");
-        let repo = KEY.open_repo(&repo_dir);
-        let segs = archived_segments(&repo_dir, size);
-        let pg_wal = target.join("pg_wal");
-        for seg in &segs {
-            std::fs::write(pg_wal.join(seg.to_string()), archived(&repo, seg).unwrap()).unwrap();
-        }
-        let next = segs.last().unwrap().next();
-        let mut tail = partial(&repo, &next).expect("the last segment is partial");
-        tail.resize(size.bytes() as usize, 0);
-        std::fs::write(pg_wal.join(next.to_string()), tail).unwrap();
-        if let integration::ServerUser::Switch { name, .. } = integration::server_user() {
-            let status = Command::new("chown")
-                .arg("-R")
-                .arg(format!("{name}:"))
-                .arg(&target)
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
-        let restored = cluster(major).restored_data_dir(&target).start();
+        archived_segments(&repo_dir, size);
+        let restored = support::wal::restore_with_received_wal(
+            &KEY,
+            major,
+            &repo_dir,
+            &scratch.path().join("restored"),
+            &ctx,
+        );
         let recovered: u64 = restored.psql("SELECT count(*) FROM rpo").parse().unwrap();
         assert!(
             recovered >= committed,

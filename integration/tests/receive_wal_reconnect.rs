@@ -40,9 +40,8 @@ fn assert_archive_equals_server(
     first: SegmentName,
     ctx: &str,
 ) -> Vec<SegmentName> {
-    let size = first.seg_size;
     let repo = KEY.open_repo(repo_dir);
-    let state = ArchiveState::scan(repo_dir, size).unwrap();
+    let state = ArchiveState::scan(repo.store().as_ref(), repo.config()).unwrap();
     let mut segs = state.complete.clone();
     segs.sort_by_key(|s| s.segno);
     // An empty archive starts at the slot's restart_lsn (15+): at `first` or before.
@@ -275,11 +274,7 @@ fn first_connection_is_retried_unless_no_reconnect() {
         log.contains("stopped before it could start streaming"),
         "{ctx}: {log}"
     );
-    assert_eq!(
-        ArchiveState::scan(&repo_dir, size).unwrap(),
-        ArchiveState::default(),
-        "{ctx}"
-    );
+    assert_eq!(scan_archive(&repo_dir), ArchiveState::default(), "{ctx}");
 
     // By default it retries with backoff, logging each attempt, until the server is up.
     let slot = "late";
@@ -331,7 +326,7 @@ fn invalidated_slot_is_a_clear_error() {
         write_wal(&pg, 2000, 0);
         let reached = wait_caught_up(&pg, slot, &r);
         assert_eq!(r.terminate(), 0, "{ctx}");
-        let held = ArchiveState::scan(&repo_dir, size).unwrap();
+        let held = scan_archive(&repo_dir);
         let resume = SegmentName::from_lsn(TimelineId(1), reached, size);
         assert_eq!(
             held.partials.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
@@ -397,7 +392,7 @@ fn invalidated_slot_is_a_clear_error() {
             "{ctx}: not retried: {run:?}"
         );
         // Nothing skipped: the archive still ends with the same partial.
-        let after = ArchiveState::scan(&repo_dir, size).unwrap();
+        let after = scan_archive(&repo_dir);
         assert_eq!(after.complete, held.complete, "{ctx}");
         assert_eq!(
             after.partials.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
@@ -405,4 +400,10 @@ fn invalidated_slot_is_a_clear_error() {
             "{ctx}"
         );
     }
+}
+
+/// What the archive holds (complete segments, receive-wal partials).
+fn scan_archive(repo_dir: &std::path::Path) -> ArchiveState {
+    let repo = KEY.open_repo(repo_dir);
+    ArchiveState::scan(repo.store().as_ref(), repo.config()).unwrap()
 }

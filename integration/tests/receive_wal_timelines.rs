@@ -124,7 +124,7 @@ fn walk_history(
     let fork = history.fork_point();
     let fork_seg = SegmentName::from_lsn(TimelineId(1), fork, size);
     let repo = KEY.open_repo(repo_dir);
-    let state = ArchiveState::scan(repo_dir, size).unwrap();
+    let state = ArchiveState::scan(repo.store().as_ref(), repo.config()).unwrap();
     let first = state
         .complete
         .iter()

@@ -50,6 +50,8 @@ pub(crate) struct ArchiveWriter {
     batch: Vec<Bytes>,
     batch_bytes: usize,
     task: JoinHandle<Result<ArchiveOutcome, BaseBackupError>>,
+    /// The task's result was taken (it ended early and said why).
+    ended: bool,
 }
 
 /// The server-side compression an archive arrived with, from its name.
@@ -83,6 +85,7 @@ impl ArchiveWriter {
             batch: Vec::new(),
             batch_bytes: 0,
             task,
+            ended: false,
         }
     }
 
@@ -110,6 +113,7 @@ impl ArchiveWriter {
         if tx.send(batch).await.is_err() {
             // The worker stopped early: its result says why.
             self.tx = None;
+            self.ended = true;
             return match (&mut self.task).await {
                 Ok(Err(e)) => Err(e),
                 Ok(Ok(_)) => Err(BaseBackupError::Internal(
@@ -121,6 +125,16 @@ impl ArchiveWriter {
             };
         }
         Ok(())
+    }
+
+    /// Stops writing: the archive is abandoned, and this returns once its writer has let go of
+    /// every file (so what it wrote can be removed).
+    pub async fn abort(mut self) {
+        self.tx = None;
+        self.batch.clear();
+        if !self.ended {
+            let _ = (&mut self.task).await;
+        }
     }
 
     /// Ends the archive and waits until it is durable and walked.
@@ -154,12 +168,12 @@ fn write_archive(
     };
     let file = format!("{name}{}", layout::suffix(&codec));
     let identity = layout::backup_file(backup_id, &file);
-    let path = repo.resolve(&layout::in_progress_file(backup_id, &file))?;
     let sink_err = |source| BaseBackupError::Sink {
         file: identity.clone(),
         source,
     };
-    let mut sink = FileSink::create(&path, &identity, &codec).map_err(sink_err)?;
+    let mut sink = FileSink::create(repo.store().as_ref(), &identity, &codec).map_err(sink_err)?;
+    let path = sink.path().to_path_buf();
 
     let (vtx, vrx) = sync_channel::<Batch>(CHANNEL_BATCHES);
     let prefix = tablespace

@@ -57,18 +57,18 @@ pub(super) async fn store_manifest(
 ) -> Result<u64, BaseBackupError> {
     let repo = Arc::clone(repo);
     let identity = layout::backup_file(id, file);
-    let path = layout::in_progress_file(id, file);
     tokio::task::spawn_blocking(move || {
-        let path = repo.resolve(&path)?;
         let sink_err = |source| BaseBackupError::Sink {
             file: identity.clone(),
             source,
         };
-        let mut sink =
-            crate::sink::FileSink::create(&path, &identity, repo.codec()).map_err(sink_err)?;
+        let mut sink = repo.create_file(&identity).map_err(|e| match e {
+            crate::repo::RepoError::Sink(s) => sink_err(s),
+            other => BaseBackupError::Repo(other),
+        })?;
         sink.write_all(&bytes).map_err(|e| {
             sink_err(SinkError::Write {
-                path: path.clone(),
+                path: sink.path().into(),
                 source: e,
             })
         })?;

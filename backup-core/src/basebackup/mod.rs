@@ -7,11 +7,13 @@
 //! 3. each tar archive flows network → bounded channel → sink (compress, encrypt, fsync) while
 //!    its members are walked and checksummed; WAL streams alongside into `wal/`;
 //! 4. the manifest (sent last) is checked against every member seen, then stored;
-//! 5. the WAL up to the backup's end is stored; the record is written durably; and only then
-//!    is `backups/.<id>.inprogress` renamed to `backups/<id>`.
+//! 5. the WAL up to the backup's end is stored; then the record is written, last and
+//!    create-only: that is the commit (catalog::lifecycle).
 //!
-//! Any failure or cancellation leaves at most an in-progress directory, removed on the spot
-//! when possible and otherwise by the next run.
+//! The backup's id is claimed with a `backup.<id>` lease before anything is written under
+//! `backups/<id>/`, and held until the record is durable, so a concurrent run never takes the
+//! backup for a dead one. Any failure or cancellation leaves at most an unfinished id without a
+//! record, removed on the spot when possible and otherwise by the next run.
 
 mod archive;
 mod error;
@@ -20,7 +22,6 @@ mod walstream;
 
 pub use error::BaseBackupError;
 
-use std::fs;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -32,11 +33,12 @@ use pgwire_repl::config::{Config, ReplicationMode};
 use pgwire_repl::{Connection, Lsn, TimelineId};
 use tokio_util::sync::CancellationToken;
 
-use crate::catalog::{self, BackupRecord, BackupStatus, Catalog, RECORD_FILE};
-use crate::fsutil::{self, FsError, PRIVATE_FILE_MODE};
+use crate::catalog::{self, lifecycle, BackupRecord, BackupStatus, Catalog};
 use crate::layout;
 use crate::repo::config::ClusterIdentity;
 use crate::repo::Repository;
+use crate::store::lease::LeaseHolder;
+use crate::store::{delete_prefix, RepoLocation};
 use crate::tarwalk::SeenFile;
 use crate::wal::WalSegmentSize;
 use archive::{ArchiveWriter, TablespaceOf};
@@ -173,13 +175,13 @@ pub async fn run_connected(
     cancel: CancellationToken,
     progress: Arc<dyn Progress>,
 ) -> Result<BackupRecord, BaseBackupError> {
-    let dir = repo.dir().to_path_buf();
+    let location = repo.location().clone();
     let opened: OpeningRepository = Box::pin(std::future::ready(Some(repo)));
-    run_opening(dir, opened, plan, connected, cancel, progress).await
+    run_opening(location, opened, plan, connected, cancel, progress).await
 }
 
-/// The repository at `dir` as the caller is still opening it (unlocking it is a deliberately
-/// slow key derivation); `None` when that failed, and the caller reports why.
+/// The repository at `location` as the caller is still opening it (unlocking it is a
+/// deliberately slow key derivation); `None` when that failed, and the caller reports why.
 pub type OpeningRepository =
     std::pin::Pin<Box<dyn std::future::Future<Output = Option<Repository>> + Send>>;
 
@@ -188,7 +190,7 @@ pub type OpeningRepository =
 /// socket; nothing is written to the repository before it is open and bound to the cluster.
 /// When `repo` yields `None`, the backup stops with [`BaseBackupError::RepositoryNotOpened`].
 pub async fn run_opening(
-    dir: std::path::PathBuf,
+    location: RepoLocation,
     repo: OpeningRepository,
     plan: BaseBackupPlan,
     connected: Connected,
@@ -198,7 +200,7 @@ pub async fn run_opening(
     // On a runtime worker, the task reading the server polls the socket itself; left on the
     // caller's `block_on` thread, every readiness event would be relayed to it by a worker
     // (a wake-up of two threads per read: measured 13% of pgstream's CPU).
-    let task = tokio::spawn(run_here(dir, repo, plan, connected, cancel, progress));
+    let task = tokio::spawn(run_here(location, repo, plan, connected, cancel, progress));
     let abort = task.abort_handle();
     let _abort_if_dropped = AbortOnDrop(abort);
     match task.await {
@@ -220,7 +222,7 @@ impl Drop for AbortOnDrop {
 }
 
 async fn run_here(
-    repo_dir: std::path::PathBuf,
+    location: RepoLocation,
     opening: OpeningRepository,
     plan: BaseBackupPlan,
     connected: Connected,
@@ -235,15 +237,15 @@ async fn run_here(
         seg_bytes,
         wal,
     } = connected;
-    let catalog = Catalog::new(&repo_dir);
     let seg_size = WalSegmentSize::new(seg_bytes)
         .map_err(|e| BaseBackupError::Internal(format!("wal_segment_size: {e}")))?;
     let start_time = SystemTime::now();
     let started = Instant::now();
-    let id = catalog::new_backup_id(start_time, |id| catalog.id_taken(id));
-    let span = tracing::info_span!("base_backup", backup_id = %id);
-    let _enter = span.enter();
-    let options = backup_options(&plan, &id);
+    // The default label names the id the backup will most likely get (BASE_BACKUP goes out
+    // before the repository is open); the id itself is claimed once it is, and a run started
+    // in the same second gets a suffix.
+    let provisional = catalog::new_backup_id(start_time, |_| false);
+    let options = backup_options(&plan, &provisional);
     progress.phase(Phase::Checkpoint);
     let stream = conn.base_backup(&options).await?;
     mark("BASE_BACKUP sent");
@@ -254,7 +256,12 @@ async fn run_here(
         r = opening => r.ok_or(BaseBackupError::RepositoryNotOpened)?,
     };
     mark("repository open");
-    remove_stale(&catalog);
+    if repo.location() != &location {
+        return Err(BaseBackupError::Internal(format!(
+            "the repository opened is {}, not {location}",
+            repo.location()
+        )));
+    }
     repo.bind_cluster(ClusterIdentity {
         system_identifier: identity.system_id,
         major,
@@ -262,14 +269,24 @@ async fn run_here(
     })?;
     let repo = Arc::new(repo);
     mark("repository bound");
+    let claim = {
+        let repo = Arc::clone(&repo);
+        tokio::task::spawn_blocking(move || {
+            remove_dead(&repo);
+            lifecycle::claim_new_id(
+                repo.store().as_ref(),
+                start_time,
+                &LeaseHolder::this_process("pgstream base"),
+            )
+        })
+        .await
+        .map_err(|e| BaseBackupError::Internal(e.to_string()))??
+    };
+    let id = claim.id().to_string();
+    let span = tracing::info_span!("base_backup", backup_id = %id);
+    let _enter = span.enter();
 
-    let dir = catalog.in_progress_dir(&id);
-    fsutil::create_dir_all_durably(catalog.dir())?;
-    fsutil::create_dir_durably(&dir)?;
     let result = async {
-        // Held until the backup ends, so a concurrent run does not take this directory for
-        // a dead one.
-        let lock = lock_in_progress(&dir)?;
         let record = take(
             stream,
             options.label,
@@ -289,13 +306,20 @@ async fn run_here(
         )
         .await?;
         let mut record = record;
-        record.seal(repo.codec().encryption.as_ref().map(|e| &*e.key))?;
-        let bytes = serde_json::to_vec_pretty(&record)
-            .map_err(|e| BaseBackupError::Internal(e.to_string()))?;
-        fsutil::write_new_file_durably(&dir.join(RECORD_FILE), &bytes, PRIVATE_FILE_MODE)?;
-        drop(lock);
-        fsutil::rename_durably(&dir, &catalog.backup_dir(&id))?;
+        record.seal(repo.data_key())?;
+        crate::failpoint!("base.before-record");
+        // The lease must still be ours (on object stores it can be lost to an expiry).
+        claim
+            .lease()
+            .check()
+            .map_err(crate::repo::RepoError::from)?;
+        let repo2 = Arc::clone(&repo);
+        let rec = record.clone();
+        tokio::task::spawn_blocking(move || Catalog::new(repo2.store().as_ref()).write(&rec))
+            .await
+            .map_err(|e| BaseBackupError::Internal(e.to_string()))??;
         mark("record durable");
+        crate::failpoint!("base.after-record");
         Ok(record)
     }
     .await;
@@ -311,9 +335,15 @@ async fn run_here(
             Ok(record)
         }
         Err(e) => {
-            if let Err(cleanup) = fsutil::remove_dir_all_durably(&dir) {
-                tracing::warn!(error = %cleanup, "could not remove the unfinished backup; the next run will");
+            // Still under our lease: nothing else can own these files.
+            let store = Arc::clone(repo.store());
+            let prefix = Catalog::prefix(&id);
+            let cleaned =
+                tokio::task::spawn_blocking(move || delete_prefix(store.as_ref(), &prefix)).await;
+            if !matches!(cleaned, Ok(Ok(_))) {
+                tracing::warn!("could not remove the unfinished backup; the next run will");
             }
+            drop(claim);
             Err(e)
         }
     }
@@ -327,25 +357,11 @@ struct Meta {
     major: u32,
 }
 
-fn lock_in_progress(dir: &std::path::Path) -> Result<fs::File, BaseBackupError> {
-    let path = Catalog::lock_path(dir);
-    let file = fs::File::create(&path).map_err(|e| FsError::new("creating", &path, e))?;
-    file.lock().map_err(|e| FsError::new("locking", &path, e))?;
-    Ok(file)
-}
-
-/// Removes what dead runs left behind; a failure to do so is only worth a warning.
-fn remove_stale(catalog: &Catalog) {
-    match catalog.stale_in_progress() {
-        Ok(dirs) => {
-            for d in dirs {
-                tracing::info!(dir = %d.display(), "removing an unfinished backup left by an earlier run");
-                if let Err(e) = fsutil::remove_dir_all_durably(&d) {
-                    tracing::warn!(error = %e, "could not remove an unfinished backup");
-                }
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "could not look for unfinished backups"),
+/// Removes what runs that died left behind (only provably dead ones: see
+/// [`lifecycle::remove_dead`]); a failure to do so is only worth a warning.
+fn remove_dead(repo: &Repository) {
+    if let Err(e) = lifecycle::remove_dead(repo.store().as_ref(), "pgstream base (cleanup)") {
+        tracing::warn!(error = %e, "could not look for unfinished backups");
     }
 }
 
@@ -495,6 +511,12 @@ async fn take(
     }
     .await;
     drop(stream);
+    if outcome.is_err() {
+        // Its files must be let go of before the unfinished backup is removed.
+        if let Some(writer) = current.take() {
+            writer.abort().await;
+        }
+    }
     if let Err(e) = outcome {
         if let Some(s) = streamer {
             if matches!(e, BaseBackupError::Cancelled) && !user_cancel.is_cancelled() {

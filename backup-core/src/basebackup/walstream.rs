@@ -24,7 +24,6 @@ use tokio_util::sync::CancellationToken;
 use super::BaseBackupError;
 use crate::catalog::PartialWal;
 use crate::crc::Crc32c;
-use crate::fsutil;
 use crate::layout;
 use crate::repo::Repository;
 use crate::sink::FileSink;
@@ -344,23 +343,20 @@ fn open_segment(
     name: SegmentName,
 ) -> Result<OpenSegment, BaseBackupError> {
     let codec = repo.codec();
-    fsutil::create_dir_all_durably(&repo.resolve(&layout::wal_segment_dir(&name))?)?;
+    let store = repo.store().as_ref();
     let archive_name = layout::wal_segment_file(&name, codec);
-    let archive = FileSink::create(&repo.resolve(&archive_name)?, &archive_name, codec).map_err(
-        |source| BaseBackupError::Sink {
+    let archive =
+        FileSink::create(store, &archive_name, codec).map_err(|source| BaseBackupError::Sink {
             file: archive_name.clone(),
             source,
-        },
-    )?;
+        })?;
     let tail_file = format!("{}{}", name.partial_name(), layout::suffix(codec));
     let tail_identity = layout::backup_file(backup_id, &tail_file);
-    let tail_path = repo.resolve(&layout::in_progress_file(backup_id, &tail_file))?;
-    let tail = FileSink::create(&tail_path, &tail_identity, codec).map_err(|source| {
-        BaseBackupError::Sink {
+    let tail =
+        FileSink::create(store, &tail_identity, codec).map_err(|source| BaseBackupError::Sink {
             file: tail_identity.clone(),
             source,
-        }
-    })?;
+        })?;
     Ok(OpenSegment {
         name,
         archive,
@@ -394,13 +390,15 @@ fn write_both(seg: &mut OpenSegment, piece: &[u8]) -> Result<(), BaseBackupError
 /// `receive-wal` got there first), the stored copy must hold the same bytes.
 fn finish_segment(repo: &Repository, seg: OpenSegment) -> Result<u64, BaseBackupError> {
     let archive_name = layout::wal_segment_file(&seg.name, repo.codec());
-    let path = repo.resolve(&archive_name)?;
     drop(seg.tail);
-    if !path.exists() {
+    let stored = repo
+        .store()
+        .head(&archive_name)
+        .map_err(crate::repo::RepoError::from)?;
+    if stored.is_none() {
         match seg.archive.finish() {
             Ok(summary) => return Ok(summary.stored_bytes),
-            Err(crate::sink::SinkError::Fs(e))
-                if e.source.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(crate::sink::SinkError::Store(e)) if e.is_already_exists() => {}
             Err(source) => {
                 return Err(BaseBackupError::Sink {
                     file: archive_name,

@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use pgwire_repl::{Lsn, TimelineId};
 
 use crate::catalog::CatalogError;
-use crate::fsutil::FsError;
 use crate::repo::RepoError;
 use crate::restore::pitr::PitrError;
+use crate::store::StoreError;
 use crate::wal::{SegmentName, TimelineHistory, WalSegmentSize};
 pub use scan::{backup_windows, wal_coverage};
 
@@ -29,7 +29,7 @@ pub enum CoverageError {
     #[error(transparent)]
     Repo(#[from] RepoError),
     #[error(transparent)]
-    Fs(#[from] FsError),
+    Store(#[from] StoreError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     /// Reading a history file or a partial copy, or computing a window.

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::path::Path;
 
 use pgwire_repl::TimelineId;
 
@@ -11,22 +10,23 @@ use super::{
     compute, BranchUnknown, CoverageError, PartialCopy, PartialSource, TimelineFiles, WalCoverage,
 };
 use crate::catalog::{BackupRecord, Catalog};
-use crate::fsutil::stored_names;
-use crate::layout::{self, WAL_DIR};
-use crate::receive::start::PARTIAL_SUFFIX;
-use crate::repo::config::CONFIG_FILE;
+use crate::index::{self, WalFileKind};
+use crate::layout;
+use crate::repo::config::{RepoConfig, CONFIG_FILE};
 use crate::repo::{RepoError, Repository};
 use crate::restore::pitr::PitrError;
 use crate::restore::window::{self, Window};
-use crate::wal::{
-    history_file_timeline, is_wal_file_name, SegmentName, TimelineHistory, WalSegmentSize,
-};
+use crate::store::Store;
+use crate::wal::{SegmentName, TimelineHistory, WalSegmentSize};
 
-/// The WAL coverage of the repository in `dir`. With `repo` (the same repository, open with its
-/// keys) the history files and the partial copies are read too; without it only names are
+/// The WAL coverage of the repository in `store`. With `repo` (the same repository, open with
+/// its keys) the history files and the partial copies are read too; without it only names are
 /// (enough for ranges and gaps, not for branch points or a partial copy's end).
-pub fn wal_coverage(dir: &Path, repo: Option<&Repository>) -> Result<WalCoverage, CoverageError> {
-    let config = crate::repo::read_config(dir)?;
+pub fn wal_coverage(
+    store: &dyn Store,
+    repo: Option<&Repository>,
+) -> Result<WalCoverage, CoverageError> {
+    let config = crate::repo::read_config(store)?;
     let contents_read = repo.is_some();
     let Some(cluster) = config.cluster else {
         return Ok(WalCoverage {
@@ -37,13 +37,12 @@ pub fn wal_coverage(dir: &Path, repo: Option<&Repository>) -> Result<WalCoverage
     };
     let seg_size = WalSegmentSize::new(u64::from(cluster.wal_segment_size)).map_err(|e| {
         RepoError::BadConfig {
-            path: dir.join(CONFIG_FILE),
+            location: store.describe(CONFIG_FILE),
             detail: e.to_string(),
         }
     })?;
-    let suffix = layout::suffix_for(config.compression, config.encryption.is_some());
-    let mut files = scan_names(dir, &suffix, seg_size)?;
-    for record in Catalog::new(dir).list()? {
+    let mut files = scan_names(store, &config)?;
+    for record in Catalog::new(store).list()? {
         add_backup_partial(&record, seg_size, &mut files);
     }
     let mut histories = BTreeMap::new();
@@ -96,54 +95,35 @@ pub fn backup_windows(
     Ok(out)
 }
 
-/// Segments, partial copies and history files in `wal/`, by name.
+/// Segments, partial copies and history files in `wal/`, by name (the repository index).
 fn scan_names(
-    dir: &Path,
-    suffix: &str,
-    seg_size: WalSegmentSize,
+    store: &dyn Store,
+    config: &RepoConfig,
 ) -> Result<BTreeMap<TimelineId, TimelineFiles>, CoverageError> {
-    let wal = dir.join(WAL_DIR);
+    let listing = index::scan_wal(store, config)?;
     let mut files: BTreeMap<TimelineId, TimelineFiles> = BTreeMap::new();
-    for entry in stored_names(&wal)? {
-        if let Some(history) = entry.strip_suffix(suffix) {
-            if let Some(timeline) = history_file_timeline(history) {
-                files.entry(timeline).or_default().has_history = true;
-                continue;
+    for &timeline in listing.histories.keys() {
+        files.entry(timeline).or_default().has_history = true;
+    }
+    for o in &listing.files {
+        let segment = o.file.segment;
+        let source = match o.file.kind {
+            WalFileKind::Segment => None,
+            WalFileKind::Partial => Some(PartialSource::Archived),
+            WalFileKind::Receiving => Some(PartialSource::Receiving),
+            WalFileKind::BackupHistory => continue,
+        };
+        let own = files.entry(segment.timeline).or_default();
+        match source {
+            None => {
+                own.complete.insert(segment.segno);
             }
-        }
-        if entry.len() != 16 || !entry.bytes().all(|b| b.is_ascii_hexdigit()) {
-            continue;
-        }
-        for name in stored_names(&wal.join(&entry))? {
-            let Some(seg) = name.get(..24) else { continue };
-            if !is_wal_file_name(seg) || !seg.starts_with(&entry) {
-                continue;
-            }
-            let Ok(segment) = SegmentName::parse(seg, seg_size) else {
-                continue;
-            };
-            let rest = &name[24..];
-            let source = if rest == suffix {
-                None
-            } else if rest.strip_prefix(".partial") == Some(suffix) {
-                Some(PartialSource::Archived)
-            } else if rest == PARTIAL_SUFFIX || rest.strip_suffix(".enc") == Some(PARTIAL_SUFFIX) {
-                Some(PartialSource::Receiving)
-            } else {
-                continue;
-            };
-            let own = files.entry(segment.timeline).or_default();
-            match source {
-                None => {
-                    own.complete.insert(segment.segno);
-                }
-                Some(source) => own.partials.push(PartialCopy {
-                    segment,
-                    source,
-                    stored: format!("{WAL_DIR}/{entry}/{name}"),
-                    bytes: None,
-                }),
-            }
+            Some(source) => own.partials.push(PartialCopy {
+                segment,
+                source,
+                stored: o.file.stored.clone(),
+                bytes: None,
+            }),
         }
     }
     Ok(files)
@@ -189,7 +169,7 @@ fn partial_bytes(repo: &Repository, p: &PartialCopy) -> Result<u64, CoverageErro
             io::copy(&mut reader, &mut sink).map_err(read_err)?
         }
         PartialSource::Receiving => {
-            let reader = crate::receive::open_partial(repo, &p.segment).map_err(|e| {
+            let reader = crate::wal::partial::open_receiving(repo, &p.segment).map_err(|e| {
                 PitrError::Internal(format!("reading the segment being received: {e}"))
             })?;
             match reader {

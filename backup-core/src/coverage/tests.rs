@@ -2,13 +2,13 @@
 //! (temporary) encrypted repository with and without its keys.
 
 use std::io::Write as _;
-use std::path::Path;
 
 use super::*;
 use crate::crypto::{Aead, Encryption};
 use crate::layout;
 use crate::repo::Repository;
-use crate::test_support::{cluster, test_repo};
+use crate::store::mem::MemStore;
+use crate::test_support::{cluster, mem_repo};
 
 const MIB: u64 = 1 << 20;
 
@@ -211,21 +211,15 @@ fn a_timeline_without_a_history_file_says_so() {
     assert_eq!(out[0].branch, Branch::Unknown(BranchUnknown::NoHistoryFile));
 }
 
-fn unbound_repo(dir: &Path) -> Repository {
-    test_repo(dir, Encryption::Aead(Aead::Aes256Gcm), None)
+fn unbound_repo() -> (MemStore, Repository) {
+    mem_repo(Encryption::Aead(Aead::Aes256Gcm), None)
 }
 
-fn encrypted_repo(dir: &Path) -> Repository {
-    test_repo(
-        dir,
-        Encryption::Aead(Aead::Aes256Gcm),
-        Some(cluster(MIB as u32)),
-    )
+fn encrypted_repo() -> (MemStore, Repository) {
+    mem_repo(Encryption::Aead(Aead::Aes256Gcm), Some(cluster(MIB as u32)))
 }
 
 fn store(repo: &Repository, name: &str, content: &[u8]) {
-    let path = repo.resolve(name).unwrap();
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let mut sink = repo.create_file(name).unwrap();
     sink.write_all(content).unwrap();
     sink.finish().unwrap();
@@ -233,8 +227,7 @@ fn store(repo: &Repository, name: &str, content: &[u8]) {
 
 #[test]
 fn an_encrypted_repository_gives_names_without_keys_and_contents_with_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = encrypted_repo(dir.path());
+    let (mem, repo) = encrypted_repo();
     let suffix = layout::suffix(repo.codec());
     for s in [1, 2, 4] {
         store(
@@ -258,16 +251,14 @@ fn an_encrypted_repository_gives_names_without_keys_and_contents_with_them() {
         &format!("wal/0000000200000000/{}{suffix}", seg(2, 5)),
         b"x",
     );
-    // Neither temporary files nor other names count.
-    std::fs::write(
-        dir.path()
-            .join(format!("wal/0000000100000000/{}{suffix}.tmp.1a", seg(1, 3))),
-        b"x",
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("wal/0000000100000000/README"), b"x").unwrap();
+    // Other names do not count.
+    mem.overwrite("wal/0000000100000000/README", b"x".to_vec());
+    mem.overwrite(
+        &format!("wal/0000000100000000/{}.zst", seg(1, 3)),
+        b"x".to_vec(),
+    );
 
-    let names = wal_coverage(dir.path(), None).unwrap();
+    let names = wal_coverage(&mem, None).unwrap();
     assert!(!names.contents_read);
     assert_eq!(names.segment_size, Some(size()));
     let t1 = &names.timelines[0];
@@ -283,7 +274,7 @@ fn an_encrypted_repository_gives_names_without_keys_and_contents_with_them() {
         Branch::Unknown(BranchUnknown::NeedsPassphrase)
     );
 
-    let read = wal_coverage(dir.path(), Some(&repo)).unwrap();
+    let read = wal_coverage(&mem, Some(&repo)).unwrap();
     assert!(read.contents_read);
     assert_eq!(
         read.timelines[0].partial.as_ref().unwrap().end_lsn(),
@@ -301,9 +292,8 @@ fn an_encrypted_repository_gives_names_without_keys_and_contents_with_them() {
 
 #[test]
 fn an_unbound_repository_has_no_wal() {
-    let dir = tempfile::tempdir().unwrap();
-    unbound_repo(dir.path());
-    let c = wal_coverage(dir.path(), None).unwrap();
+    let (mem, _repo) = unbound_repo();
+    let c = wal_coverage(&mem, None).unwrap();
     assert_eq!(c.segment_size, None);
     assert!(c.timelines.is_empty());
 }

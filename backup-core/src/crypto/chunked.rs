@@ -4,7 +4,8 @@
 //! it, carries the final flag, so truncation at a chunk boundary, dropped, reordered or appended
 //! chunks and swapped files all fail authentication. Memory is one chunk each way.
 
-use super::{hkdf_sha256, random_bytes, sha256, Aead, AeadKey, DataKey, NONCE_LEN, TAG_LEN};
+use super::filekey::{counter_nonce, derive_file_key, KeyDomain};
+use super::{random_bytes, sha256, Aead, AeadKey, DataKey, TAG_LEN};
 use crate::file_error::FileError;
 use crate::ioutil::read_full;
 use std::io::{self, Read, Write};
@@ -24,8 +25,6 @@ pub const MAX_CHUNK_SIZE: u32 = 4 * 1024 * 1024;
 pub const MAX_IDENTITY_LEN: usize = 1024;
 /// Length of the random per-file salt.
 pub const FILE_SALT_LEN: usize = 32;
-/// HKDF info prefix for per-file keys; SHA-256 of the identity follows.
-pub const FILE_KEY_INFO_PREFIX: &[u8] = b"pgstream-file-key";
 const FIXED_HEADER_LEN: usize = 8 + 2 + 1 + 1 + 4 + FILE_SALT_LEN + 2;
 
 /// A parsed encrypted-file header.
@@ -158,20 +157,7 @@ fn file_key(
     salt: &[u8],
     identity: &str,
 ) -> Result<DataKey, super::CryptoError> {
-    let info = [FILE_KEY_INFO_PREFIX, &sha256(&[identity.as_bytes()])].concat();
-    Ok(DataKey::from_bytes(hkdf_sha256(
-        data_key.bytes(),
-        salt,
-        &info,
-    )?))
-}
-
-/// Nonce of chunk `index`: 4 zero bytes then the index, big-endian. Unique per key because the
-/// counter never repeats within a file and every file has its own key.
-fn chunk_nonce(index: u64) -> [u8; NONCE_LEN] {
-    let mut n = [0u8; NONCE_LEN];
-    n[4..].copy_from_slice(&index.to_be_bytes());
-    n
+    derive_file_key(data_key, salt, KeyDomain::StoredFile, identity)
 }
 
 fn chunk_aad(header_hash: &[u8; 32], index: u64, last: bool) -> [u8; 41] {
@@ -277,7 +263,7 @@ impl<W: Write> ChunkSealer<W> {
         self.sealed.clear();
         self.key
             .seal_append(
-                &chunk_nonce(self.index),
+                &counter_nonce(self.index),
                 &chunk_aad(&self.header_hash, self.index, last),
                 plain,
                 &mut self.sealed,
@@ -390,7 +376,7 @@ impl<R: Read> ChunkOpener<R> {
     /// `self.index` with this end-of-file flag.
     fn open_with(&mut self, last: bool) -> bool {
         self.key.open_into(
-            &chunk_nonce(self.index),
+            &counter_nonce(self.index),
             &chunk_aad(&self.header_hash, self.index, last),
             &self.record,
             &mut self.plain,

@@ -5,6 +5,7 @@
 //! `docs/format.md`.
 
 pub mod chunked;
+pub mod filekey;
 pub mod kdf;
 pub mod keywrap;
 mod secret;

@@ -125,7 +125,7 @@ pub async fn run(
         ));
     }
     if !plan.copy_wal {
-        check_wal_fetch_runs(&plan.program, repo.dir(), &run_as)?;
+        check_wal_fetch_runs(&plan.program, repo.location(), &run_as)?;
     }
     let scratch = make_scratch(&plan.scratch_parent, &record.id, &run_as)?;
 
@@ -133,7 +133,7 @@ pub async fn run(
         result: "FAIL",
         passed: false,
         started_at,
-        repository: repo.dir().display().to_string(),
+        repository: repo.location().to_string(),
         backup: Some(BackupUsed {
             id: record.id.clone(),
             server_version: record.server_version.clone(),
@@ -385,11 +385,15 @@ impl Drill<'_> {
 /// restore_command runs `program wal-fetch --repo REPO` as the server's user: refuse the drill
 /// at once, rather than after the unpack with a recovery that finds no WAL, when that user
 /// cannot run the program or read the repository (`pgstream list` needs no passphrase).
-fn check_wal_fetch_runs(program: &Path, repo: &Path, run_as: &RunAs) -> Result<(), DrillError> {
+fn check_wal_fetch_runs(
+    program: &Path,
+    repo: &crate::store::RepoLocation,
+    run_as: &RunAs,
+) -> Result<(), DrillError> {
     if matches!(run_as, RunAs::Current) {
         return Ok(());
     }
-    let repo = std::fs::canonicalize(repo).unwrap_or_else(|_| repo.to_path_buf());
+    let repo = repo.absolute().to_string();
     let mut cmd = std::process::Command::new(program);
     cmd.args(["list", "--json", "--repo"])
         .arg(&repo)
@@ -409,7 +413,7 @@ fn check_wal_fetch_runs(program: &Path, repo: &Path, run_as: &RunAs) -> Result<(
          use --copy-wal",
         run_as.name(),
         program.display(),
-        repo.display()
+        repo
     )))
 }
 

@@ -1,38 +1,28 @@
 //! Why `expire` or `keep` refused or failed. Nothing is deleted once any of these is found
 //! before the deleting starts.
 
-use std::io;
-use std::path::PathBuf;
-
 use pgwire_repl::TimelineId;
 
 use crate::catalog::CatalogError;
-use crate::fsutil::FsError;
 use crate::repo::RepoError;
+use crate::store::StoreError;
 
 /// A pin file (`backups/<id>/pin.json`) that cannot be trusted.
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
     /// The pin's checksum, MAC or id does not match: damaged, altered or copied from another
     /// backup.
     #[error(
-        "pin {} is damaged or was altered: {reason}; re-pin with `pgstream keep {id}` or remove \
-         the pin with `pgstream keep --unpin {id}`",
-        path.display()
+        "pin {path} is damaged or was altered: {reason}; re-pin with `pgstream keep {id}` or \
+         remove the pin with `pgstream keep --unpin {id}`"
     )]
     Damaged {
-        path: PathBuf,
+        path: String,
         id: String,
         reason: String,
     },
     #[error(transparent)]
-    Fs(#[from] FsError),
+    Store(#[from] StoreError),
 }
 
 /// Why expire (or keep) stopped.
@@ -53,8 +43,7 @@ pub enum ExpireError {
     /// backup needs.
     #[error(
         "refusing to expire: the record of backup {id} cannot be trusted ({source}); nothing was \
-         deleted. Run `pgstream verify --backup {id}` and move that directory out of backups/ \
-         if it is not a backup"
+         deleted. Run `pgstream verify --backup {id}`"
     )]
     Record {
         id: String,
@@ -75,22 +64,9 @@ pub enum ExpireError {
     /// A pin expire cannot read or trust: whether the backup may go would be a guess.
     #[error("refusing to expire: {0}; nothing was deleted")]
     UnreadablePin(#[source] PinError),
-    /// The lock between `expire` and `keep` runs could not be taken.
-    #[error("taking the lock {}: {source}", path.display())]
-    Lock {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
     /// The policy is invalid (no rule, `--keep-last 0`, a zero duration).
     #[error("{0}")]
     Policy(String),
-    #[error("listing {}: {source}", path.display())]
-    List {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
     #[error(transparent)]
-    Fs(#[from] FsError),
+    Store(#[from] StoreError),
 }

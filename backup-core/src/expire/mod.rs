@@ -5,8 +5,8 @@
 //! - [`retain`]: which WAL files the kept backups need (a pure function, unit-tested per
 //!   timeline case).
 //! - [`pin`]: `backups/<id>/pin.json`, sealed like a catalog record.
-//! - [`scan`]: what is on disk: the WAL archive by kind, backups in progress, leftovers, and the
-//!   lock between `expire` and `keep` runs.
+//! - [`scan`]: what the repository holds: the WAL archive by kind, backups in progress,
+//!   leftovers, and the lease between `expire` and `keep` runs.
 //! - [`delete`]: deleting, crash-safe.
 //!
 //! Expire refuses (deleting nothing) when a backup record, a pin or a history file cannot be
@@ -26,8 +26,7 @@ use std::time::SystemTime;
 use pgwire_repl::TimelineId;
 use serde::Serialize;
 
-use crate::catalog::{is_backup_id, BackupRecord, Catalog, CatalogError};
-use crate::crypto::DataKey;
+use crate::catalog::{BackupRecord, Catalog, CatalogError};
 use crate::repo::Repository;
 use crate::restore::window;
 use crate::wal::{SegmentName, TimelineHistory, WalSegmentSize};
@@ -61,7 +60,7 @@ pub struct ExpiredBackup {
     pub end_time: String,
     pub start_lsn: String,
     pub end_timeline: u32,
-    /// Bytes of its directory.
+    /// Bytes stored under it.
     pub bytes: u64,
 }
 
@@ -88,8 +87,8 @@ pub struct ExpireReport {
     pub wal_bytes: u64,
     /// Backups and WAL together.
     pub total_bytes: u64,
-    /// Directories of backups a crashed expire had begun to delete (`backups/.<id>.expiring`),
-    /// finished now.
+    /// Unfinished backups whose writer is gone (a crashed base, or a crashed expire that had
+    /// begun to delete them), removed now.
     pub leftovers: Vec<String>,
     /// Why no WAL is deleted this time, if none is for a reason other than need.
     pub wal_note: Option<String>,
@@ -109,35 +108,15 @@ impl ExpireReport {
     }
 }
 
-fn data_key(repo: &Repository) -> Option<&DataKey> {
-    repo.codec().encryption.as_ref().map(|e| &*e.key)
-}
-
 /// Every complete backup, oldest first, each record checked against its checksum and (in an
 /// encrypted repository) its MAC. Any record that fails stops expire.
 fn read_records(repo: &Repository, catalog: &Catalog) -> Result<Vec<BackupRecord>, ExpireError> {
-    let dir = catalog.dir();
-    let entries = std::fs::read_dir(dir).map_err(|source| ExpireError::List {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let mut ids = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| ExpireError::List {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        if let Some(name) = entry.file_name().to_str().filter(|n| is_backup_id(n)) {
-            ids.push(name.to_string());
-        }
-    }
-    ids.sort();
     let mut records = Vec::new();
-    for id in ids {
+    for id in catalog.ids()? {
         let record = catalog
             .read(&id)
             .and_then(|r| {
-                r.verify_mac(data_key(repo), &catalog.record_path(&id))
+                r.verify_mac(repo.data_key(), &catalog.record_path(&id))
                     .map(|()| r)
             })
             .map_err(|source| ExpireError::Record {
@@ -181,28 +160,29 @@ fn kept_backup(record: &BackupRecord, catalog: &Catalog) -> Result<KeptBackup, E
 /// Decides what to delete and, unless `dry_run`, deletes it. Blocking.
 pub fn expire(repo: &Repository, options: &ExpireOptions) -> Result<ExpireReport, ExpireError> {
     options.policy.validate()?;
-    let catalog = Catalog::new(repo.dir());
-    if !catalog.dir().is_dir() {
-        return Err(ExpireError::NoBackups);
-    }
-    let _lock = scan::lock(catalog.dir(), !options.dry_run)?;
-    let (mut report, leftovers) = decide(repo, &catalog, options)?;
+    let catalog = repo.catalog();
+    let _lock = if options.dry_run {
+        None
+    } else {
+        Some(scan::lock(repo, "pgstream expire")?)
+    };
+    let mut report = decide(repo, &catalog, options)?;
     if !options.dry_run {
-        apply(repo, &catalog, &mut report, &leftovers)?;
+        apply(repo, &mut report)?;
     }
     Ok(report)
 }
 
-/// What to delete (with the lock held), and the leftovers of a crashed expire to finish.
+/// What to delete (with the lease held), leftovers of dead runs included.
 fn decide(
     repo: &Repository,
     catalog: &Catalog,
     options: &ExpireOptions,
-) -> Result<(ExpireReport, Vec<std::path::PathBuf>), ExpireError> {
-    let leftovers = scan::leftovers(catalog)?;
-    // Before the records: a backup that completes in between is then either seen in progress
-    // or listed complete, never missed.
-    let in_progress = scan::backups_in_progress(catalog)?;
+) -> Result<ExpireReport, ExpireError> {
+    // Before the records: a backup that completes in between (its record written, then its
+    // lease released) is then either seen in progress or listed complete, never missed.
+    let seen = scan::scan_backups(repo)?;
+    let in_progress: Vec<String> = seen.in_progress.iter().map(|u| u.id.clone()).collect();
     let records = read_records(repo, catalog)?;
     if records.is_empty() {
         return Err(ExpireError::NoBackups);
@@ -211,7 +191,7 @@ fn decide(
     for r in &records {
         let end_time = humantime::parse_rfc3339(&r.end_time)
             .map_err(|e| invalid_record(r, catalog, format!("end_time {:?}: {e}", r.end_time)))?;
-        let pinned = pin::read_pin(repo.dir(), &r.id, data_key(repo))
+        let pinned = pin::read_pin(repo.store().as_ref(), &r.id, repo.data_key())
             .map_err(ExpireError::UnreadablePin)?
             .is_some();
         candidates.push(policy::Candidate {
@@ -232,7 +212,7 @@ fn decide(
                 end_time: record.end_time.clone(),
                 start_lsn: record.start_lsn.to_string(),
                 end_timeline: record.end_timeline,
-                bytes: scan::dir_bytes(&catalog.backup_dir(&record.id))?,
+                bytes: seen.bytes.get(&record.id).copied().unwrap_or(0),
             });
         } else {
             kept_wal.push(kept_backup(record, catalog)?);
@@ -244,12 +224,7 @@ fn decide(
         }
     }
 
-    let seg_size = match repo.cluster() {
-        Some(c) => WalSegmentSize::new(u64::from(c.wal_segment_size)).ok(),
-        None => None,
-    }
-    .unwrap_or(kept_wal[0].seg_size);
-    let listing = scan::scan_wal(repo, seg_size)?;
+    let listing = scan::scan_wal(repo)?;
     let mut histories: BTreeMap<TimelineId, TimelineHistory> = BTreeMap::new();
     for &tli in &listing.history_timelines {
         let history = window::load_history(repo, tli).map_err(|e| ExpireError::History {
@@ -275,21 +250,13 @@ fn decide(
         wal,
         wal_files,
         wal_bytes,
-        leftovers: leftovers
-            .iter()
-            .map(|p| {
-                p.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect(),
+        leftovers: seen.leftovers,
         wal_note,
         unknown_timelines: retention.unknown_timelines.iter().map(|t| t.0).collect(),
         newest_timeline_kept: retention.newest_timeline_kept.map(|t| t.0),
         delete_files,
     };
-    Ok((report, leftovers))
+    Ok(report)
 }
 
 /// Deletes what `report` decided: leftovers, expired backups, then WAL, unless a backup started
@@ -297,18 +264,15 @@ fn decide(
 /// found unneeded: a backup of a standby starts at the standby's last restartpoint, which can
 /// be older than every kept backup's start. Deleting the backups can take long, so the
 /// backups in progress are looked at again just before the WAL goes.
-fn apply(
-    repo: &Repository,
-    catalog: &Catalog,
-    report: &mut ExpireReport,
-    leftovers: &[std::path::PathBuf],
-) -> Result<(), ExpireError> {
-    delete::leftovers(leftovers)?;
+fn apply(repo: &Repository, report: &mut ExpireReport) -> Result<(), ExpireError> {
+    if !report.leftovers.is_empty() {
+        delete::leftovers(repo)?;
+    }
     for b in &report.expired {
         let _span = tracing::info_span!("expire", backup_id = %b.id).entered();
-        delete::backup(catalog, &b.id)?;
+        delete::backup(repo, &b.id)?;
     }
-    let started = scan::backups_in_progress(catalog)?;
+    let started = scan::backups_in_progress(repo)?;
     if !started.is_empty() && !report.delete_files.is_empty() {
         tracing::info!(backups = %started.join(", "), "a backup started while expire ran: no WAL is deleted this time");
         report.total_bytes -= report.wal_bytes;
@@ -318,7 +282,7 @@ fn apply(
         report.wal_note = Some(in_progress_note(&started));
         report.delete_files.clear();
     }
-    delete::wal_files(repo.dir(), &report.delete_files)?;
+    delete::wal_files(repo, &report.delete_files)?;
     report.delete_files.clear();
     Ok(())
 }
@@ -382,25 +346,26 @@ pub fn keep(
     unpin: bool,
     now: SystemTime,
 ) -> Result<(String, PinOutcome), ExpireError> {
-    let catalog = Catalog::new(repo.dir());
+    let catalog = repo.catalog();
     let record = catalog.resolve(id)?;
-    let _lock = scan::lock(catalog.dir(), true)?;
-    // Still there under the lock (an expire may have just deleted it), and authentic.
+    let _lock = scan::lock(repo, "pgstream keep")?;
+    // Still there under the lease (an expire may have just deleted it), and authentic.
     let record = catalog.read(&record.id)?;
-    record.verify_mac(data_key(repo), &catalog.record_path(&record.id))?;
+    record.verify_mac(repo.data_key(), &catalog.record_path(&record.id))?;
     let id = record.id;
+    let store = repo.store().as_ref();
     let outcome = if unpin {
-        if pin::remove_pin(repo.dir(), &id)? {
+        if pin::remove_pin(store, &id)? {
             PinOutcome::Unpinned
         } else {
             PinOutcome::NotPinned
         }
     } else {
         // A damaged pin is replaced by a good one: pinning is what was asked.
-        match pin::read_pin(repo.dir(), &id, data_key(repo)) {
+        match pin::read_pin(store, &id, repo.data_key()) {
             Ok(Some(p)) => PinOutcome::AlreadyPinned(p),
             Ok(None) | Err(PinError::Damaged { .. }) => {
-                PinOutcome::Pinned(pin::write_pin(repo.dir(), &id, now, data_key(repo))?)
+                PinOutcome::Pinned(pin::write_pin(store, &id, now, repo.data_key())?)
             }
             Err(e) => return Err(e.into()),
         }

@@ -4,8 +4,6 @@
 //! backup's id inside, so a damaged, forged or copied pin is detected. Removing the file unpins
 //! (that cannot be detected, but whoever can remove files can remove backups too).
 
-use std::io;
-use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -13,10 +11,11 @@ use serde::{Deserialize, Serialize};
 use super::PinError;
 use crate::catalog::{rfc3339, BACKUPS_DIR};
 use crate::crypto::{self, DataKey};
-use crate::fsutil::{self, PRIVATE_FILE_MODE};
+pub use crate::index::PIN_FILE;
+use crate::store::{get_if_exists, PutMode, Store};
 
-/// The pin's name inside a backup directory.
-pub const PIN_FILE: &str = "pin.json";
+/// Largest pin read back (a pin is a few hundred bytes).
+const MAX_PIN_BYTES: u64 = 64 * 1024;
 /// Version of the pin format.
 pub const PIN_FORMAT: u32 = 1;
 /// HKDF info for the pin MAC key (docs/format.md §8.6).
@@ -99,19 +98,22 @@ impl Pin {
     }
 }
 
-/// `backups/<id>/pin.json` of the repository at `repo`.
-pub fn pin_path(repo: &Path, id: &str) -> PathBuf {
-    repo.join(BACKUPS_DIR).join(id).join(PIN_FILE)
+/// `backups/<id>/pin.json`: the stored name of backup `id`'s pin.
+pub fn pin_name(id: &str) -> String {
+    format!("{BACKUPS_DIR}/{id}/{PIN_FILE}")
 }
 
 /// The pin of backup `id`, if it has one. `key` is the repository's data key (`None`: the MAC
 /// is not checked, as for an unencrypted repository or a caller without the passphrase).
-pub fn read_pin(repo: &Path, id: &str, key: Option<&DataKey>) -> Result<Option<Pin>, PinError> {
-    let path = pin_path(repo, id);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(PinError::Io { path, source }),
+pub fn read_pin(
+    store: &dyn Store,
+    id: &str,
+    key: Option<&DataKey>,
+) -> Result<Option<Pin>, PinError> {
+    let name = pin_name(id);
+    let path = store.describe(&name);
+    let Some(bytes) = get_if_exists(store, &name, MAX_PIN_BYTES)? else {
+        return Ok(None);
     };
     let damaged = |reason: String| PinError::Damaged {
         path: path.clone(),
@@ -125,47 +127,54 @@ pub fn read_pin(repo: &Path, id: &str, key: Option<&DataKey>) -> Result<Option<P
 
 /// Whether backup `id` is pinned, checking the pin's checksum and id but not its MAC (no
 /// passphrase needed: for `pgstream list`). A damaged pin is an error, not a guess.
-pub fn is_pinned(repo: &Path, id: &str) -> Result<bool, PinError> {
-    read_pin(repo, id, None).map(|p| p.is_some())
+pub fn is_pinned(store: &dyn Store, id: &str) -> Result<bool, PinError> {
+    read_pin(store, id, None).map(|p| p.is_some())
 }
 
 /// Writes a new pin for backup `id` durably, replacing any pin it had.
 pub(super) fn write_pin(
-    repo: &Path,
+    store: &dyn Store,
     id: &str,
     now: SystemTime,
     key: Option<&DataKey>,
 ) -> Result<Pin, PinError> {
-    let path = pin_path(repo, id);
+    let name = pin_name(id);
     let pin = Pin::new(id, now, key).map_err(|reason| PinError::Damaged {
-        path: path.clone(),
+        path: store.describe(&name),
         id: id.to_string(),
         reason: format!("sealing it failed: {reason}"),
     })?;
     let mut bytes = serde_json::to_vec_pretty(&pin).expect("a pin always serializes");
     bytes.push(b'\n');
-    fsutil::write_file_durably(&path, &bytes, PRIVATE_FILE_MODE)?;
+    store.put(&name, &bytes, PutMode::Replace)?;
     Ok(pin)
 }
 
 /// Removes backup `id`'s pin durably; `false` when it had none.
-pub(super) fn remove_pin(repo: &Path, id: &str) -> Result<bool, PinError> {
-    let path = pin_path(repo, id);
-    if std::fs::symlink_metadata(&path).is_err() {
+pub(super) fn remove_pin(store: &dyn Store, id: &str) -> Result<bool, PinError> {
+    let name = pin_name(id);
+    if store.head(&name)?.is_none() {
         return Ok(false);
     }
-    fsutil::remove_durably(&path)?;
+    store.delete(&[name])?;
     Ok(true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::mem::MemStore;
 
-    fn repo_with_backup(id: &str) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join(BACKUPS_DIR).join(id)).unwrap();
-        dir
+    fn repo_with_backup(id: &str) -> MemStore {
+        let store = MemStore::default();
+        store
+            .put(
+                &format!("{BACKUPS_DIR}/{id}/backup.json"),
+                b"{}",
+                PutMode::Create,
+            )
+            .unwrap();
+        store
     }
 
     fn key(byte: u8) -> DataKey {
@@ -176,55 +185,50 @@ mod tests {
 
     #[test]
     fn a_pin_round_trips_and_is_removed() {
-        let dir = repo_with_backup(ID);
-        assert!(!is_pinned(dir.path(), ID).unwrap());
+        let s = repo_with_backup(ID);
+        assert!(!is_pinned(&s, ID).unwrap());
         let k = key(7);
-        let pin = write_pin(dir.path(), ID, SystemTime::UNIX_EPOCH, Some(&k)).unwrap();
+        let pin = write_pin(&s, ID, SystemTime::UNIX_EPOCH, Some(&k)).unwrap();
         assert_eq!(pin.pinned_time, "1970-01-01T00:00:00Z");
-        assert_eq!(read_pin(dir.path(), ID, Some(&k)).unwrap(), Some(pin));
-        assert!(is_pinned(dir.path(), ID).unwrap());
-        assert!(remove_pin(dir.path(), ID).unwrap());
-        assert!(!remove_pin(dir.path(), ID).unwrap());
-        assert!(!is_pinned(dir.path(), ID).unwrap());
+        assert_eq!(read_pin(&s, ID, Some(&k)).unwrap(), Some(pin));
+        assert!(is_pinned(&s, ID).unwrap());
+        assert!(remove_pin(&s, ID).unwrap());
+        assert!(!remove_pin(&s, ID).unwrap());
+        assert!(!is_pinned(&s, ID).unwrap());
     }
 
     #[test]
     fn an_altered_pin_is_damaged() {
-        let dir = repo_with_backup(ID);
-        write_pin(dir.path(), ID, SystemTime::UNIX_EPOCH, None).unwrap();
-        let path = pin_path(dir.path(), ID);
-        let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, text.replace("1970", "1971")).unwrap();
-        let err = is_pinned(dir.path(), ID).unwrap_err();
+        let s = repo_with_backup(ID);
+        write_pin(&s, ID, SystemTime::UNIX_EPOCH, None).unwrap();
+        let text = String::from_utf8(s.bytes(&pin_name(ID)).unwrap()).unwrap();
+        s.overwrite(&pin_name(ID), text.replace("1970", "1971").into_bytes());
+        let err = is_pinned(&s, ID).unwrap_err();
         assert!(err.to_string().contains("checksum"), "{err}");
-        std::fs::write(&path, b"{not json").unwrap();
-        assert!(matches!(
-            is_pinned(dir.path(), ID),
-            Err(PinError::Damaged { .. })
-        ));
+        s.overwrite(&pin_name(ID), b"{not json".to_vec());
+        assert!(matches!(is_pinned(&s, ID), Err(PinError::Damaged { .. })));
     }
 
     #[test]
     fn a_pin_copied_from_another_backup_is_damaged() {
         let other = "20260102T000000Z";
-        let dir = repo_with_backup(ID);
-        std::fs::create_dir_all(dir.path().join(BACKUPS_DIR).join(other)).unwrap();
-        write_pin(dir.path(), other, SystemTime::UNIX_EPOCH, None).unwrap();
-        std::fs::copy(pin_path(dir.path(), other), pin_path(dir.path(), ID)).unwrap();
-        let err = is_pinned(dir.path(), ID).unwrap_err();
+        let s = repo_with_backup(ID);
+        write_pin(&s, other, SystemTime::UNIX_EPOCH, None).unwrap();
+        s.overwrite(&pin_name(ID), s.bytes(&pin_name(other)).unwrap());
+        let err = is_pinned(&s, ID).unwrap_err();
         assert!(err.to_string().contains("not this one"), "{err}");
     }
 
     #[test]
     fn a_pin_sealed_without_the_key_fails_its_mac_check() {
-        let dir = repo_with_backup(ID);
+        let s = repo_with_backup(ID);
         // Someone without the key writes a pin with a valid checksum.
-        write_pin(dir.path(), ID, SystemTime::UNIX_EPOCH, None).unwrap();
-        assert!(is_pinned(dir.path(), ID).unwrap());
-        let err = read_pin(dir.path(), ID, Some(&key(1))).unwrap_err();
+        write_pin(&s, ID, SystemTime::UNIX_EPOCH, None).unwrap();
+        assert!(is_pinned(&s, ID).unwrap());
+        let err = read_pin(&s, ID, Some(&key(1))).unwrap_err();
         assert!(err.to_string().contains("no MAC"), "{err}");
-        write_pin(dir.path(), ID, SystemTime::UNIX_EPOCH, Some(&key(2))).unwrap();
-        let err = read_pin(dir.path(), ID, Some(&key(1))).unwrap_err();
+        write_pin(&s, ID, SystemTime::UNIX_EPOCH, Some(&key(2))).unwrap();
+        let err = read_pin(&s, ID, Some(&key(1))).unwrap_err();
         assert!(err.to_string().contains("MAC does not verify"), "{err}");
     }
 }

@@ -14,7 +14,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use pgwire_repl::{Lsn, TimelineId};
-use serde::Serialize;
 
 use crate::wal::{SegmentName, TimelineHistory, WalSegmentSize};
 
@@ -30,30 +29,7 @@ pub struct KeptBackup {
     pub wal_segments: Vec<SegmentName>,
 }
 
-/// The kinds of file in `wal/` that belong to one segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum WalFileKind {
-    /// A complete segment.
-    Segment,
-    /// A `.partial` segment (a promoted server's last segment of its old timeline).
-    Partial,
-    /// The segment `receive-wal` is receiving (`.partial.recv`): its live state, never deleted.
-    Receiving,
-    /// A backup history file `<segment>.<offset>.backup`: goes with its segment.
-    BackupHistory,
-}
-
-/// One file of the WAL archive that belongs to a segment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WalFile {
-    /// Its repository name.
-    pub stored: String,
-    pub kind: WalFileKind,
-    pub segment: SegmentName,
-    /// Bytes on disk.
-    pub bytes: u64,
-}
+pub use crate::index::{WalFile, WalFileKind};
 
 /// What [`wal_to_delete`] decided.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

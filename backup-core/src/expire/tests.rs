@@ -1,56 +1,61 @@
-//! expire and keep against a real (temporary) repository with hand-made records and WAL files
+//! expire and keep against an in-memory repository with hand-made records and WAL files
 //! (their content is never read: expire decides from names, records and history files).
 
-use std::fs;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
-use crate::catalog::RECORD_FILE;
+use crate::catalog::lifecycle;
 use crate::crypto::{Aead, Encryption};
-use crate::test_support::{backup_record, cluster, test_repo};
+use crate::store::lease::LeaseHolder;
+use crate::store::mem::MemStore;
+use crate::store::{PutMode, Store};
+use crate::test_support::{backup_record, cluster, mem_repo};
 use crate::wal::archive::WalArchive;
 use crate::wal::WalFileName;
 
 const IDS: [&str; 3] = ["20261101T000000Z", "20261102T000000Z", "20261103T000000Z"];
 
-fn repo(dir: &Path) -> Repository {
-    repo_with(dir, Encryption::Aead(Aead::Aes256Gcm))
+fn repo() -> (MemStore, Repository) {
+    repo_with(Encryption::Aead(Aead::Aes256Gcm))
 }
 
-fn repo_with(dir: &Path, encryption: Encryption) -> Repository {
-    test_repo(dir, encryption, Some(cluster(16 << 20)))
+fn repo_with(encryption: Encryption) -> (MemStore, Repository) {
+    mem_repo(encryption, Some(cluster(16 << 20)))
 }
 
 fn write_record(repo: &Repository, r: &BackupRecord) {
     let mut r = r.clone();
-    r.seal(data_key(repo)).unwrap();
-    let dir = Catalog::new(repo.dir()).backup_dir(&r.id);
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join(RECORD_FILE), serde_json::to_vec(&r).unwrap()).unwrap();
-    fs::write(dir.join("base.tar.lz4.enc"), vec![0u8; 1000]).unwrap();
+    r.seal(repo.data_key()).unwrap();
+    repo.store()
+        .put(
+            &format!("backups/{}/base.tar.lz4.enc", r.id),
+            &[0u8; 1000],
+            PutMode::Create,
+        )
+        .unwrap();
+    repo.catalog().write(&r).unwrap();
 }
 
 /// A complete-segment file of timeline `tli` (content irrelevant here).
-fn segment_file(repo: &Repository, tli: u32, segno: u64) -> PathBuf {
-    let dir = repo.dir().join(format!("wal/{tli:08X}00000000"));
-    fs::create_dir_all(&dir).unwrap();
+fn segment_file(repo: &Repository, tli: u32, segno: u64) -> String {
     let suffix = crate::layout::suffix(repo.codec());
-    let path = dir.join(format!("{tli:08X}00000000{segno:08X}{suffix}"));
-    fs::write(&path, b"segment").unwrap();
-    path
+    let name = format!("wal/{tli:08X}00000000/{tli:08X}00000000{segno:08X}{suffix}");
+    repo.store()
+        .put(&name, b"segment", PutMode::Create)
+        .unwrap();
+    name
 }
 
 /// A repository with backups starting in segments 2, 5 and 8 and timeline 1's segments 1–10.
-fn three_backups(dir: &Path) -> Repository {
-    let repo = repo(dir);
+fn three_backups() -> (MemStore, Repository) {
+    let (store, repo) = repo();
     for (id, segno) in IDS.iter().zip([2, 5, 8]) {
         write_record(&repo, &backup_record(id, segno));
     }
     for segno in 1..=10 {
         segment_file(&repo, 1, segno);
     }
-    repo
+    (store, repo)
 }
 
 fn options(keep_last: u32, dry_run: bool) -> ExpireOptions {
@@ -64,26 +69,18 @@ fn options(keep_last: u32, dry_run: bool) -> ExpireOptions {
     }
 }
 
-/// Every file under `dir`, relative, sorted.
-fn files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for e in fs::read_dir(dir).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                out.push(p.strip_prefix(root).unwrap().display().to_string());
-            }
-        }
-    }
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
+/// Every object under `prefix`, relative to it, sorted.
+fn files(store: &dyn Store, prefix: &str) -> Vec<String> {
+    store
+        .list(prefix)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name[prefix.len()..].to_string())
+        .collect()
 }
 
 fn segments_left(repo: &Repository) -> Vec<u64> {
-    files(&repo.dir().join("wal/0000000100000000"))
+    files(repo.store().as_ref(), "wal/0000000100000000/")
         .iter()
         .map(|f| u64::from_str_radix(&f[16..24], 16).unwrap())
         .collect()
@@ -91,11 +88,10 @@ fn segments_left(repo: &Repository) -> Vec<u64> {
 
 #[test]
 fn keep_last_deletes_old_backups_and_only_their_wal_and_a_dry_run_deletes_nothing() {
-    let d = tempfile::tempdir().unwrap();
-    let repo = three_backups(&d.path().join("r"));
-    let before = files(repo.dir());
+    let (store, repo) = three_backups();
+    let before = files(&store, "");
     let report = expire(&repo, &options(1, true)).unwrap();
-    assert_eq!(files(repo.dir()), before, "the dry run changed files");
+    assert_eq!(files(&store, ""), before, "the dry run changed files");
     assert!(report.dry_run);
     let expired: Vec<&str> = report.expired.iter().map(|b| b.id.as_str()).collect();
     assert_eq!(expired, IDS[..2]);
@@ -123,27 +119,24 @@ fn keep_last_deletes_old_backups_and_only_their_wal_and_a_dry_run_deletes_nothin
     assert!(!real.dry_run);
     assert_eq!(real.wal, report.wal);
     assert_eq!(segments_left(&repo), vec![8, 9, 10]);
-    let backups = files(&repo.dir().join("backups"));
-    assert!(
-        backups
-            .iter()
-            .all(|f| f.starts_with(IDS[2]) || f == ".expire.lock"),
-        "{backups:?}"
-    );
+    let backups = files(&store, "backups/");
+    assert!(backups.iter().all(|f| f.starts_with(IDS[2])), "{backups:?}");
+    assert!(files(&store, "locks/").is_empty(), "the lease was released");
     // Nothing more to do.
     assert!(expire(&repo, &options(1, false)).unwrap().is_empty());
 }
 
 fn report_record_bytes(repo: &Repository, id: &str) -> u64 {
-    fs::metadata(Catalog::new(repo.dir()).record_path(id))
+    repo.store()
+        .head(&Catalog::record_name(id))
         .unwrap()
-        .len()
+        .unwrap()
+        .size
 }
 
 #[test]
 fn pinned_backups_survive_with_the_wal_they_need() {
-    let d = tempfile::tempdir().unwrap();
-    let repo = three_backups(&d.path().join("r"));
+    let (store, repo) = three_backups();
     let (id, outcome) = keep(&repo, IDS[0], false, UNIX_EPOCH).unwrap();
     assert_eq!(id, IDS[0]);
     assert!(matches!(outcome, PinOutcome::Pinned(_)));
@@ -151,7 +144,7 @@ fn pinned_backups_survive_with_the_wal_they_need() {
         keep(&repo, IDS[0], false, UNIX_EPOCH).unwrap().1,
         PinOutcome::AlreadyPinned(_)
     ));
-    assert!(is_pinned(repo.dir(), IDS[0]).unwrap());
+    assert!(is_pinned(&store, IDS[0]).unwrap());
     let report = expire(&repo, &options(1, false)).unwrap();
     assert_eq!(report.expired.len(), 1);
     assert_eq!(report.expired[0].id, IDS[1]);
@@ -172,8 +165,7 @@ fn pinned_backups_survive_with_the_wal_they_need() {
 
 #[test]
 fn keep_refuses_an_unknown_id_and_resolves_latest() {
-    let d = tempfile::tempdir().unwrap();
-    let repo = three_backups(&d.path().join("r"));
+    let (_store, repo) = three_backups();
     let err = keep(&repo, "20990101T000000Z", false, UNIX_EPOCH).unwrap_err();
     assert!(
         matches!(err, ExpireError::Catalog(CatalogError::NoSuchBackup { .. })),
@@ -186,31 +178,29 @@ fn keep_refuses_an_unknown_id_and_resolves_latest() {
 
 #[test]
 fn a_damaged_record_stops_expire_before_anything_is_deleted() {
-    let d = tempfile::tempdir().unwrap();
-    let repo = three_backups(&d.path().join("r"));
-    let path = Catalog::new(repo.dir()).record_path(IDS[1]);
-    let text = fs::read_to_string(&path).unwrap();
-    fs::write(&path, text.replace("16.2", "16.3")).unwrap();
-    let before = files(repo.dir());
+    let (store, repo) = three_backups();
+    let name = Catalog::record_name(IDS[1]);
+    let text = String::from_utf8(store.bytes(&name).unwrap()).unwrap();
+    store.overwrite(&name, text.replace("16.2", "16.3").into_bytes());
+    let before = files(&store, "");
     let err = expire(&repo, &options(1, false)).unwrap_err();
     assert!(
         matches!(err, ExpireError::Record { ref id, .. } if id == IDS[1]),
         "{err}"
     );
     assert!(err.to_string().contains("nothing was deleted"), "{err}");
-    let mut after = files(repo.dir());
-    after.retain(|f| f != "backups/.expire.lock");
-    assert_eq!(after, before);
+    assert_eq!(files(&store, ""), before);
 }
 
 #[test]
 fn a_record_resealed_without_the_key_fails_its_mac_and_stops_expire() {
-    let d = tempfile::tempdir().unwrap();
-    let repo = three_backups(&d.path().join("r"));
+    let (store, repo) = three_backups();
     let mut forged = backup_record(IDS[0], 2);
     forged.seal(None).unwrap();
-    let path = Catalog::new(repo.dir()).record_path(IDS[0]);
-    fs::write(&path, serde_json::to_vec(&forged).unwrap()).unwrap();
+    store.overwrite(
+        &Catalog::record_name(IDS[0]),
+        serde_json::to_vec(&forged).unwrap(),
+    );
     let err = expire(&repo, &options(1, false)).unwrap_err();
     assert!(err.to_string().contains("MAC"), "{err}");
     assert_eq!(segments_left(&repo), (1..=10).collect::<Vec<_>>());
@@ -218,11 +208,9 @@ fn a_record_resealed_without_the_key_fails_its_mac_and_stops_expire() {
 
 #[test]
 fn a_damaged_pin_stops_expire() {
-    let d = tempfile::tempdir().unwrap();
-    let repo = three_backups(&d.path().join("r"));
+    let (store, repo) = three_backups();
     keep(&repo, IDS[0], false, UNIX_EPOCH).unwrap();
-    let path = pin::pin_path(repo.dir(), IDS[0]);
-    fs::write(&path, b"{}").unwrap();
+    store.overwrite(&pin::pin_name(IDS[0]), b"{}".to_vec());
     let err = expire(&repo, &options(1, false)).unwrap_err();
     assert!(matches!(err, ExpireError::UnreadablePin(_)), "{err}");
     assert!(err.to_string().contains("nothing was deleted"), "{err}");
@@ -236,9 +224,8 @@ fn a_damaged_pin_stops_expire() {
 
 #[test]
 fn a_history_file_that_cannot_be_read_stops_expire() {
-    let d = tempfile::tempdir().unwrap();
-    let repo = three_backups(&d.path().join("r"));
-    fs::write(repo.dir().join("wal/00000002.history.lz4.enc"), b"garbage").unwrap();
+    let (store, repo) = three_backups();
+    store.overwrite("wal/00000002.history.lz4.enc", b"garbage".to_vec());
     let err = expire(&repo, &options(1, false)).unwrap_err();
     assert!(
         matches!(err, ExpireError::History { timeline, .. } if timeline.0 == 2),
@@ -249,8 +236,7 @@ fn a_history_file_that_cannot_be_read_stops_expire() {
 
 #[test]
 fn a_dead_branch_goes_and_history_files_stay() {
-    let d = tempfile::tempdir().unwrap();
-    let repo = three_backups(&d.path().join("r"));
+    let (store, repo) = three_backups();
     // Timeline 2 forked from timeline 1 in segment 3: before the kept backup (segment 8).
     let history = b"1\t0/3800000\tpitr\n";
     WalArchive::new(&repo)
@@ -278,19 +264,31 @@ fn a_dead_branch_goes_and_history_files_stay() {
     assert_eq!(report.wal.len(), 2, "{:?}", report.wal);
     assert_eq!(report.wal[1].timeline, 2);
     assert_eq!(report.wal[1].files, 4);
-    assert!(!repo.dir().join("wal/0000000200000000").exists());
-    assert!(repo.dir().join("wal/0000000300000000").exists());
-    assert!(repo.dir().join("wal/00000002.history.lz4.enc").exists());
+    assert!(files(&store, "wal/0000000200000000/").is_empty());
+    assert!(!files(&store, "wal/0000000300000000/").is_empty());
+    assert!(store
+        .head("wal/00000002.history.lz4.enc")
+        .unwrap()
+        .is_some());
 }
 
-/// The in-progress directory of backup `id` with its lock held, as a running `base` has it;
-/// the lock is released when the returned file is dropped.
-fn backup_in_progress(catalog: &Catalog, id: &str) -> fs::File {
-    let running = catalog.in_progress_dir(id);
-    fs::create_dir_all(&running).unwrap();
-    let lock = fs::File::create(Catalog::lock_path(&running)).unwrap();
-    lock.lock().unwrap();
-    lock
+/// Backup `id` being written, as a running `base` has it: its lease held and a file stored;
+/// the lease is released when the returned guard is dropped.
+fn backup_in_progress(store: &MemStore, id: &str) -> Box<dyn crate::store::LeaseGuard> {
+    let lease = store
+        .acquire_lease(
+            &lifecycle::lease_name(id),
+            &LeaseHolder::this_process("test base"),
+        )
+        .unwrap();
+    store
+        .put(
+            &format!("backups/{id}/base.tar.lz4.enc"),
+            b"x",
+            PutMode::Create,
+        )
+        .unwrap();
+    lease
 }
 
 fn assert_wal_held_for_a_running_backup(report: &ExpireReport) {
@@ -306,20 +304,21 @@ fn assert_wal_held_for_a_running_backup(report: &ExpireReport) {
 
 #[test]
 fn no_wal_is_deleted_while_a_backup_is_in_progress() {
-    let d = tempfile::tempdir().unwrap();
-    let repo = three_backups(&d.path().join("r"));
-    let catalog = Catalog::new(repo.dir());
-    let lock = backup_in_progress(&catalog, "20261104T000000Z");
+    let (store, repo) = three_backups();
+    let lock = backup_in_progress(&store, "20261104T000000Z");
     let report = expire(&repo, &options(1, false)).unwrap();
     assert_eq!(report.expired.len(), 2);
     assert!(report.wal.is_empty());
     assert_wal_held_for_a_running_backup(&report);
     assert_eq!(segments_left(&repo), (1..=10).collect::<Vec<_>>());
-    // A dead one (lock free, no record) does not hold WAL back.
-    drop(lock);
+    // A dead one (its writer gone, no record) does not hold WAL back, and is removed.
+    store.kill_lease_holders();
     let report = expire(&repo, &options(1, false)).unwrap();
     assert!(report.wal_note.is_none());
+    assert_eq!(report.leftovers, vec!["20261104T000000Z".to_string()]);
     assert_eq!(segments_left(&repo), vec![8, 9, 10]);
+    assert!(files(&store, "backups/20261104T000000Z/").is_empty());
+    drop(lock);
 }
 
 #[test]
@@ -327,15 +326,14 @@ fn no_wal_is_deleted_when_a_backup_starts_after_expire_decided() {
     // A backup that starts while expire deletes the expired backups was not seen when it
     // decided; it may need WAL older than every kept backup's start (a standby's backup
     // starts at its last restartpoint), so the WAL stays.
-    let d = tempfile::tempdir().unwrap();
-    let repo = three_backups(&d.path().join("r"));
-    let catalog = Catalog::new(repo.dir());
-    let (mut report, leftovers) = decide(&repo, &catalog, &options(1, false)).unwrap();
+    let (store, repo) = three_backups();
+    let catalog = repo.catalog();
+    let mut report = decide(&repo, &catalog, &options(1, false)).unwrap();
     assert_eq!(report.wal_files, 7);
-    let _lock = backup_in_progress(&catalog, "20261104T000000Z");
-    apply(&repo, &catalog, &mut report, &leftovers).unwrap();
+    let _lock = backup_in_progress(&store, "20261104T000000Z");
+    apply(&repo, &mut report).unwrap();
     assert_eq!(report.expired.len(), 2);
-    assert!(!catalog.backup_dir(IDS[0]).exists());
+    assert!(files(&store, &format!("backups/{}/", IDS[0])).is_empty());
     assert_eq!(segments_left(&repo), (1..=10).collect::<Vec<_>>());
     assert!(report.wal.is_empty() && report.wal_files == 0 && report.wal_bytes == 0);
     assert_eq!(
@@ -347,32 +345,35 @@ fn no_wal_is_deleted_when_a_backup_starts_after_expire_decided() {
 
 #[test]
 fn a_crashed_expire_is_finished_by_the_next_run() {
-    let d = tempfile::tempdir().unwrap();
-    let repo = three_backups(&d.path().join("r"));
-    let catalog = Catalog::new(repo.dir());
-    // What a crash right after the rename leaves.
-    let marked = catalog.dir().join(format!(".{}.expiring", IDS[0]));
-    fs::rename(catalog.backup_dir(IDS[0]), &marked).unwrap();
+    let (store, repo) = three_backups();
+    let catalog = repo.catalog();
+    // What a crash right after deleting the record leaves: the backup's other files.
+    store.delete(&[Catalog::record_name(IDS[0])]).unwrap();
     let listed: Vec<String> = catalog.list().unwrap().into_iter().map(|r| r.id).collect();
-    assert_eq!(listed, IDS[1..], "a marked backup is no longer listed");
+    assert_eq!(
+        listed,
+        IDS[1..],
+        "a backup without its record is no longer listed"
+    );
     let dry = expire(&repo, &options(3, true)).unwrap();
-    assert_eq!(dry.leftovers, vec![format!(".{}.expiring", IDS[0])]);
-    assert!(marked.exists());
+    assert_eq!(dry.leftovers, vec![IDS[0].to_string()]);
+    assert!(!files(&store, &format!("backups/{}/", IDS[0])).is_empty());
     let real = expire(&repo, &options(3, false)).unwrap();
     assert_eq!(real.leftovers.len(), 1);
-    assert!(!marked.exists());
+    assert!(files(&store, &format!("backups/{}/", IDS[0])).is_empty());
     // The oldest remaining backup starts in segment 5.
     assert_eq!(segments_left(&repo), (5..=10).collect::<Vec<_>>());
 }
 
 #[test]
 fn no_backups_and_bad_policies_are_refused() {
-    let d = tempfile::tempdir().unwrap();
-    let repo = repo(&d.path().join("r"));
+    let (store, repo) = repo();
     segment_file(&repo, 1, 1);
     let err = expire(&repo, &options(1, false)).unwrap_err();
     assert!(matches!(err, ExpireError::NoBackups), "{err}");
-    fs::create_dir_all(repo.dir().join("backups")).unwrap();
+    store
+        .put("backups/notes/x", b"not a backup", PutMode::Create)
+        .unwrap();
     let err = expire(&repo, &options(1, false)).unwrap_err();
     assert!(matches!(err, ExpireError::NoBackups), "{err}");
     let err = expire(&repo, &options(0, false)).unwrap_err();
@@ -382,8 +383,7 @@ fn no_backups_and_bad_policies_are_refused() {
 
 #[test]
 fn an_unencrypted_repository_is_expired_the_same_way() {
-    let d = tempfile::tempdir().unwrap();
-    let repo = repo_with(&d.path().join("r"), Encryption::None);
+    let (store, repo) = repo_with(Encryption::None);
     for (id, segno) in IDS.iter().zip([2, 5, 8]) {
         write_record(&repo, &backup_record(id, segno));
     }
@@ -391,13 +391,17 @@ fn an_unencrypted_repository_is_expired_the_same_way() {
         segment_file(&repo, 1, segno);
     }
     // receive-wal's segment in progress, and a file of another codec: never deleted.
-    let wal = repo.dir().join("wal/0000000100000000");
-    fs::write(wal.join("000000010000000000000001.partial.recv"), b"r").unwrap();
-    fs::write(wal.join("000000010000000000000001.zst"), b"z").unwrap();
+    let wal = "wal/0000000100000000/";
+    for (f, b) in [
+        ("000000010000000000000001.partial.recv", b"r"),
+        ("000000010000000000000001.zst", b"z"),
+    ] {
+        store.put(&format!("{wal}{f}"), b, PutMode::Create).unwrap();
+    }
     keep(&repo, IDS[1], false, UNIX_EPOCH).unwrap();
     let report = expire(&repo, &options(1, false)).unwrap();
     assert_eq!(report.expired.len(), 1);
-    let left = files(&wal);
+    let left = files(&store, wal);
     assert_eq!(
         left.iter().filter(|f| f.ends_with(".lz4")).count(),
         6,

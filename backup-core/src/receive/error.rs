@@ -2,11 +2,11 @@
 
 use pgwire_repl::{Lsn, TimelineId};
 
-use super::partial::PartialError;
 use super::{Receiver, MIN_SERVER_MAJOR};
 use crate::fsutil::FsError;
 use crate::repo::RepoError;
 use crate::wal::archive::WalArchiveError;
+use crate::wal::partial::PartialError;
 use crate::wal::SegmentName;
 
 /// Why receive-wal stopped.
@@ -20,6 +20,8 @@ pub enum ReceiveError {
     Partial(#[from] PartialError),
     #[error(transparent)]
     Fs(#[from] FsError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Archive(#[from] WalArchiveError),
     #[error("PostgreSQL {major} is not supported: receive-wal needs PostgreSQL {MIN_SERVER_MAJOR} or later")]

@@ -184,7 +184,7 @@ pub fn error_kind(e: &ReceiveError) -> &'static str {
         ReceiveError::Repo(_) | ReceiveError::TimelineBehind { .. } | ReceiveError::Archive(_) => {
             "repository"
         }
-        ReceiveError::Partial(_) | ReceiveError::Fs(_) => "io",
+        ReceiveError::Partial(_) | ReceiveError::Fs(_) | ReceiveError::Store(_) => "io",
         ReceiveError::Protocol(_) => "protocol",
         ReceiveError::Internal(_) => "internal",
     }

@@ -1,8 +1,11 @@
 //! `pgstream receive-wal`: a long-lived service that keeps the repository's WAL archive
 //! complete, like pg_receivewal, with every file encrypted.
 //!
+//! - One receiver per repository: it holds the repository's `receive-wal` lease from before it
+//!   connects until it stops, and a second one is refused, naming the holder, before it
+//!   touches anything.
 //! - The segment being received is a partial file (`wal/<shard>/<segment>.partial.recv[.enc]`,
-//!   format in [`partial`]), fsynced before its position is reported as flushed.
+//!   format in [`crate::wal::partial`]), fsynced before its position is reported as flushed.
 //! - At each segment boundary the segment is read back, compressed and encrypted into `wal/`
 //!   durably, and only then is the partial removed. A crash in between leaves both; the next
 //!   start removes the partial.
@@ -15,7 +18,6 @@
 //!   no longer has is an error naming the gap, never skipped.
 
 pub mod metrics;
-pub mod partial;
 pub mod start;
 
 mod error;
@@ -25,7 +27,6 @@ mod state;
 mod stream;
 mod timeline;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,13 +34,15 @@ use pgwire_repl::config::{Config, ReplicationMode};
 use pgwire_repl::{Connection, Lsn, TimelineId};
 use tokio_util::sync::CancellationToken;
 
-use crate::layout;
 use crate::repo::config::ClusterIdentity;
 use crate::repo::{RepoError, Repository};
-use crate::wal::{SegmentName, WalSegmentSize};
+use crate::store::lease::{LeaseGuard, LeaseHolder};
+pub use crate::wal::partial::{
+    open_receiving, receiving_name, PartialEnd, PartialError, PartialReader, PartialWriter,
+};
+use crate::wal::WalSegmentSize;
 pub use error::ReceiveError;
 pub use metrics::{MetricsSnapshot, ReceiveMetrics};
-pub use partial::{PartialEnd, PartialError, PartialReader, PartialWriter};
 use position::Start;
 use reconnect::wait_to_retry;
 use timeline::TimelineEnd;
@@ -47,14 +50,15 @@ use timeline::TimelineEnd;
 /// The oldest server supported (as for base backups).
 pub const MIN_SERVER_MAJOR: u32 = 13;
 
-/// The repository name of receive-wal's partial file for `segment`.
-pub fn partial_file(segment: &SegmentName, encrypted: bool) -> String {
-    format!(
-        "{}/{segment}{}{}",
-        layout::wal_segment_dir(segment),
-        start::PARTIAL_SUFFIX,
-        if encrypted { ".enc" } else { "" }
-    )
+/// The lease that makes a receiver the only one of its repository.
+pub const LEASE: &str = "receive-wal";
+
+/// Takes the repository's receive-wal lease, or fails naming the receiver that holds it.
+pub fn take_lease(repo: &Repository) -> Result<Box<dyn LeaseGuard>, ReceiveError> {
+    Ok(repo
+        .store()
+        .acquire_lease(LEASE, &LeaseHolder::this_process("pgstream receive-wal"))
+        .map_err(RepoError::from)?)
 }
 
 /// What to stream and how.
@@ -92,6 +96,8 @@ pub async fn run(
     options: ReceiveOptions,
     cancel: CancellationToken,
 ) -> Result<Option<ReceiveSummary>, ReceiveError> {
+    // Before anything else: a second receiver must not even bind the repository.
+    let lease = take_lease(&repo)?;
     let mut source = options.source.clone();
     source.replication = ReplicationMode::Physical;
     if options.slot.is_none() {
@@ -130,6 +136,7 @@ pub async fn run(
     let repo = Arc::new(repo);
     let mut receiver = Receiver {
         repo,
+        _lease: lease,
         options,
         seg_size,
         system_id: identity.system_id,
@@ -181,6 +188,8 @@ async fn first_connection(
 
 struct Receiver {
     repo: Arc<Repository>,
+    /// Held while the receiver lives.
+    _lease: Box<dyn LeaseGuard>,
     options: ReceiveOptions,
     seg_size: WalSegmentSize,
     system_id: u64,
@@ -205,7 +214,7 @@ impl Receiver {
         let identity = conn.identify_system().await?;
         if identity.system_id != self.system_id {
             return Err(RepoError::ClusterMismatch {
-                dir: self.repo.dir().into(),
+                location: self.repo.location().to_string(),
                 bound: self.repo.cluster().expect("bound at start"),
                 offered: ClusterIdentity {
                     system_identifier: identity.system_id,
@@ -275,37 +284,4 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ReceiveError::Internal(format!("writer task failed: {e}")))?
-}
-
-/// The valid bytes of receive-wal's partial file for `segment`, if the archive has one: for
-/// `wal-fetch` and restore (the server never asks for `.partial` names; serve it under the
-/// segment's name, zero-padded, only as the newest segment of the timeline being replayed).
-pub fn open_partial(
-    repo: &Repository,
-    segment: &SegmentName,
-) -> Result<Option<PartialReader>, ReceiveError> {
-    let encrypted = repo.codec().encryption.is_some();
-    let name = partial_file(segment, encrypted);
-    let path = repo.resolve(&name)?;
-    if !Path::new(&path).exists() {
-        return Ok(None);
-    }
-    Ok(Some(PartialReader::open(&path, &name, repo.codec())?))
-}
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn partial_names() {
-        let seg = SegmentName::new(TimelineId(2), 0x1_05, WalSegmentSize::DEFAULT);
-        assert_eq!(
-            partial_file(&seg, true),
-            "wal/0000000200000001/000000020000000100000005.partial.recv.enc"
-        );
-        assert_eq!(
-            partial_file(&seg, false),
-            "wal/0000000200000001/000000020000000100000005.partial.recv"
-        );
-    }
 }

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use pgwire_repl::{Connection, Lsn, TimelineId};
 
 use super::start::{self, ArchiveState, Newest};
-use super::{blocking, partial_file, PartialEnd, PartialWriter, ReceiveError, Receiver};
-use crate::fsutil;
+use super::{blocking, PartialEnd, PartialWriter, ReceiveError, Receiver};
 use crate::wal::SegmentName;
 
 /// Where a stream on one timeline starts.
@@ -24,8 +23,11 @@ impl Receiver {
         identity: &pgwire_repl::commands::SystemIdentity,
     ) -> Result<Start, ReceiveError> {
         let repo = Arc::clone(&self.repo);
-        let seg_size = self.seg_size;
-        let state = blocking(move || Ok(ArchiveState::scan(repo.dir(), seg_size)?)).await?;
+        let state = blocking(move || {
+            Ok(ArchiveState::scan(repo.store().as_ref(), repo.config())
+                .map_err(crate::repo::RepoError::from)?)
+        })
+        .await?;
         if let Some(tli) = state.max_timeline() {
             if tli > identity.timeline {
                 return Err(ReceiveError::TimelineBehind {
@@ -34,12 +36,20 @@ impl Receiver {
                 });
             }
         }
-        for stale in state.stale_partials() {
+        let stale = state.stale_partials();
+        if !stale.is_empty() {
             tracing::info!(
                 "removing {}: its segment is stored complete",
-                stale.display()
+                stale.join(", ")
             );
-            fsutil::remove_durably(&stale)?;
+            let repo = Arc::clone(&self.repo);
+            blocking(move || {
+                Ok(repo
+                    .store()
+                    .delete(&stale)
+                    .map_err(crate::repo::RepoError::from)?)
+            })
+            .await?;
         }
         let slot_state = match &self.options.slot {
             Some(slot) if conn.server_version().major >= 15 => {
@@ -60,12 +70,15 @@ impl Receiver {
                     writer: None,
                 }
             }
-            Some(Newest::Partial(seg, path)) => {
-                let codec = self.repo.codec().clone();
-                let encrypted = codec.encryption.is_some();
+            Some(Newest::Partial(seg, name)) => {
+                let repo = Arc::clone(&self.repo);
                 let (writer, end) = blocking(move || {
-                    let identity = partial_file(&seg, encrypted);
-                    Ok(PartialWriter::resume(&path, &identity, seg, &codec)?)
+                    Ok(PartialWriter::resume(
+                        repo.store().as_ref(),
+                        &name,
+                        seg,
+                        repo.codec(),
+                    )?)
                 })
                 .await?;
                 if let PartialEnd::Invalid {
@@ -76,7 +89,7 @@ impl Receiver {
                     tracing::warn!(
                         "{}: ignoring what follows the valid records at byte {file_offset} \
                          ({reason}); a write cut short by a crash was never reported flushed",
-                        writer.path().display()
+                        writer.describe()
                     );
                 }
                 let lsn = Lsn(seg.start_lsn().0 + writer.len());

@@ -2,26 +2,20 @@
 //! the newest complete one), else the slot's restart_lsn, else the server's current position,
 //! as pg_receivewal decides (docs/protocol.md §5), but over the repository's `wal/`.
 
-use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
-
 use pgwire_repl::{Lsn, TimelineId};
 
-use crate::fsutil::FsError;
-use crate::layout::WAL_DIR;
-use crate::wal::{is_wal_file_name, SegmentName, WalSegmentSize};
-
-/// The suffix that marks receive-wal's partial segments (before `.enc`).
-pub const PARTIAL_SUFFIX: &str = ".partial.recv";
+use crate::index::{self, WalFileKind};
+use crate::repo::config::RepoConfig;
+use crate::store::{Store, StoreError};
+use crate::wal::{SegmentName, WalSegmentSize};
 
 /// What the archive holds, as far as the start position is concerned.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ArchiveState {
-    /// Complete segments (any stored encoding).
+    /// Complete segments.
     pub complete: Vec<SegmentName>,
-    /// receive-wal partial segments, with their paths.
-    pub partials: Vec<(SegmentName, PathBuf)>,
+    /// receive-wal partial segments, with their stored names.
+    pub partials: Vec<(SegmentName, String)>,
 }
 
 /// The newest thing in the archive.
@@ -30,47 +24,22 @@ pub enum Newest {
     /// Start at the next segment.
     Complete(SegmentName),
     /// Resume this partial.
-    Partial(SegmentName, PathBuf),
+    Partial(SegmentName, String),
 }
 
 impl ArchiveState {
-    /// Lists `REPO/wal/<16 hex>/`: complete segments and our partials. Other files (temporary
-    /// names, pushed `.partial` files, history files) are ignored.
-    pub fn scan(repo_dir: &Path, seg_size: WalSegmentSize) -> Result<ArchiveState, FsError> {
+    /// Lists `wal/` (through the repository index): complete segments and our partials. Other
+    /// files (pushed `.partial` files, history files, other codecs) are not listed.
+    pub fn scan(store: &dyn Store, config: &RepoConfig) -> Result<ArchiveState, StoreError> {
+        let listing = index::scan_wal(store, config)?;
         let mut state = ArchiveState::default();
-        let wal = repo_dir.join(WAL_DIR);
-        let dirs = match fs::read_dir(&wal) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(state),
-            Err(e) => return Err(FsError::new("listing", &wal, e)),
-        };
-        for dir in dirs {
-            let dir = dir.map_err(|e| FsError::new("listing", &wal, e))?;
-            let name = dir.file_name().to_string_lossy().into_owned();
-            if name.len() != 16 || !dir.path().is_dir() {
-                continue;
-            }
-            let path = dir.path();
-            for f in fs::read_dir(&path).map_err(|e| FsError::new("listing", &path, e))? {
-                let f = f.map_err(|e| FsError::new("listing", &path, e))?;
-                let fname = f.file_name().to_string_lossy().into_owned();
-                if fname.len() < 24 || !fname.is_char_boundary(24) {
-                    continue;
+        for o in &listing.files {
+            match o.file.kind {
+                WalFileKind::Segment => state.complete.push(o.file.segment),
+                WalFileKind::Receiving => {
+                    state.partials.push((o.file.segment, o.file.stored.clone()))
                 }
-                let (seg, rest) = fname.split_at(24);
-                if !is_wal_file_name(seg) || rest.contains(".tmp.") {
-                    continue;
-                }
-                let Ok(segment) = SegmentName::parse(seg, seg_size) else {
-                    continue;
-                };
-                if rest == PARTIAL_SUFFIX || rest == format!("{PARTIAL_SUFFIX}.enc") {
-                    state.partials.push((segment, f.path()));
-                } else if rest.starts_with(".partial") {
-                    continue;
-                } else if rest.is_empty() || rest.starts_with('.') {
-                    state.complete.push(segment);
-                }
+                _ => {}
             }
         }
         Ok(state)
@@ -98,7 +67,7 @@ impl ArchiveState {
 
     /// Partials whose segment is also stored complete: left by a crash between storing the
     /// segment and removing its partial.
-    pub fn stale_partials(&self) -> Vec<PathBuf> {
+    pub fn stale_partials(&self) -> Vec<String> {
         self.partials
             .iter()
             .filter(|(s, _)| self.complete.contains(s))
@@ -137,42 +106,52 @@ mod tests {
 
     #[test]
     fn scan_and_pick_the_newest() {
-        let dir = tempfile::tempdir().unwrap();
-        let shard = dir.path().join("wal/0000000100000000");
-        fs::create_dir_all(&shard).unwrap();
-        let shard2 = dir.path().join("wal/0000000200000000");
-        fs::create_dir_all(&shard2).unwrap();
+        use crate::store::mem::MemStore;
+        use crate::store::PutMode;
+        let store = MemStore::default();
+        let config = crate::test_support::bound_config();
+        let shard = "wal/0000000100000000";
         for f in [
-            "000000010000000000000003.lz4.enc",
-            "000000010000000000000004.lz4.enc",
-            "000000010000000000000005.partial.recv.enc",
-            "000000010000000000000006.lz4.enc.tmp.0011223344556677",
-            "000000010000000000000006.partial",
-            "00000002.history.lz4.enc",
+            "000000010000000000000003.lz4",
+            "000000010000000000000004.lz4",
+            "000000010000000000000005.partial.recv",
+            "000000010000000000000006.partial.lz4",
+            "000000010000000000000007.zst",
         ] {
-            fs::write(shard.join(f), b"x").unwrap();
+            store
+                .put(&format!("{shard}/{f}"), b"x", PutMode::Create)
+                .unwrap();
         }
-        let size = WalSegmentSize::DEFAULT;
-        let state = ArchiveState::scan(dir.path(), size).unwrap();
+        store
+            .put("wal/00000002.history.lz4", b"x", PutMode::Create)
+            .unwrap();
+        let state = ArchiveState::scan(&store, &config).unwrap();
         assert_eq!(state.complete.len(), 2);
-        assert_eq!(
-            state.newest(),
-            Some(Newest::Partial(
-                seg(1, 5),
-                shard.join("000000010000000000000005.partial.recv.enc")
-            ))
-        );
+        let p5 = format!("{shard}/000000010000000000000005.partial.recv");
+        assert_eq!(state.newest(), Some(Newest::Partial(seg(1, 5), p5.clone())));
         // Complete wins a tie; a higher timeline wins over a lower one.
-        fs::write(shard.join("000000010000000000000005"), b"x").unwrap();
-        let state = ArchiveState::scan(dir.path(), size).unwrap();
+        store
+            .put(
+                &format!("{shard}/000000010000000000000005.lz4"),
+                b"x",
+                PutMode::Create,
+            )
+            .unwrap();
+        let state = ArchiveState::scan(&store, &config).unwrap();
         assert_eq!(state.newest(), Some(Newest::Complete(seg(1, 5))));
-        assert_eq!(state.stale_partials().len(), 1);
-        fs::write(shard2.join("000000020000000000000005.partial.recv"), b"x").unwrap();
-        let state = ArchiveState::scan(dir.path(), size).unwrap();
+        assert_eq!(state.stale_partials(), vec![p5]);
+        store
+            .put(
+                "wal/0000000200000000/000000020000000000000005.partial.recv",
+                b"x",
+                PutMode::Create,
+            )
+            .unwrap();
+        let state = ArchiveState::scan(&store, &config).unwrap();
         assert!(matches!(state.newest(), Some(Newest::Partial(s, _)) if s == seg(2, 5)));
         assert_eq!(state.max_timeline(), Some(TimelineId(2)));
         assert_eq!(
-            ArchiveState::scan(&dir.path().join("none"), size).unwrap(),
+            ArchiveState::scan(&MemStore::default(), &config).unwrap(),
             ArchiveState::default()
         );
     }

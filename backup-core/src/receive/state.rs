@@ -1,7 +1,6 @@
 //! The stream's state: writing WAL into partial segments, storing each one that completes,
 //! syncing, and reporting write and flush positions to the server.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -9,8 +8,7 @@ use pgwire_repl::message::StandbyStatusUpdate;
 use pgwire_repl::replication::ReplicationStream;
 use pgwire_repl::{Lsn, PgTimestamp, TimelineId};
 
-use super::{partial_file, run_here, PartialReader, PartialWriter, ReceiveError};
-use crate::fsutil;
+use super::{receiving_name, run_here, PartialReader, PartialWriter, ReceiveError};
 use crate::repo::Repository;
 use crate::wal::archive::WalArchive;
 use crate::wal::{SegmentName, WalFileName, WalSegmentSize};
@@ -121,10 +119,13 @@ fn write_batch(
                             "a new segment would start at {pos}, inside {seg}"
                         )));
                     }
-                    let name = partial_file(&seg, codec.encryption.is_some());
-                    let path = repo.resolve(&name)?;
-                    fsutil::create_dir_all_durably(path.parent().expect("wal/<shard>"))?;
-                    writer.insert(PartialWriter::create(&path, &name, seg, codec)?)
+                    let name = receiving_name(&seg, codec.encryption.is_some());
+                    writer.insert(PartialWriter::create(
+                        repo.store().as_ref(),
+                        &name,
+                        seg,
+                        codec,
+                    )?)
                 }
             };
             let room = (seg_size.bytes() - w.len()) as usize;
@@ -144,13 +145,12 @@ fn write_batch(
 fn complete_segment(repo: &Repository, mut w: PartialWriter) -> Result<(), ReceiveError> {
     w.sync()?;
     let seg = w.segment();
-    let path: PathBuf = w.path().into();
     drop(w);
     let codec = repo.codec();
-    let identity = partial_file(&seg, codec.encryption.is_some());
-    let reader = PartialReader::open(&path, &identity, codec)?;
+    let name = receiving_name(&seg, codec.encryption.is_some());
+    let reader = PartialReader::open(repo.store().as_ref(), &name, codec)?;
     store_segment(repo, seg, reader)?;
-    fsutil::remove_durably(&path)?;
+    repo.store().delete(&[name])?;
     tracing::info!(segment = %seg, "segment archived");
     Ok(())
 }

@@ -135,7 +135,7 @@ impl Receiver {
                     if let Some(w) = &st.writer {
                         tracing::info!(
                             "keeping {} as the last partial segment of timeline {}",
-                            w.path().display(),
+                            w.describe(),
                             timeline.0
                         );
                     }

@@ -27,7 +27,13 @@ impl Receiver {
     ) -> Result<(), ReceiveError> {
         for tli in 2..=server.0 {
             let name = layout::history_file(tli, self.repo.codec());
-            if self.repo.resolve(&name)?.exists() {
+            if self
+                .repo
+                .store()
+                .head(&name)
+                .map_err(crate::repo::RepoError::from)?
+                .is_some()
+            {
                 continue;
             }
             self.store_history(conn, TimelineId(tli)).await?;

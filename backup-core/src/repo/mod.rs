@@ -1,24 +1,25 @@
-//! A repository directory: create it (`init`), open it with its passphrase, change the passphrase
+//! A repository: create it (`init`), open it with its passphrase, change the passphrase
 //! (`rekey`, rewrapping the data key only), bind it to one cluster, and create or open its files
-//! through the sink pipeline. Layout and formats: docs/format.md.
+//! through the sink pipeline, all over its storage port ([`crate::store`]). Layout and formats:
+//! docs/format.md.
 
 pub mod config;
 pub mod passphrase;
 
+use crate::catalog::Catalog;
 use crate::compress::Compression;
 use crate::crypto::chunked::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use crate::crypto::kdf::KdfParams;
 use crate::crypto::{keywrap, random_bytes, Aead, CryptoError, DataKey, Encryption, Secret};
 use crate::file_error::FileError;
-use crate::fsutil::{self, FsError, PRIVATE_FILE_MODE};
 use crate::sink::{open_reader, FileCodec, FileEncryption, FileReader, FileSink, SinkError};
+use crate::store::lease::{self, LeaseGuard, LeaseHolder};
+use crate::store::{PutMode, RepoLocation, SharedStore, Store, StoreError};
 use config::{
     ClusterIdentity, DecodeError, EncryptionConfig, RepoConfig, CONFIG_FILE, FORMAT_VERSION,
 };
-use std::io;
-use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// scrypt cost for a new repository or a rekey.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,83 +67,83 @@ impl Default for InitOptions {
     }
 }
 
-/// Repository-level failures.
+/// Repository-level failures. `location` is the repository as the user named it (a path or
+/// a URL).
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
-    /// A filesystem operation failed.
+    /// The storage port failed (I/O, a lease held by another process, ...).
     #[error(transparent)]
-    Fs(#[from] FsError),
-    /// `init` on a directory with content.
-    #[error("{} is not empty (it contains {entry:?}); choose a new or empty directory", dir.display())]
+    Store(#[from] StoreError),
+    /// `init` on a place with content.
+    #[error("{location} is not empty (it contains {entry:?}); choose a new or empty directory")]
     NotEmpty {
-        /// The directory.
-        dir: PathBuf,
+        /// The repository.
+        location: String,
         /// One of its entries.
         entry: String,
     },
     /// `init` on an existing repository.
-    #[error("{} already holds a pgstream repository (id {id}); nothing was changed", dir.display())]
+    #[error("{location} already holds a pgstream repository (id {id}); nothing was changed")]
     AlreadyRepository {
-        /// The directory.
-        dir: PathBuf,
+        /// The repository.
+        location: String,
         /// Its repository id.
         id: String,
     },
-    /// `open` on a directory without a config.
-    #[error("{} is not a pgstream repository (no {CONFIG_FILE}); create one with `pgstream init --repo {}`", dir.display(), dir.display())]
+    /// `open` on a place without a config.
+    #[error("{location} is not a pgstream repository (no {CONFIG_FILE}); create one with `pgstream init --repo {location}`")]
     NotRepository {
-        /// The directory.
-        dir: PathBuf,
+        /// The repository.
+        location: String,
     },
     /// The config file is damaged or invalid.
-    #[error("{}: invalid repository config: {detail}", path.display())]
+    #[error("{location}: invalid repository config: {detail}")]
     BadConfig {
         /// The config file.
-        path: PathBuf,
+        location: String,
         /// What is wrong.
         detail: String,
     },
     /// The config has a newer format version.
-    #[error("{} has repository format version {version}; this pgstream supports version {FORMAT_VERSION}; upgrade pgstream", path.display())]
+    #[error("{location} has repository format version {version}; this pgstream supports version {FORMAT_VERSION}; upgrade pgstream")]
     UnsupportedVersion {
         /// The config file.
-        path: PathBuf,
+        location: String,
         /// Version found.
         version: u32,
     },
     /// Encrypted repository, no passphrase.
-    #[error("repository {} is encrypted: {source}", dir.display())]
+    #[error("repository {location} is encrypted: {source}")]
     Passphrase {
-        /// The directory.
-        dir: PathBuf,
+        /// The repository.
+        location: String,
         /// Why no passphrase.
         #[source]
         source: passphrase::PassphraseError,
     },
     /// The passphrase does not unwrap the data key.
-    #[error("repository {}: {source}", dir.display())]
+    #[error("repository {location}: {source}")]
     Key {
-        /// The directory.
-        dir: PathBuf,
+        /// The repository.
+        location: String,
         /// `WrongPassphrase` or another key failure.
         #[source]
         source: CryptoError,
     },
     /// `rekey` on an unencrypted repository.
-    #[error("repository {} is not encrypted; there is no passphrase to change", dir.display())]
+    #[error("repository {location} is not encrypted; there is no passphrase to change")]
     NotEncrypted {
-        /// The directory.
-        dir: PathBuf,
+        /// The repository.
+        location: String,
     },
     /// A backup from another cluster.
     #[error(
-        "repository {} belongs to the cluster with {bound}, but this server is the cluster with \
-         {offered}; use a separate repository for each cluster",
-        dir.display()
+        "repository {location} belongs to the cluster with {bound}, but this server is the \
+         cluster with {offered}; use a separate repository for each cluster"
     )]
     ClusterMismatch {
-        /// The directory.
-        dir: PathBuf,
+        /// The repository.
+        location: String,
         /// The recorded cluster.
         bound: ClusterIdentity,
         /// The cluster offered now.
@@ -181,17 +182,17 @@ pub enum BindOutcome {
     AlreadyBound,
 }
 
-/// An open repository (with its data key, if encrypted).
+/// An open repository (with its data key, if encrypted), over its storage port.
 #[derive(Debug)]
 pub struct Repository {
-    dir: PathBuf,
+    store: SharedStore,
     config: RepoConfig,
     codec: FileCodec,
 }
 
-fn required(dir: &Path, passphrase: Option<&Secret>) -> Result<Secret, RepoError> {
+fn required(store: &dyn Store, passphrase: Option<&Secret>) -> Result<Secret, RepoError> {
     let missing = |source| RepoError::Passphrase {
-        dir: dir.into(),
+        location: store.location().to_string(),
         source,
     };
     let p = passphrase.ok_or_else(|| missing(passphrase::PassphraseError::Missing))?;
@@ -203,50 +204,86 @@ fn required(dir: &Path, passphrase: Option<&Secret>) -> Result<Secret, RepoError
     Ok(p.clone())
 }
 
-/// The configuration of the repository in `dir`, read without its passphrase (for commands
+/// The configuration of the repository in `store`, read without its passphrase (for commands
 /// that only look at names and records).
-pub fn read_config(dir: &Path) -> Result<RepoConfig, RepoError> {
-    let path = dir.join(CONFIG_FILE);
-    let bytes = match std::fs::read(&path) {
+pub fn read_config(store: &dyn Store) -> Result<RepoConfig, RepoError> {
+    let location = || store.describe(CONFIG_FILE);
+    let bytes = match crate::store::get(store, CONFIG_FILE, MAX_CONFIG_BYTES) {
         Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(RepoError::NotRepository { dir: dir.into() })
+        Err(e) if e.is_not_found() => {
+            return Err(RepoError::NotRepository {
+                location: store.location().to_string(),
+            })
         }
-        Err(e) => return Err(FsError::new("reading", &path, e).into()),
+        Err(e) => return Err(e.into()),
     };
     config::decode(&bytes).map_err(|e| match e {
         DecodeError::BadMagic => RepoError::BadConfig {
-            path,
+            location: location(),
             detail: "bad magic: not a pgstream repository config".into(),
         },
-        DecodeError::UnsupportedVersion(version) => RepoError::UnsupportedVersion { path, version },
-        DecodeError::Invalid(detail) => RepoError::BadConfig { path, detail },
+        DecodeError::UnsupportedVersion(version) => RepoError::UnsupportedVersion {
+            location: location(),
+            version,
+        },
+        DecodeError::Invalid(detail) => RepoError::BadConfig {
+            location: location(),
+            detail,
+        },
     })
 }
 
-fn write_config(dir: &Path, config: &RepoConfig, new: bool) -> Result<(), RepoError> {
-    let path = dir.join(CONFIG_FILE);
+/// Largest config file read (a config is a few hundred bytes; see `config::decode`).
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024 + 64;
+
+fn write_config(store: &dyn Store, config: &RepoConfig, new: bool) -> Result<(), RepoError> {
     let bytes = config::encode(config);
-    if new {
-        fsutil::write_new_file_durably(&path, &bytes, PRIVATE_FILE_MODE)?;
+    let mode = if new {
+        PutMode::Create
     } else {
-        fsutil::write_file_durably(&path, &bytes, PRIVATE_FILE_MODE)?;
-    }
+        PutMode::Replace
+    };
+    store.put(CONFIG_FILE, &bytes, mode)?;
     Ok(())
 }
 
-fn key_err(dir: &Path) -> impl Fn(CryptoError) -> RepoError + '_ {
+/// How long a config rewrite waits for another one (they take milliseconds, plus a scrypt
+/// derivation for `rekey`).
+const CONFIG_LEASE_WAIT: Duration = Duration::from_secs(60);
+
+/// Holds the `config` lease for a read-modify-write of `pgstream.repo`, so two rewrites
+/// (a rekey and a first backup binding the cluster) never undo each other.
+fn config_lease(store: &dyn Store, purpose: &str) -> Result<Box<dyn LeaseGuard>, RepoError> {
+    Ok(lease::acquire_waiting(
+        store,
+        "config",
+        &LeaseHolder::this_process(purpose),
+        CONFIG_LEASE_WAIT,
+    )?)
+}
+
+fn key_err(store: &dyn Store) -> impl Fn(CryptoError) -> RepoError + '_ {
     move |source| RepoError::Key {
-        dir: dir.into(),
+        location: store.location().to_string(),
         source,
     }
 }
 
 impl Repository {
-    /// Creates a repository in `dir` (created if missing; must be empty if present). The config
-    /// file is written last, so an interrupted init leaves no half-repository.
+    /// Creates a repository at `location` (a directory is created if missing; it must be empty
+    /// if present). The config is written last, so an interrupted init leaves no
+    /// half-repository.
     pub fn init(
-        dir: &Path,
+        location: &RepoLocation,
+        options: InitOptions,
+        passphrase: Option<&Secret>,
+    ) -> Result<Repository, RepoError> {
+        Self::init_in(crate::store::open(location)?, options, passphrase)
+    }
+
+    /// [`Repository::init`] in a given store.
+    pub fn init_in(
+        store: SharedStore,
         options: InitOptions,
         passphrase: Option<&Secret>,
     ) -> Result<Repository, RepoError> {
@@ -256,31 +293,25 @@ impl Repository {
                 options.chunk_size
             )));
         }
-        // Check the passphrase before touching the filesystem: a refused init creates nothing.
+        let s: &dyn Store = store.as_ref();
+        // Check the passphrase before touching the store: a refused init creates nothing.
         let passphrase = match options.encryption {
             Encryption::None => None,
-            Encryption::Aead(_) => Some(required(dir, passphrase)?),
+            Encryption::Aead(_) => Some(required(s, passphrase)?),
         };
-        match std::fs::read_dir(dir) {
-            Ok(mut entries) => {
-                if let Ok(existing) = read_config(dir) {
-                    return Err(RepoError::AlreadyRepository {
-                        dir: dir.into(),
-                        id: existing.repository_id,
-                    });
-                }
-                if let Some(entry) = entries.next() {
-                    let entry = entry.map_err(|e| FsError::new("listing", dir, e))?;
-                    return Err(RepoError::NotEmpty {
-                        dir: dir.into(),
-                        entry: entry.file_name().to_string_lossy().into_owned(),
-                    });
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => fsutil::create_dir_all_durably(dir)?,
-            Err(e) => return Err(FsError::new("opening directory", dir, e).into()),
+        if let Ok(existing) = read_config(s) {
+            return Err(RepoError::AlreadyRepository {
+                location: s.location().to_string(),
+                id: existing.repository_id,
+            });
         }
-        let id: [u8; 16] = random_bytes().map_err(key_err(dir))?;
+        if let Some(entry) = s.prepare_root()? {
+            return Err(RepoError::NotEmpty {
+                location: s.location().to_string(),
+                entry,
+            });
+        }
+        let id: [u8; 16] = random_bytes().map_err(key_err(s))?;
         let encryption = match options.encryption {
             Encryption::None => None,
             Encryption::Aead(aead) => {
@@ -288,10 +319,10 @@ impl Repository {
                 let cost = options.kdf_cost;
                 let kdf = KdfParams::generate(cost.log2_n, cost.r, cost.p)
                     .map_err(|e| RepoError::Invalid(e.to_string()))?;
-                let data_key = keywrap::generate_data_key().map_err(key_err(dir))?;
-                let kek = kdf.derive(passphrase).map_err(key_err(dir))?;
+                let data_key = keywrap::generate_data_key().map_err(key_err(s))?;
+                let kek = kdf.derive(passphrase).map_err(key_err(s))?;
                 let key_wrap =
-                    keywrap::wrap(&kek, &data_key, &id, FORMAT_VERSION).map_err(key_err(dir))?;
+                    keywrap::wrap(&kek, &data_key, &id, FORMAT_VERSION).map_err(key_err(s))?;
                 Some(EncryptionConfig {
                     algorithm: aead,
                     chunk_size: options.chunk_size,
@@ -310,26 +341,36 @@ impl Repository {
             encryption,
             cluster: None,
         };
-        write_config(dir, &config, true).map_err(|e| match e {
-            RepoError::Fs(fe) if fe.source.kind() == io::ErrorKind::AlreadyExists => {
-                RepoError::AlreadyRepository {
-                    dir: dir.into(),
-                    id: "created concurrently".into(),
-                }
-            }
+        write_config(s, &config, true).map_err(|e| match e {
+            RepoError::Store(se) if se.is_already_exists() => RepoError::AlreadyRepository {
+                location: s.location().to_string(),
+                id: "created concurrently".into(),
+            },
             other => other,
         })?;
-        Repository::open(dir, passphrase.as_ref())
+        Repository::open_in(store, passphrase.as_ref())
     }
 
-    /// Opens the repository in `dir`. An encrypted repository needs its passphrase (a wrong one
-    /// gives [`RepoError::is_wrong_passphrase`]); an unencrypted one ignores it.
-    pub fn open(dir: &Path, passphrase: Option<&Secret>) -> Result<Repository, RepoError> {
-        let config = read_config(dir)?;
+    /// Opens the repository at `location`. An encrypted repository needs its passphrase (a
+    /// wrong one gives [`RepoError::is_wrong_passphrase`]); an unencrypted one ignores it.
+    pub fn open(
+        location: &RepoLocation,
+        passphrase: Option<&Secret>,
+    ) -> Result<Repository, RepoError> {
+        Self::open_in(crate::store::open(location)?, passphrase)
+    }
+
+    /// [`Repository::open`] over a given store.
+    pub fn open_in(
+        store: SharedStore,
+        passphrase: Option<&Secret>,
+    ) -> Result<Repository, RepoError> {
+        let config = read_config(store.as_ref())?;
         let codec = match &config.encryption {
             None => FileCodec::plain(config.compression),
             Some(enc) => {
-                let key = unwrap_data_key(dir, &config, enc, &required(dir, passphrase)?)?;
+                let s = store.as_ref();
+                let key = unwrap_data_key(s, &config, enc, &required(s, passphrase)?)?;
                 FileCodec {
                     compression: config.compression,
                     encryption: Some(FileEncryption {
@@ -341,7 +382,7 @@ impl Repository {
             }
         };
         Ok(Repository {
-            dir: dir.into(),
+            store,
             config,
             codec,
         })
@@ -349,51 +390,79 @@ impl Repository {
 
     /// Changes the passphrase: unwraps the data key with `old`, rewraps it under `new` with a
     /// fresh salt (same scrypt cost) and rewrites the config durably. No data file changes.
-    pub fn rekey(dir: &Path, old: &Secret, new: &Secret) -> Result<(), RepoError> {
-        Self::rekey_with_cost(dir, old, new, None)
+    pub fn rekey(location: &RepoLocation, old: &Secret, new: &Secret) -> Result<(), RepoError> {
+        Self::rekey_with_cost(location, old, new, None)
     }
 
     /// [`Repository::rekey`] with a new scrypt cost (`None` keeps the current one).
     pub fn rekey_with_cost(
-        dir: &Path,
+        location: &RepoLocation,
         old: &Secret,
         new: &Secret,
         cost: Option<KdfCost>,
     ) -> Result<(), RepoError> {
-        let mut config = read_config(dir)?;
+        Self::rekey_in(crate::store::open(location)?.as_ref(), old, new, cost)
+    }
+
+    /// [`Repository::rekey_with_cost`] in a given store. The config is read and rewritten
+    /// under the `config` lease.
+    pub fn rekey_in(
+        store: &dyn Store,
+        old: &Secret,
+        new: &Secret,
+        cost: Option<KdfCost>,
+    ) -> Result<(), RepoError> {
+        let new = required(store, Some(new))?;
+        let old = required(store, Some(old))?;
+        let _lease = config_lease(store, "pgstream rekey")?;
+        let mut config = read_config(store)?;
         let Some(enc) = config.encryption.clone() else {
-            return Err(RepoError::NotEncrypted { dir: dir.into() });
+            return Err(RepoError::NotEncrypted {
+                location: store.location().to_string(),
+            });
         };
-        let new = required(dir, Some(new))?;
-        let data_key = unwrap_data_key(dir, &config, &enc, &required(dir, Some(old))?)?;
+        let data_key = unwrap_data_key(store, &config, &enc, &old)?;
         let kdf = match cost {
             None => enc.kdf.with_fresh_salt(),
             Some(c) => KdfParams::generate(c.log2_n, c.r, c.p),
         }
         .map_err(|e| RepoError::Invalid(e.to_string()))?;
-        let kek = kdf.derive(&new).map_err(key_err(dir))?;
+        let kek = kdf.derive(&new).map_err(key_err(store))?;
         let id = config
             .repository_id_bytes()
             .map_err(|detail| RepoError::BadConfig {
-                path: dir.join(CONFIG_FILE),
+                location: store.describe(CONFIG_FILE),
                 detail,
             })?;
-        let key_wrap = keywrap::wrap(&kek, &data_key, &id, FORMAT_VERSION).map_err(key_err(dir))?;
+        let key_wrap =
+            keywrap::wrap(&kek, &data_key, &id, FORMAT_VERSION).map_err(key_err(store))?;
         config.encryption = Some(EncryptionConfig {
             kdf,
             key_wrap,
             ..enc
         });
-        write_config(dir, &config, false)
+        write_config(store, &config, false)
     }
 
     /// Records the cluster on the first backup; afterwards accepts only the same cluster.
-    /// Re-reads the config first so a concurrent rekey is not undone.
+    /// The config is re-read under the `config` lease, so a concurrent rekey is not undone.
     pub fn bind_cluster(&mut self, cluster: ClusterIdentity) -> Result<BindOutcome, RepoError> {
-        let mut fresh = read_config(&self.dir)?;
+        if self.config.cluster == Some(cluster) {
+            return Ok(BindOutcome::AlreadyBound);
+        }
+        let store = self.store.as_ref();
+        let _lease = match self.config.cluster {
+            // Bound to another cluster: nothing to write, just refuse (below).
+            Some(_) => None,
+            None => Some(config_lease(
+                store,
+                "binding the repository to its cluster",
+            )?),
+        };
+        let mut fresh = read_config(store)?;
         if fresh.repository_id != self.config.repository_id {
             return Err(RepoError::BadConfig {
-                path: self.dir.join(CONFIG_FILE),
+                location: store.describe(CONFIG_FILE),
                 detail: "the repository id changed while the repository was open".into(),
             });
         }
@@ -401,14 +470,15 @@ impl Repository {
             Some(bound) if bound == cluster => BindOutcome::AlreadyBound,
             Some(bound) => {
                 return Err(RepoError::ClusterMismatch {
-                    dir: self.dir.clone(),
+                    location: store.location().to_string(),
                     bound,
                     offered: cluster,
                 })
             }
             None => {
                 fresh.cluster = Some(cluster);
-                write_config(&self.dir, &fresh, false)?;
+                crate::failpoint!("repo.bind-cluster");
+                write_config(store, &fresh, false)?;
                 BindOutcome::Bound
             }
         };
@@ -416,9 +486,14 @@ impl Repository {
         Ok(outcome)
     }
 
-    /// The repository directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The storage port.
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    /// Where the repository is.
+    pub fn location(&self) -> &RepoLocation {
+        self.store.location()
     }
 
     /// The config as loaded (or last written by this handle).
@@ -441,31 +516,42 @@ impl Repository {
         &self.codec
     }
 
-    /// Absolute path and identity of a repository-relative name such as
-    /// `backups/<id>/base.tar.lz4`. The name is the file's authenticated identity.
-    pub fn resolve(&self, name: &str) -> Result<PathBuf, RepoError> {
-        let p = Path::new(name);
-        let ok = !name.is_empty()
-            && name != CONFIG_FILE
-            && !name.contains('\\')
-            && !name.split('/').any(|c| c.is_empty())
-            && p.components().all(|c| matches!(c, Component::Normal(_)));
-        if !ok {
-            return Err(RepoError::Invalid(format!(
-                "invalid repository file name {name:?}: use a relative path of plain components"
-            )));
-        }
-        Ok(self.dir.join(p))
+    /// The data key, in an encrypted repository.
+    pub fn data_key(&self) -> Option<&DataKey> {
+        self.codec.encryption.as_ref().map(|e| &*e.key)
     }
 
-    /// Starts writing repository file `name` (its parent directory must exist).
+    /// The backup catalog.
+    pub fn catalog(&self) -> Catalog<'_> {
+        Catalog::new(self.store.as_ref())
+    }
+
+    /// Starts writing repository file `name` (its identity) with the repository's codec.
     pub fn create_file(&self, name: &str) -> Result<FileSink, RepoError> {
-        Ok(FileSink::create(&self.resolve(name)?, name, &self.codec)?)
+        self.create_file_with(name, &self.codec)
+    }
+
+    /// Starts writing repository file `name` with another codec (archives the server
+    /// compressed are stored without compression of ours).
+    pub fn create_file_with(&self, name: &str, codec: &FileCodec) -> Result<FileSink, RepoError> {
+        check_file_name(name)?;
+        Ok(FileSink::create(self.store.as_ref(), name, codec)?)
     }
 
     /// Opens repository file `name` for authenticated, decompressed reading.
     pub fn open_file(&self, name: &str) -> Result<FileReader, RepoError> {
-        Ok(open_reader(&self.resolve(name)?, name, &self.codec)?)
+        self.open_file_with(name, &self.codec)
+    }
+
+    /// Opens repository file `name`, written with `codec`.
+    pub fn open_file_with(&self, name: &str, codec: &FileCodec) -> Result<FileReader, RepoError> {
+        check_file_name(name)?;
+        Ok(open_reader(self.store.as_ref(), name, codec)?)
+    }
+
+    /// Whether repository file `name` exists.
+    pub fn has_file(&self, name: &str) -> Result<bool, RepoError> {
+        Ok(self.store.head(name)?.is_some())
     }
 
     /// The cipher of new files, if encrypted.
@@ -474,8 +560,24 @@ impl Repository {
     }
 }
 
+/// A data file's name: a valid store name, and neither the config nor a lease.
+fn check_file_name(name: &str) -> Result<(), RepoError> {
+    let invalid =
+        |why: &str| RepoError::Invalid(format!("invalid repository file name {name:?}: {why}"));
+    if let Err(e) = crate::store::check_name(name) {
+        return Err(invalid(&match e {
+            StoreError::BadName { reason, .. } => reason.to_string(),
+            other => other.to_string(),
+        }));
+    }
+    if name == CONFIG_FILE || name.starts_with(&format!("{}/", lease::LOCKS_DIR)) {
+        return Err(invalid("it is not a data file"));
+    }
+    Ok(())
+}
+
 fn unwrap_data_key(
-    dir: &Path,
+    store: &dyn Store,
     config: &RepoConfig,
     enc: &EncryptionConfig,
     passphrase: &Secret,
@@ -483,9 +585,9 @@ fn unwrap_data_key(
     let id = config
         .repository_id_bytes()
         .map_err(|detail| RepoError::BadConfig {
-            path: dir.join(CONFIG_FILE),
+            location: store.describe(CONFIG_FILE),
             detail,
         })?;
-    let kek = enc.kdf.derive(passphrase).map_err(key_err(dir))?;
-    keywrap::unwrap(&kek, &enc.key_wrap, &id, FORMAT_VERSION).map_err(key_err(dir))
+    let kek = enc.kdf.derive(passphrase).map_err(key_err(store))?;
+    keywrap::unwrap(&kek, &enc.key_wrap, &id, FORMAT_VERSION).map_err(key_err(store))
 }

@@ -118,16 +118,17 @@ fn served(repo: &Repository, segment: &SegmentName) -> Result<Option<Served>, Pi
         WalFileName::Partial(*segment),
     ] {
         let stored = archive.stored_name(&ArchiveFileName::Wal(file));
-        if repo.resolve(&stored)?.exists() {
+        if repo.has_file(&stored)? {
             return Ok(Some((stored.clone(), Box::new(repo.open_file(&stored)?))));
         }
     }
-    let receiving = crate::receive::open_partial(repo, segment)
+    let receiving = crate::wal::partial::open_receiving(repo, segment)
         .map_err(|e| PitrError::Internal(format!("reading the segment being received: {e}")))?;
     // wal-fetch passes over an empty one for a backup's partial; reading it finds no commit,
     // and the scan goes on with the segment before, which at worst states an earlier commit.
     if let Some(reader) = receiving {
-        let stored = crate::receive::partial_file(segment, repo.codec().encryption.is_some());
+        let stored =
+            crate::wal::partial::receiving_name(segment, repo.codec().encryption.is_some());
         return Ok(Some((stored, Box::new(reader))));
     }
     match longest_backup_partial(repo, segment)? {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::Instant;
 
-use crate::catalog::{BackupRecord, Catalog, CatalogError};
+use crate::catalog::{BackupRecord, CatalogError};
 use crate::compress::{Compression, Decoder};
 use crate::fsutil::{self, FsError};
 use crate::layout;
@@ -104,7 +104,7 @@ pub enum RestoreError {
 /// Restores a backup. Blocking: call it from a blocking thread.
 pub fn run(repo: &Repository, plan: &RestorePlan) -> Result<RestoreSummary, RestoreError> {
     let started = Instant::now();
-    let catalog = Catalog::new(repo.dir());
+    let catalog = repo.catalog();
     let record = catalog.resolve(&plan.backup)?;
     record.verify_mac(
         repo.codec().encryption.as_ref().map(|e| &*e.key),
@@ -154,7 +154,7 @@ pub fn run(repo: &Repository, plan: &RestorePlan) -> Result<RestoreSummary, Rest
         };
         let name = layout::backup_file(&record.id, &archive.file);
         let reader =
-            open_reader(&repo.resolve(&name)?, &name, &codec).map_err(|e| RestoreError::Read {
+            open_reader(repo.store().as_ref(), &name, &codec).map_err(|e| RestoreError::Read {
                 file: name.clone(),
                 source: e.into_io(),
             })?;

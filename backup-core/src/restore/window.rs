@@ -85,7 +85,7 @@ pub fn load_history(repo: &Repository, timeline: TimelineId) -> Result<TimelineH
         return Ok(TimelineHistory::root(timeline));
     }
     let stored = layout::history_file(timeline.0, repo.codec());
-    if !repo.resolve(&stored)?.exists() {
+    if !repo.has_file(&stored)? {
         return Err(PitrError::NoHistory { timeline });
     }
     let mut content = Vec::new();
@@ -100,9 +100,7 @@ pub fn load_history(repo: &Repository, timeline: TimelineId) -> Result<TimelineH
 
 /// Whether the repository holds the history file of `timeline`.
 pub fn has_history(repo: &Repository, timeline: TimelineId) -> Result<bool, PitrError> {
-    Ok(repo
-        .resolve(&layout::history_file(timeline.0, repo.codec()))?
-        .exists())
+    Ok(repo.has_file(&layout::history_file(timeline.0, repo.codec()))?)
 }
 
 /// What `recovery_target_timeline = 'latest'` finds starting from `from`: like the server
@@ -207,10 +205,11 @@ pub(crate) fn served_partial_bytes(
         let reader = repo.open_file(stored)?;
         return count(reader, stored).map(Some);
     }
-    let receiving = crate::receive::open_partial(repo, segment)
+    let receiving = crate::wal::partial::open_receiving(repo, segment)
         .map_err(|e| PitrError::Internal(format!("reading the segment being received: {e}")))?;
     if let Some(reader) = receiving {
-        let stored = crate::receive::partial_file(segment, repo.codec().encryption.is_some());
+        let stored =
+            crate::wal::partial::receiving_name(segment, repo.codec().encryption.is_some());
         let bytes = count(reader, &stored)?;
         if bytes > 0 {
             return Ok(Some(bytes));

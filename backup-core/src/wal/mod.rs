@@ -5,6 +5,7 @@ pub mod archive;
 pub mod commits;
 pub mod history;
 pub mod page;
+pub mod partial;
 pub mod segment;
 
 #[cfg(test)]

@@ -104,6 +104,11 @@ pub fn cli_error(e: WalArchiveError) -> anyhow::Error {
             Some(_) => Failure::Verification,
         },
         W::StoredSize { .. } => Failure::Verification,
+        W::Sink {
+            source: backup_core::SinkError::Store(s),
+            ..
+        }
+        | W::Store(s) => crate::exit::classify_store(s),
         W::Source { .. } | W::Sink { .. } | W::Fs(_) => Failure::LocalIo,
     };
     classified(failure, e)

@@ -4,7 +4,6 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use backup_core::expire::{self, ExpireError, ExpireOptions, ExpireReport, PinError, Policy};
-use backup_core::RepoError;
 use clap::{ArgGroup, Args};
 
 use crate::args::RepoArgs;
@@ -74,7 +73,7 @@ pub async fn run(args: ExpireArgs) -> anyhow::Result<()> {
             let failure = failure(&e);
             classified(
                 failure,
-                anyhow::Error::new(e).context(format!("expire in {}", args.repo.repo.display())),
+                anyhow::Error::new(e).context(format!("expire in {}", args.repo.repo)),
             )
         })?;
     if args.json {
@@ -87,24 +86,19 @@ pub async fn run(args: ExpireArgs) -> anyhow::Result<()> {
 
 /// The exit code of each refusal (docs/cli.md, `pgstream expire`).
 pub(super) fn failure(e: &ExpireError) -> Failure {
-    use backup_core::catalog::CatalogError as C;
-    let catalog = |c: &C| match c {
-        C::Io { .. } => Failure::LocalIo,
-        C::NoSuchBackup { .. } | C::NoBackups => Failure::Repository,
-        C::Damaged { .. } | C::InvalidRecord { .. } => Failure::Verification,
-    };
     match e {
-        ExpireError::Repo(RepoError::Fs(_) | RepoError::Sink(_)) => Failure::LocalIo,
-        ExpireError::Repo(_) | ExpireError::NoBackups => Failure::Repository,
-        ExpireError::Catalog(c) | ExpireError::Record { source: c, .. } => catalog(c),
+        ExpireError::Repo(r) => crate::exit::classify_repo(r),
+        ExpireError::NoBackups => Failure::Repository,
+        ExpireError::Catalog(c) | ExpireError::Record { source: c, .. } => {
+            crate::exit::classify_catalog(c)
+        }
         ExpireError::History { .. } => Failure::Verification,
         ExpireError::Pin(PinError::Damaged { .. })
         | ExpireError::UnreadablePin(PinError::Damaged { .. }) => Failure::Verification,
-        ExpireError::Pin(_)
-        | ExpireError::UnreadablePin(_)
-        | ExpireError::Lock { .. }
-        | ExpireError::List { .. }
-        | ExpireError::Fs(_) => Failure::LocalIo,
+        ExpireError::Pin(PinError::Store(s)) | ExpireError::UnreadablePin(PinError::Store(s)) => {
+            crate::exit::classify_store(s)
+        }
+        ExpireError::Store(s) => crate::exit::classify_store(s),
         ExpireError::Policy(_) => Failure::Usage,
     }
 }
@@ -124,7 +118,7 @@ fn print_human(r: &ExpireReport) {
         println!("dry run: nothing is deleted");
     }
     for l in &r.leftovers {
-        println!("{would} backups/{l} (left by an interrupted expire)");
+        println!("{would} backups/{l} (left unfinished by a run that died)");
     }
     for k in &r.kept {
         let reasons: Vec<&str> = k.reasons.iter().map(|r| r.as_str()).collect();

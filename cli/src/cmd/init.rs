@@ -28,10 +28,10 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
         ..InitOptions::default()
     };
     let repo = Repository::init(&args.repo.repo, options, passphrase.as_ref())
-        .with_context(|| format!("creating repository {}", args.repo.repo.display()))?;
+        .with_context(|| format!("creating repository {}", args.repo.repo))?;
     println!(
         "created repository {} (id {}, compression {}, encryption {})",
-        args.repo.repo.display(),
+        args.repo.repo,
         repo.id(),
         compression,
         repo.aead().map(|a| a.name()).unwrap_or("none")

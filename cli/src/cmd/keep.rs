@@ -37,7 +37,7 @@ pub async fn run(args: KeepArgs) -> anyhow::Result<()> {
             .map_err(|e| {
                 classified(
                     super::expire::failure(&e),
-                    anyhow::Error::new(e).context(format!("keep in {}", args.repo.repo.display())),
+                    anyhow::Error::new(e).context(format!("keep in {}", args.repo.repo)),
                 )
             })?;
     let (pinned, changed, pinned_time) = match &outcome {

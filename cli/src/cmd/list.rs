@@ -9,8 +9,6 @@
 mod json;
 mod text;
 
-use std::path::Path;
-
 use anyhow::Context as _;
 use backup_core::catalog::{BackupRecord, Catalog};
 use backup_core::coverage::{self, CoverageError, WalCoverage};
@@ -35,7 +33,7 @@ struct Listed {
 
 /// What `list` prints, in either form.
 struct Listing {
-    repo: std::path::PathBuf,
+    repo: backup_core::store::RepoLocation,
     encrypted: bool,
     backups: Vec<Listed>,
     wal: WalCoverage,
@@ -47,7 +45,10 @@ const NEEDS_PASSPHRASE: &str = "the repository is encrypted and no passphrase wa
      partial segments end and each backup's recoverable window";
 
 pub fn run(args: ListArgs) -> anyhow::Result<()> {
-    let dir = &args.repo.repo;
+    let location = &args.repo.repo;
+    let store =
+        backup_core::store::open(location).map_err(|e| anyhow::Error::new(RepoError::from(e)))?;
+    let dir = store.as_ref();
     let config = match backup_core::repo::read_config(dir) {
         Ok(c) => c,
         Err(e @ RepoError::NotRepository { .. }) => return Err(classified(Failure::Repository, e)),
@@ -63,7 +64,7 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
     };
     let records = Catalog::new(dir)
         .list()
-        .with_context(|| format!("listing backups in {}", dir.display()))?;
+        .with_context(|| format!("listing backups in {location}"))?;
     let wal = coverage::wal_coverage(dir, repo.as_ref()).map_err(cli_error)?;
     let mut backups = Vec::new();
     let mut last_commits = LastCommits::default();
@@ -86,7 +87,7 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
         });
     }
     let listing = Listing {
-        repo: dir.clone(),
+        repo: location.clone(),
         encrypted,
         backups,
         wal,
@@ -108,7 +109,11 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
 /// Whether the backup is pinned (`pgstream keep`). The pin's checksum is always checked, and
 /// its MAC too when the repository is open with its key; a damaged pin is an error (exit 6)
 /// naming the file and how to fix it.
-fn pinned(dir: &Path, repo: Option<&Repository>, id: &str) -> anyhow::Result<bool> {
+fn pinned(
+    dir: &dyn backup_core::store::Store,
+    repo: Option<&Repository>,
+    id: &str,
+) -> anyhow::Result<bool> {
     let key = repo.and_then(|r| r.codec().encryption.as_ref().map(|e| e.key.as_ref()));
     match read_pin(dir, id, key) {
         Ok(pin) => Ok(pin.is_some()),
@@ -131,7 +136,7 @@ fn cli_error(e: CoverageError) -> anyhow::Error {
     match e {
         CoverageError::Repo(e) => anyhow::Error::new(e),
         CoverageError::Catalog(e) => anyhow::Error::new(e),
-        e @ CoverageError::Fs(_) => classified(Failure::LocalIo, e),
+        CoverageError::Store(e) => anyhow::Error::new(e),
         CoverageError::Window(e) => super::restore::cli_error(e),
     }
 }

@@ -54,18 +54,20 @@ pub fn open_repo(repo: &crate::args::RepoArgs) -> anyhow::Result<backup_core::Re
     use anyhow::Context as _;
     let passphrase = passphrase_if_needed(repo)?;
     backup_core::Repository::open(&repo.repo, passphrase.as_ref())
-        .with_context(|| format!("opening repository {}", repo.repo.display()))
+        .with_context(|| format!("opening repository {}", repo.repo))
 }
 
 /// The passphrase, when the repository is encrypted (an unencrypted one needs none).
 fn passphrase_if_needed(
     repo: &crate::args::RepoArgs,
 ) -> anyhow::Result<Option<backup_core::Secret>> {
-    let config = repo.repo.join(backup_core::repo::config::CONFIG_FILE);
-    let encrypted = match std::fs::read(&config) {
-        Ok(bytes) => backup_core::repo::config::decode(&bytes)
-            .map(|c| c.encryption.is_some())
-            .unwrap_or(true),
+    let config = backup_core::store::open(&repo.repo)
+        .map_err(backup_core::RepoError::from)
+        .and_then(|store| backup_core::repo::read_config(store.as_ref()));
+    let encrypted = match config {
+        Ok(c) => c.encryption.is_some(),
+        // A damaged config: ask anyway, and let Repository::open explain.
+        Err(backup_core::RepoError::BadConfig { .. }) => true,
         // Let Repository::open explain a missing repository.
         Err(_) => return Ok(None),
     };

@@ -95,8 +95,11 @@ fn failure_of(e: &ReceiveError) -> Failure {
             E::Protocol(_) | E::Unsupported { .. } | E::UnexpectedResult { .. } => Failure::Server,
             _ => Failure::Connection,
         },
-        ReceiveError::Repo(_) | ReceiveError::TimelineBehind { .. } | ReceiveError::Archive(_) => {
-            Failure::Repository
+        ReceiveError::Repo(r) => crate::exit::classify_repo(r),
+        ReceiveError::TimelineBehind { .. } | ReceiveError::Archive(_) => Failure::Repository,
+        ReceiveError::Store(s)
+        | ReceiveError::Partial(backup_core::receive::PartialError::Store(s)) => {
+            crate::exit::classify_store(s)
         }
         ReceiveError::Partial(_) | ReceiveError::Fs(_) => Failure::LocalIo,
         ReceiveError::UnsupportedServer { .. }

@@ -19,10 +19,10 @@ pub fn run(args: RekeyArgs) -> anyhow::Result<()> {
         format!("the new passphrase (--new-passphrase-file or {NEW_PASSPHRASE_ENV})")
     })?;
     Repository::rekey(&args.repo.repo, &old, &new)
-        .with_context(|| format!("changing the passphrase of {}", args.repo.repo.display()))?;
+        .with_context(|| format!("changing the passphrase of {}", args.repo.repo))?;
     println!(
         "passphrase changed for {}; no data was rewritten, and the old passphrase no longer opens it",
-        args.repo.repo.display()
+        args.repo.repo
     );
     Ok(())
 }

@@ -4,7 +4,6 @@
 //! their checksums) and the WAL archive's file names and times.
 
 use std::io::Write as _;
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use backup_core::catalog::Catalog;
@@ -122,7 +121,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             })
             .collect();
         let text = crate::metrics::status::render(
-            &args.repo.display().to_string(),
+            &args.repo.to_string(),
             overall.exit_code(),
             &checks,
             now,
@@ -148,7 +147,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         let json = json!({
             "status": overall.name(),
             "exit_code": overall.exit_code(),
-            "repo": args.repo.display().to_string(),
+            "repo": args.repo.to_string(),
             "checks": checks,
         });
         out = format!("{}\n", serde_json::to_string_pretty(&json)?);
@@ -156,7 +155,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         out.push_str(&format!(
             "pgstream status {}: {}\n",
             overall.name(),
-            args.repo.display()
+            args.repo
         ));
         for i in &report.items {
             out.push_str(&format!(
@@ -176,7 +175,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
 
 /// Prints `text`, or with `--output` replaces the file atomically (node_exporter's textfile
 /// collector must never read half a file), readable by the collector.
-fn write_out(output: Option<&Path>, text: &str) -> anyhow::Result<()> {
+fn write_out(output: Option<&std::path::Path>, text: &str) -> anyhow::Result<()> {
     use anyhow::Context as _;
     match output {
         None => {
@@ -246,49 +245,41 @@ fn by_age(d: Duration, warn: Duration, crit: Duration) -> Level {
 }
 
 fn repository(args: &StatusArgs, now: SystemTime, report: &mut Report) {
-    let repo = &args.repo;
-    let config_path = repo.join(backup_core::repo::config::CONFIG_FILE);
-    match std::fs::read(&config_path) {
-        Ok(bytes) => match backup_core::repo::config::decode(&bytes) {
-            Ok(c) => {
-                let bound = match &c.cluster {
-                    Some(id) => format!(
-                        "bound to system {} (PostgreSQL {})",
-                        id.system_identifier, id.major
-                    ),
-                    None => "not bound to a cluster yet".to_string(),
-                };
-                report.add(
-                    "repository",
-                    Level::Ok,
-                    format!(
-                        "configuration readable, {}, {bound}",
-                        if c.encryption.is_some() {
-                            "encrypted"
-                        } else {
-                            "unencrypted"
-                        }
-                    ),
-                );
-            }
-            Err(e) => {
-                report.add(
-                    "repository",
-                    Level::Critical,
-                    format!("{} is damaged: {e:?}", config_path.display()),
-                );
-                return;
-            }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    let location = &args.repo;
+    let store = match backup_core::store::open(location) {
+        Ok(s) => s,
+        Err(e) => {
+            report.add(
+                "repository",
+                Level::Unknown,
+                format!("cannot open {location}: {e}"),
+            );
+            return;
+        }
+    };
+    let repo = store.as_ref();
+    let config_path = repo.describe(backup_core::repo::config::CONFIG_FILE);
+    let config = match backup_core::repo::read_config(repo) {
+        Ok(c) => c,
+        Err(backup_core::RepoError::NotRepository { .. }) => {
             report.add(
                 "repository",
                 Level::Critical,
                 format!(
-                    "{} is not a pgstream repository (no {})",
-                    repo.display(),
+                    "{location} is not a pgstream repository (no {})",
                     backup_core::repo::config::CONFIG_FILE
                 ),
+            );
+            return;
+        }
+        Err(
+            e @ (backup_core::RepoError::BadConfig { .. }
+            | backup_core::RepoError::UnsupportedVersion { .. }),
+        ) => {
+            report.add(
+                "repository",
+                Level::Critical,
+                format!("{config_path} is damaged: {e}"),
             );
             return;
         }
@@ -296,16 +287,40 @@ fn repository(args: &StatusArgs, now: SystemTime, report: &mut Report) {
             report.add(
                 "repository",
                 Level::Unknown,
-                format!("cannot read {}: {e}", config_path.display()),
+                format!("cannot read {config_path}: {e}"),
             );
             return;
         }
-    }
+    };
+    let bound = match &config.cluster {
+        Some(id) => format!(
+            "bound to system {} (PostgreSQL {})",
+            id.system_identifier, id.major
+        ),
+        None => "not bound to a cluster yet".to_string(),
+    };
+    report.add(
+        "repository",
+        Level::Ok,
+        format!(
+            "configuration readable, {}, {bound}",
+            if config.encryption.is_some() {
+                "encrypted"
+            } else {
+                "unencrypted"
+            }
+        ),
+    );
     backups(repo, args, now, report);
-    wal(repo, args, now, report);
+    wal(repo, &config, args, now, report);
 }
 
-fn backups(repo: &Path, args: &StatusArgs, now: SystemTime, report: &mut Report) {
+fn backups(
+    repo: &dyn backup_core::store::Store,
+    args: &StatusArgs,
+    now: SystemTime,
+    report: &mut Report,
+) {
     let list = match Catalog::new(repo).list() {
         Ok(l) => l,
         Err(e) => {
@@ -369,14 +384,20 @@ fn backups(repo: &Path, args: &StatusArgs, now: SystemTime, report: &mut Report)
         );
 }
 
-fn wal(repo: &Path, args: &StatusArgs, now: SystemTime, report: &mut Report) {
-    let activity = match backup_core::health::wal_activity(repo) {
+fn wal(
+    repo: &dyn backup_core::store::Store,
+    config: &backup_core::repo::config::RepoConfig,
+    args: &StatusArgs,
+    now: SystemTime,
+    report: &mut Report,
+) {
+    let activity = match backup_core::health::wal_activity(repo, config) {
         Ok(a) => a,
         Err(e) => {
             report.add(
                 "wal archive",
                 Level::Unknown,
-                format!("cannot read {}/wal: {e}", repo.display()),
+                format!("cannot read {}: {e}", repo.describe("wal")),
             );
             return;
         }

@@ -12,7 +12,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let report = tokio::task::spawn_blocking(move || verify::verify(&repo, only.as_deref()))
         .await
         .context("the verify task failed")?
-        .with_context(|| format!("verifying {}", args.repo.repo.display()))?;
+        .with_context(|| format!("verifying {}", args.repo.repo))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -38,7 +38,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
         anyhow::anyhow!(
             "verification failed: {count} problem{} in {}",
             if count == 1 { "" } else { "s" },
-            args.repo.repo.display()
+            args.repo.repo
         ),
     ))
 }

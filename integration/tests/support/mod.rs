@@ -121,6 +121,9 @@ pub fn pgstream_bin() -> std::path::PathBuf {
                     "pgstream-cli",
                     "--bin",
                     "pgstream",
+                    // Failpoints stay off unless a test sets PGSTREAM_FAILPOINTS.
+                    "--features",
+                    "failpoints",
                 ])
                 .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
                 .status()

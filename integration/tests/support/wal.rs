@@ -4,7 +4,8 @@
 use std::io::Read;
 use std::path::Path;
 
-use backup_core::receive::{partial_file, PartialReader};
+use backup_core::receive::{receiving_name, PartialReader};
+use backup_core::store::RepoLocation;
 use backup_core::wal::{SegmentName, WalSegmentSize};
 use backup_core::{layout, Repository, Secret};
 use integration::Cluster;
@@ -12,7 +13,11 @@ use pgwire_repl::{Lsn, TimelineId};
 
 /// The repository at `repo`, opened with `passphrase`.
 pub fn open_repo(repo: &Path, passphrase: &str) -> Repository {
-    Repository::open(repo, Some(&Secret::new(passphrase.as_bytes().to_vec()))).unwrap()
+    Repository::open(
+        &RepoLocation::local(repo),
+        Some(&Secret::new(passphrase.as_bytes().to_vec())),
+    )
+    .unwrap()
 }
 
 /// A test file's passphrase, with the pgstream runs, repository opens and receivers that use it.
@@ -82,7 +87,7 @@ pub fn current_segment(pg: &Cluster, tli: u32, size: WalSegmentSize) -> SegmentN
 /// The bytes of the complete segment `seg` in the archive, if it is there.
 pub fn archived(repo: &Repository, seg: &SegmentName) -> Option<Vec<u8>> {
     let name = layout::wal_segment_file(seg, repo.codec());
-    if !repo.resolve(&name).unwrap().exists() {
+    if !repo.has_file(&name).unwrap() {
         return None;
     }
     let mut out = Vec::new();
@@ -95,13 +100,12 @@ pub fn archived(repo: &Repository, seg: &SegmentName) -> Option<Vec<u8>> {
 
 /// The valid bytes of receive-wal's partial for `seg`, if any.
 pub fn partial(repo: &Repository, seg: &SegmentName) -> Option<Vec<u8>> {
-    let name = partial_file(seg, true);
-    let path = repo.resolve(&name).unwrap();
-    if !path.exists() {
+    let name = receiving_name(seg, true);
+    if !repo.has_file(&name).unwrap() {
         return None;
     }
     let mut out = Vec::new();
-    PartialReader::open(&path, &name, repo.codec())
+    PartialReader::open(repo.store().as_ref(), &name, repo.codec())
         .unwrap()
         .read_to_end(&mut out)
         .unwrap();
@@ -132,4 +136,52 @@ pub fn write_wal(pg: &Cluster, rows: u32, switches: usize) {
              SELECT pg_switch_wal();",
         );
     }
+}
+
+/// Restores the repository's newest base backup into `target`, puts every complete segment
+/// the archive holds and receive-wal's partial of the next one (zero-padded) into its pg_wal,
+/// and starts it: crash recovery then replays every byte of WAL the repository received.
+pub fn restore_with_received_wal(
+    key: &Keyed,
+    major: u32,
+    repo_dir: &Path,
+    target: &Path,
+    ctx: &str,
+) -> Cluster {
+    let run = key.pgstream(&[
+        "restore",
+        "--repo",
+        repo_dir.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{ctx}: restore: {run:?}");
+    let repo = key.open_repo(repo_dir);
+    let size = WalSegmentSize::new(u64::from(repo.cluster().unwrap().wal_segment_size)).unwrap();
+    let state =
+        backup_core::receive::start::ArchiveState::scan(repo.store().as_ref(), repo.config())
+            .unwrap();
+    let mut segs = state.complete.clone();
+    segs.sort_by_key(|s| (s.timeline.0, s.segno));
+    let pg_wal = target.join("pg_wal");
+    for seg in &segs {
+        std::fs::write(pg_wal.join(seg.to_string()), archived(&repo, seg).unwrap()).unwrap();
+    }
+    let next = segs.last().expect("segments archived").next();
+    if let Some(mut tail) = partial(&repo, &next) {
+        tail.resize(size.bytes() as usize, 0);
+        std::fs::write(pg_wal.join(next.to_string()), tail).unwrap();
+    }
+    if let integration::ServerUser::Switch { name, .. } = integration::server_user() {
+        let status = std::process::Command::new("chown")
+            .arg("-R")
+            .arg(format!("{name}:"))
+            .arg(target)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    integration::cluster(major)
+        .restored_data_dir(target)
+        .start()
 }

@@ -17,7 +17,7 @@ use pgwire_repl::{Lsn, TimelineId};
 
 use super::window::{self, Window};
 use super::{RestoreError, RestorePlan, RestoreSummary, WalPlacement};
-use crate::catalog::{BackupRecord, Catalog, CatalogError};
+use crate::catalog::{BackupRecord, CatalogError};
 use crate::fsutil::{self, FsError};
 use crate::repo::{RepoError, Repository};
 use crate::wal::archive::{WalArchive, WalArchiveError};
@@ -137,7 +137,7 @@ pub enum PitrError {
 
 /// Restores `plan`. Blocking. Every check happens before anything is written.
 pub fn run(repo: &Repository, plan: &PitrPlan) -> Result<PitrSummary, PitrError> {
-    let catalog = Catalog::new(repo.dir());
+    let catalog = repo.catalog();
     let Some(recovery) = &plan.recovery else {
         check_force_safe(repo, plan, None)?;
         let backup = plan.backup.as_deref().unwrap_or("latest");
@@ -193,7 +193,7 @@ pub fn run(repo: &Repository, plan: &PitrPlan) -> Result<PitrSummary, PitrError>
 /// maps every tablespace of it into its scratch directory). Passing its id as `plan.backup`
 /// then restores exactly this backup.
 pub fn chosen_backup(repo: &Repository, plan: &PitrPlan) -> Result<BackupRecord, PitrError> {
-    let catalog = Catalog::new(repo.dir());
+    let catalog = repo.catalog();
     match &plan.recovery {
         None => Ok(catalog.resolve(plan.backup.as_deref().unwrap_or("latest"))?),
         Some(recovery) => {

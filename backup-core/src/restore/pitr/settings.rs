@@ -26,17 +26,12 @@ pub(super) fn restore_command(repo: &Repository, r: &Recovery) -> String {
         // Every segment is in pg_wal/; a failing command makes the server read it from there.
         return "false".into();
     }
-    let repo_dir = if repo.dir().is_absolute() {
-        repo.dir().to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(repo.dir()))
-            .unwrap_or_else(|_| repo.dir().to_path_buf())
-    };
+    // The server runs the command in its data directory: a relative path would not reach us.
+    let location = repo.location().absolute().to_string();
     let mut cmd = format!(
         "{} wal-fetch --repo {}",
         shell_quote(&r.program.to_string_lossy()),
-        shell_quote(&repo_dir.to_string_lossy())
+        shell_quote(&location)
     );
     if let Some(p) = &r.passphrase_file {
         cmd.push_str(&format!(

@@ -3,7 +3,7 @@
 
 use super::choose::end_time;
 use super::{PitrError, PitrPlan, Recovery, RecoveryTarget, TargetTime};
-use crate::catalog::{BackupRecord, Catalog};
+use crate::catalog::BackupRecord;
 use crate::repo::Repository;
 use crate::restore::window::Window;
 use crate::wal::commits::XactRecord;
@@ -54,23 +54,30 @@ pub(super) fn check_force_safe(
     }
     let record = match record {
         Some(r) => r.clone(),
-        None => Catalog::new(repo.dir()).resolve(plan.backup.as_deref().unwrap_or("latest"))?,
+        None => repo
+            .catalog()
+            .resolve(plan.backup.as_deref().unwrap_or("latest"))?,
     };
     let tablespaces = super::super::plan_tablespaces(&record, &plan.tablespace_map)?;
+    // Only a local repository can be inside (or around) a data directory.
     let repo_dir = repo
-        .dir()
-        .canonicalize()
-        .unwrap_or_else(|_| repo.dir().to_path_buf());
+        .location()
+        .absolute()
+        .local_path()
+        .map(|p| p.to_path_buf());
     for dir in std::iter::once(&plan.target).chain(tablespaces.values()) {
         let Ok(real) = dir.canonicalize() else {
             continue; // missing: nothing to empty
         };
-        if real.parent().is_none() || repo_dir.starts_with(&real) || real.starts_with(&repo_dir) {
+        let overlaps = repo_dir
+            .as_ref()
+            .is_some_and(|r| r.starts_with(&real) || real.starts_with(r));
+        if real.parent().is_none() || overlaps {
             return Err(PitrError::Invalid(format!(
                 "--force would empty {}, which holds or lies in the repository {}; nothing was \
                  written",
                 dir.display(),
-                repo.dir().display()
+                repo.location()
             )));
         }
         if real.join("postmaster.pid").exists() {

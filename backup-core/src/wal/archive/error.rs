@@ -8,6 +8,7 @@ use crate::fsutil::FsError;
 use crate::repo::config::ClusterIdentity;
 use crate::repo::RepoError;
 use crate::sink::SinkError;
+use crate::store::StoreError;
 use crate::wal::WalPageError;
 
 /// Why storing or fetching failed.
@@ -96,6 +97,8 @@ pub enum WalArchiveError {
     Repo(#[from] RepoError),
     #[error(transparent)]
     Fs(#[from] FsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
 }

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use super::{read_some, ArchiveFileName, FetchOutcome, WalArchive, WalArchiveError, BUFFER};
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::CatalogError;
 use crate::fsutil::{DurableFile, FsError, Replace};
 use crate::layout;
 use crate::repo::Repository;
@@ -35,7 +35,7 @@ impl WalArchive<'_> {
             }
         };
         let stored = self.stored_name(&file);
-        if self.repo.resolve(&stored)?.exists() {
+        if self.repo.store().head(&stored)?.is_some() {
             let expected = match &file {
                 ArchiveFileName::Wal(WalFileName::Segment(s)) => Some(s.seg_size.bytes()),
                 _ => None,
@@ -64,16 +64,16 @@ impl WalArchive<'_> {
             });
         }
         // The segment `receive-wal` is writing: everything it has received (and fsynced).
-        if let Some(mut partial) =
-            crate::receive::open_partial(self.repo, &segment).map_err(|e| {
-                WalArchiveError::Source {
-                    name: name.to_string(),
-                    source: std::io::Error::other(e.to_string()),
-                }
+        if let Some(mut partial) = crate::wal::partial::open_receiving(self.repo, &segment)
+            .map_err(|e| WalArchiveError::Source {
+                name: name.to_string(),
+                source: std::io::Error::other(e.to_string()),
             })?
         {
-            let stored =
-                crate::receive::partial_file(&segment, self.repo.codec().encryption.is_some());
+            let stored = crate::wal::partial::receiving_name(
+                &segment,
+                self.repo.codec().encryption.is_some(),
+            );
             let bytes = copy_reader(&mut partial, &stored, dest, None, Some(seg_bytes))?;
             if bytes > 0 {
                 return Ok(FetchOutcome::FromPartial { stored, bytes });
@@ -108,7 +108,8 @@ pub(crate) fn longest_backup_partial(
 ) -> Result<Option<(u64, String)>, CatalogError> {
     let name = segment.to_string();
     let seg_bytes = segment.seg_size.bytes();
-    Ok(Catalog::new(repo.dir())
+    Ok(repo
+        .catalog()
         .list()?
         .into_iter()
         .filter_map(|r| {

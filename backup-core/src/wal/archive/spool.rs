@@ -117,8 +117,8 @@ impl Spool {
                 continue;
             }
             let stored = archive.stored_name(&ArchiveFileName::Wal(WalFileName::Segment(*segment)));
-            match archive.repo.resolve(&stored) {
-                Ok(p) if p.exists() => {}
+            match archive.repo.store().head(&stored) {
+                Ok(Some(_)) => {}
                 // Not archived (yet): the server's request will find out, as without a spool.
                 _ => break,
             }

@@ -1,12 +1,11 @@
 //! Storing into the archive: idempotent, never overwriting, streamed and validated.
 
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 
 use super::{
     read_full, read_some, ArchiveFileName, StoreOutcome, WalArchive, WalArchiveError, BUFFER,
 };
 use crate::crc::Crc32c;
-use crate::fsutil;
 use crate::sink::SinkError;
 use crate::wal::WalFileName;
 
@@ -30,12 +29,8 @@ impl WalArchive<'_> {
     ) -> Result<StoreOutcome, WalArchiveError> {
         let name = file.to_string();
         let stored = self.stored_name(file);
-        let path = self.repo.resolve(&stored)?;
-        if path.exists() {
+        if self.repo.store().head(&stored)?.is_some() {
             return self.compare_existing(&name, &stored, src);
-        }
-        if let Some(parent) = path.parent() {
-            fsutil::create_dir_all_durably(parent)?;
         }
         let mut check = self.checker(file)?;
         let mut sink = self.repo.create_file(&stored)?;
@@ -56,7 +51,7 @@ impl WalArchive<'_> {
                 .map_err(|source| WalArchiveError::Sink {
                     stored: stored.clone(),
                     source: SinkError::Write {
-                        path: path.clone(),
+                        path: sink.path().into(),
                         source,
                     },
                 })?;
@@ -68,7 +63,7 @@ impl WalArchive<'_> {
                 tracing::debug!(file = %name, stored = %stored, "stored in the WAL archive");
                 Ok(StoreOutcome::Stored)
             }
-            Err(SinkError::Fs(e)) if e.source.kind() == io::ErrorKind::AlreadyExists => {
+            Err(SinkError::Store(e)) if e.is_already_exists() => {
                 // Someone stored the name meanwhile: same content or a conflict.
                 let (theirs_crc, theirs_len) = self.stored_crc(&stored)?;
                 if (theirs_crc, theirs_len) == (crc.value(), len) {

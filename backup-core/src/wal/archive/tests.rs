@@ -266,11 +266,14 @@ fn fetch_serves_receive_wal_partial_padded() {
     let seg_size = WalSegmentSize::new(MIB.into()).unwrap();
     let seg = SegmentName::new(pgwire_repl::TimelineId(1), 5, seg_size);
     let data = segment_bytes_prefix(5, 3 * 8192);
-    let identity = crate::receive::partial_file(&seg, true);
-    let path = repo.resolve(&identity).unwrap();
-    crate::fsutil::create_dir_all_durably(path.parent().unwrap()).unwrap();
-    let mut w = crate::receive::partial::PartialWriter::create(&path, &identity, seg, repo.codec())
-        .unwrap();
+    let identity = crate::wal::partial::receiving_name(&seg, true);
+    let mut w = crate::wal::partial::PartialWriter::create(
+        repo.store().as_ref(),
+        &identity,
+        seg,
+        repo.codec(),
+    )
+    .unwrap();
     w.append(&data).unwrap();
     w.sync().unwrap();
     drop(w);

@@ -12,7 +12,7 @@ use super::{Listed, Listing};
 
 pub(super) fn listing(l: &Listing) -> Value {
     json!({
-        "repository": l.repo.display().to_string(),
+        "repository": l.repo.to_string(),
         "encrypted": l.encrypted,
         "contents_read": l.wal.contents_read,
         "backups": l.backups.iter().map(backup).collect::<Vec<_>>(),

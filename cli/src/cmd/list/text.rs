@@ -12,12 +12,12 @@ use crate::cmd::human_bytes;
 pub(super) fn listing(l: &Listing) -> String {
     let mut out = String::new();
     if l.backups.is_empty() {
-        let _ = writeln!(out, "no backups in {}", l.repo.display());
+        let _ = writeln!(out, "no backups in {}", l.repo);
     } else {
         let _ = writeln!(
             out,
             "backups in {} ({}, oldest first):",
-            l.repo.display(),
+            l.repo,
             l.backups.len()
         );
         for b in &l.backups {

@@ -21,16 +21,13 @@
 //! reads exactly its valid bytes, verifying every record; [`PartialReader::end`] then says
 //! whether the file ended cleanly or with a torn/damaged record.
 
-use std::fs::File;
 use std::io::{self, BufReader, Read};
-use std::path::{Path, PathBuf};
 
-use crate::crypto::{
-    hkdf_sha256, random_bytes, sha256, Aead, AeadKey, DataKey, NONCE_LEN, TAG_LEN,
-};
-use crate::fsutil::{FsError, PresizedFile};
+use crate::crypto::filekey::{counter_nonce, derive_file_key, KeyDomain};
+use crate::crypto::{random_bytes, sha256, Aead, AeadKey, TAG_LEN};
 use crate::ioutil::read_full;
 use crate::sink::FileCodec;
+use crate::store::{AppendFile, Store, StoreError};
 use crate::wal::{SegmentName, WalSegmentSize};
 use pgwire_repl::TimelineId;
 
@@ -42,9 +39,6 @@ pub const PARTIAL_FORMAT_VERSION: u16 = 1;
 pub const CIPHER_NONE: u8 = 0;
 /// Largest payload of one record (bounds reader memory on a hostile file).
 pub const MAX_RECORD_LEN: u32 = 1 << 20;
-/// HKDF info prefix of partial-file keys (SHA-256 of the identity follows). Distinct from the
-/// stored-file prefix, so the two formats never share a key.
-pub const PARTIAL_KEY_INFO_PREFIX: &[u8] = b"pgstream-partial-key";
 /// Bytes of a record before its payload.
 pub const RECORD_HEADER_LEN: usize = 12;
 const FIXED_HEADER_LEN: usize = 8 + 2 + 1 + 1 + 4 + 4 + 8 + 32 + 2;
@@ -55,28 +49,28 @@ const CRC_LEN: usize = 4;
 pub enum PartialError {
     /// Creating, writing or syncing failed.
     #[error(transparent)]
-    Fs(#[from] FsError),
+    Store(#[from] StoreError),
     /// Reading failed.
-    #[error("reading {}: {source}", path.display())]
+    #[error("reading {path}: {source}")]
     Read {
-        path: PathBuf,
+        path: String,
         #[source]
         source: io::Error,
     },
     /// Not a partial segment of this repository, or of another segment.
-    #[error("{}: not a usable partial WAL segment: {detail}", path.display())]
-    BadHeader { path: PathBuf, detail: String },
+    #[error("{path}: not a usable partial WAL segment: {detail}")]
+    BadHeader { path: String, detail: String },
     /// A write would go past the end of the segment.
-    #[error("{}: {len} more bytes do not fit in the segment (at offset {at} of {seg_size})", path.display())]
+    #[error("{path}: {len} more bytes do not fit in the segment (at offset {at} of {seg_size})")]
     Overflow {
-        path: PathBuf,
+        path: String,
         at: u64,
         len: usize,
         seg_size: u64,
     },
     /// Key derivation or sealing failed (OpenSSL).
-    #[error("{}: encryption failed: {detail}", path.display())]
-    Crypto { path: PathBuf, detail: String },
+    #[error("{path}: encryption failed: {detail}")]
+    Crypto { path: String, detail: String },
 }
 
 /// How the records of a partial file end.
@@ -118,7 +112,7 @@ impl PartialHeader {
         h
     }
 
-    fn parse(raw: &[u8], path: &Path) -> Result<(PartialHeader, usize), PartialError> {
+    fn parse(raw: &[u8], path: &str) -> Result<(PartialHeader, usize), PartialError> {
         let bad = |detail: String| PartialError::BadHeader {
             path: path.into(),
             detail,
@@ -172,22 +166,19 @@ struct Sealer {
     header_hash: [u8; 32],
 }
 
-fn nonce(index: u64) -> [u8; NONCE_LEN] {
-    let mut n = [0u8; NONCE_LEN];
-    n[4..].copy_from_slice(&index.to_be_bytes());
-    n
-}
-
 impl Sealer {
     fn new(header: &PartialHeader, raw: &[u8], codec: &FileCodec) -> Result<Sealer, String> {
         let cipher = match (header.aead, &codec.encryption) {
             (None, _) => None,
             (Some(aead), Some(enc)) => {
-                let key = zeroize::Zeroizing::new(
-                    derive_key(&enc.key, &header.salt, &header.identity)
-                        .map_err(|e| e.to_string())?,
-                );
-                Some(AeadKey::new(aead, &key).map_err(|e| e.to_string())?)
+                let key = derive_file_key(
+                    &enc.key,
+                    &header.salt,
+                    KeyDomain::PartialSegment,
+                    &header.identity,
+                )
+                .map_err(|e| e.to_string())?;
+                Some(AeadKey::new(aead, key.bytes()).map_err(|e| e.to_string())?)
             }
             (Some(_), None) => {
                 return Err("the file is encrypted but the repository has no key".into())
@@ -230,7 +221,7 @@ impl Sealer {
         let aad = self.aad(index, offset, len);
         match &self.cipher {
             Some(cipher) => cipher
-                .seal_append(&nonce(index), &aad, payload, out)
+                .seal_append(&counter_nonce(index), &aad, payload, out)
                 .map_err(|e| e.to_string()),
             None => {
                 out.extend_from_slice(payload);
@@ -248,7 +239,7 @@ impl Sealer {
             Some(cipher) => {
                 let mut plain = Vec::new();
                 cipher
-                    .open_into(&nonce(index), &aad, sealed, &mut plain)
+                    .open_into(&counter_nonce(index), &aad, sealed, &mut plain)
                     .then_some(plain)
             }
             None => {
@@ -260,22 +251,12 @@ impl Sealer {
     }
 }
 
-/// HKDF-SHA256(data key, salt, "pgstream-partial-key" ‖ SHA-256(identity)).
-fn derive_key(
-    data_key: &DataKey,
-    salt: &[u8],
-    identity: &str,
-) -> Result<[u8; 32], crate::crypto::CryptoError> {
-    let info = [PARTIAL_KEY_INFO_PREFIX, &sha256(&[identity.as_bytes()])].concat();
-    hkdf_sha256(data_key.bytes(), salt, &info)
-}
-
 /// Reads the valid WAL bytes of a partial file, verifying each record in order. It stops (with
 /// EOF) at the first record that is missing, torn or does not authenticate; [`Self::end`] tells
 /// which. Memory: one record.
 pub struct PartialReader {
-    file: BufReader<File>,
-    path: PathBuf,
+    file: BufReader<Box<dyn Read + Send>>,
+    path: String,
     header: PartialHeader,
     sealer: Sealer,
     file_pos: u64,
@@ -297,14 +278,17 @@ impl std::fmt::Debug for PartialReader {
 }
 
 impl PartialReader {
-    /// Opens `path`, which must be the partial file named `identity` (its repository-relative
-    /// name) of a repository with `codec`.
-    pub fn open(path: &Path, identity: &str, codec: &FileCodec) -> Result<Self, PartialError> {
+    /// Opens partial file `name` (also its identity) of the repository in `store`, whose
+    /// files use `codec`.
+    pub fn open(store: &dyn Store, name: &str, codec: &FileCodec) -> Result<Self, PartialError> {
+        let identity = name;
+        let path = store.describe(name);
+        let path = path.as_str();
         let read_err = |source| PartialError::Read {
             path: path.into(),
             source,
         };
-        let mut file = BufReader::with_capacity(256 * 1024, File::open(path).map_err(read_err)?);
+        let mut file = BufReader::with_capacity(256 * 1024, store.open(name)?);
         let mut raw = vec![0u8; FIXED_HEADER_LEN + 1024];
         let got = read_full(&mut file, &mut raw[..FIXED_HEADER_LEN]).map_err(read_err)?;
         raw.truncate(got);
@@ -445,7 +429,7 @@ impl Read for PartialReader {
 /// Appends WAL to a partial file. Not durable until [`Self::sync`].
 #[derive(Debug)]
 pub struct PartialWriter {
-    file: PresizedFile,
+    file: Box<dyn AppendFile>,
     sealer: SealerBox,
     segment: SegmentName,
     file_pos: u64,
@@ -473,57 +457,57 @@ fn initial_size(header_len: usize, seg_size: u64, tag_len: usize) -> u64 {
 }
 
 impl PartialWriter {
-    /// Creates a new, empty partial file for `segment` at `path` (named `identity` in the
-    /// repository), replacing any file there.
+    /// Creates a new, empty partial file for `segment` as object `name` of `store` (its
+    /// identity), replacing any file there. The store must offer files written in place.
     pub fn create(
-        path: &Path,
-        identity: &str,
+        store: &dyn Store,
+        name: &str,
         segment: SegmentName,
         codec: &FileCodec,
     ) -> Result<Self, PartialError> {
-        Self::start(path, identity, segment, codec, None)
+        Self::start(store, name, segment, codec, None)
     }
 
-    /// Reopens the partial file at `path` after a stop or a crash: its valid prefix is copied
-    /// into a fresh file (new salt, so new key) that replaces it, and writing continues after
-    /// it. A missing file is created. Returns the writer and how the old file ended.
+    /// Reopens partial file `name` after a stop or a crash: its valid prefix is copied into a
+    /// fresh file (new salt, so new key) that replaces it, and writing continues after it. A
+    /// missing file is created. Returns the writer and how the old file ended.
     pub fn resume(
-        path: &Path,
-        identity: &str,
+        store: &dyn Store,
+        name: &str,
         segment: SegmentName,
         codec: &FileCodec,
     ) -> Result<(Self, PartialEnd), PartialError> {
-        match PartialReader::open(path, identity, codec) {
+        match PartialReader::open(store, name, codec) {
             Ok(reader) => {
                 if reader.segment() != segment {
                     return Err(PartialError::BadHeader {
-                        path: path.into(),
+                        path: store.describe(name),
                         detail: format!("it holds segment {}, not {segment}", reader.segment()),
                     });
                 }
                 let mut reader = reader;
-                let w = Self::start(path, identity, segment, codec, Some(&mut reader))?;
+                let w = Self::start(store, name, segment, codec, Some(&mut reader))?;
                 Ok((w, reader.end.clone()))
             }
-            Err(PartialError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                Ok((
-                    Self::create(path, identity, segment, codec)?,
-                    PartialEnd::Clean,
-                ))
-            }
+            Err(PartialError::Store(e)) if e.is_not_found() => Ok((
+                Self::create(store, name, segment, codec)?,
+                PartialEnd::Clean,
+            )),
             Err(e) => Err(e),
         }
     }
 
     fn start(
-        path: &Path,
-        identity: &str,
+        store: &dyn Store,
+        name: &str,
         segment: SegmentName,
         codec: &FileCodec,
         prefix: Option<&mut PartialReader>,
     ) -> Result<Self, PartialError> {
+        let identity = name;
+        let path = store.describe(name);
         let crypto = |detail: String| PartialError::Crypto {
-            path: path.into(),
+            path: path.clone(),
             detail,
         };
         let header = PartialHeader {
@@ -534,15 +518,15 @@ impl PartialWriter {
         };
         if identity.len() > 1024 {
             return Err(PartialError::BadHeader {
-                path: path.into(),
+                path,
                 detail: "identity longer than 1024 bytes".into(),
             });
         }
         let raw = header.encode();
         let sealer = Sealer::new(&header, &raw, codec).map_err(crypto)?;
         let allocated = initial_size(raw.len(), segment.seg_size.bytes(), sealer.tag_len());
-        let file = PresizedFile::create(path, allocated)?;
-        file.write_all_at(&raw, 0)?;
+        let file = store.create_appendable(name, allocated)?;
+        file.write_at(&raw, 0)?;
         let mut w = PartialWriter {
             file,
             sealer: SealerBox(sealer),
@@ -559,7 +543,7 @@ impl PartialWriter {
             let mut buf = vec![0u8; MAX_RECORD_LEN as usize];
             loop {
                 let n = read_full(reader, &mut buf).map_err(|source| PartialError::Read {
-                    path: path.into(),
+                    path: path.clone(),
                     source,
                 })?;
                 if n == 0 {
@@ -599,9 +583,9 @@ impl PartialWriter {
         self.written == self.segment.seg_size.bytes()
     }
 
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        self.file.path()
+    /// Where the file is, for messages.
+    pub fn describe(&self) -> String {
+        self.file.describe()
     }
 
     /// Appends `data` (one record per [`MAX_RECORD_LEN`] bytes).
@@ -609,7 +593,7 @@ impl PartialWriter {
         let seg_size = self.segment.seg_size.bytes();
         if self.written + data.len() as u64 > seg_size {
             return Err(PartialError::Overflow {
-                path: self.file.path().into(),
+                path: self.file.describe(),
                 at: self.written,
                 len: data.len(),
                 seg_size,
@@ -624,7 +608,7 @@ impl PartialWriter {
                 .seal(self.index, self.written, piece, &mut record);
             if let Err(detail) = sealed {
                 return Err(PartialError::Crypto {
-                    path: self.file.path().into(),
+                    path: self.file.describe(),
                     detail,
                 });
             }
@@ -636,7 +620,7 @@ impl PartialWriter {
                 self.file.set_len(self.allocated)?;
                 self.resized = true;
             }
-            self.file.write_all_at(&record, self.file_pos)?;
+            self.file.write_at(&record, self.file_pos)?;
             self.record = record;
             self.file_pos = end;
             self.index += 1;
@@ -658,6 +642,32 @@ impl PartialWriter {
         }
         self.synced = self.written;
         Ok(())
+    }
+}
+
+/// The stored name of receive-wal's partial file for `segment`:
+/// `wal/<shard>/<segment>.partial.recv[.enc]`.
+pub fn receiving_name(segment: &SegmentName, encrypted: bool) -> String {
+    format!(
+        "{}/{segment}{}{}",
+        crate::layout::wal_segment_dir(segment),
+        crate::index::RECEIVING_SUFFIX,
+        if encrypted { ".enc" } else { "" }
+    )
+}
+
+/// The partial file receive-wal is writing for `segment`, if the archive has one, opened for
+/// reading its valid bytes (wal-fetch and restore serve it under the segment's name, padded
+/// with zeros, only as the newest segment of the timeline being replayed).
+pub fn open_receiving(
+    repo: &crate::repo::Repository,
+    segment: &SegmentName,
+) -> Result<Option<PartialReader>, PartialError> {
+    let name = receiving_name(segment, repo.codec().encryption.is_some());
+    match PartialReader::open(repo.store().as_ref(), &name, repo.codec()) {
+        Ok(r) => Ok(Some(r)),
+        Err(PartialError::Store(e)) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -1,6 +1,8 @@
 use super::*;
 use crate::compress::Compression;
 use crate::crypto::DataKey;
+use crate::store::local::LocalStore;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const MIB: u64 = 1 << 20;
@@ -35,8 +37,13 @@ fn wal(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The local store holding `path`, the file stored as [`ID`] (three name components).
+fn at(path: &Path) -> LocalStore {
+    LocalStore::new(path.ancestors().nth(3).unwrap())
+}
+
 fn read_all(path: &Path, codec: &FileCodec) -> (Vec<u8>, PartialEnd) {
-    let mut r = PartialReader::open(path, ID, codec).unwrap();
+    let mut r = PartialReader::open(&at(path), ID, codec).unwrap();
     let mut out = Vec::new();
     r.read_to_end(&mut out).unwrap();
     assert_eq!(r.valid_len(), out.len() as u64);
@@ -46,10 +53,10 @@ fn read_all(path: &Path, codec: &FileCodec) -> (Vec<u8>, PartialEnd) {
 /// Writes `pieces` as one record each; returns the path, the content and each record's end
 /// offset in the file.
 fn write(dir: &Path, codec: &FileCodec, pieces: &[usize]) -> (PathBuf, Vec<u8>, Vec<u64>) {
-    let path = dir.join("p");
+    let path = dir.join(ID);
     let total: usize = pieces.iter().sum();
     let content = wal(total);
-    let mut w = PartialWriter::create(&path, ID, segment(), codec).unwrap();
+    let mut w = PartialWriter::create(&LocalStore::new(dir), ID, segment(), codec).unwrap();
     let mut at = 0;
     let mut ends = Vec::new();
     for &n in pieces {
@@ -89,8 +96,9 @@ fn round_trip_for_every_codec() {
 fn a_whole_segment_fits_and_one_byte_more_does_not() {
     for codec in codecs() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("p");
-        let mut w = PartialWriter::create(&path, ID, segment(), &codec).unwrap();
+        let path = dir.path().join(ID);
+        let mut w =
+            PartialWriter::create(&LocalStore::new(dir.path()), ID, segment(), &codec).unwrap();
         let content = wal(MIB as usize);
         w.append(&content).unwrap();
         assert!(w.is_complete());
@@ -151,7 +159,7 @@ fn every_flipped_byte_is_detected_and_only_a_valid_prefix_is_returned() {
         let dir = tempfile::tempdir().unwrap();
         let (path, content, ends) = write(dir.path(), &codec, &[3000, 2000, 1000]);
         let bytes = std::fs::read(&path).unwrap();
-        let tag = PartialReader::open(&path, ID, &codec)
+        let tag = PartialReader::open(&at(&path), ID, &codec)
             .unwrap()
             .sealer
             .tag_len() as u64;
@@ -160,7 +168,7 @@ fn every_flipped_byte_is_detected_and_only_a_valid_prefix_is_returned() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x20;
             std::fs::write(&path, &bad).unwrap();
-            let reader = PartialReader::open(&path, ID, &codec);
+            let reader = PartialReader::open(&at(&path), ID, &codec);
             if (i as u64) < header_len {
                 // Salt bytes give another key; a different header hash fails record 0.
                 if let Ok(mut r) = reader {
@@ -212,8 +220,11 @@ fn reordered_spliced_and_moved_records_fail() {
     assert_eq!(read_all(&path, codec).0, content[..1000]);
     // The intact file under another name does not open.
     std::fs::write(&path, &bytes).unwrap();
-    let err = PartialReader::open(&path, "wal/x/000000010000000000000004.partial.recv", codec)
-        .unwrap_err();
+    let moved = "wal/x/000000010000000000000004.partial.recv";
+    let store = at(&path);
+    std::fs::create_dir_all(dir.path().join("wal/x")).unwrap();
+    std::fs::write(dir.path().join(moved), &bytes).unwrap();
+    let err = PartialReader::open(&store, moved, codec).unwrap_err();
     assert!(err.to_string().contains("written as"), "{err}");
     // Nor with the wrong repository key.
     let wrong = FileCodec::encrypted(
@@ -223,7 +234,7 @@ fn reordered_spliced_and_moved_records_fail() {
     );
     assert!(read_all(&path, &wrong).0.is_empty());
     // Nor as an unencrypted repository's file.
-    assert!(PartialReader::open(&path, ID, &codecs()[0]).is_err());
+    assert!(PartialReader::open(&store, ID, &codecs()[0]).is_err());
 }
 
 #[test]
@@ -236,7 +247,7 @@ fn resume_keeps_the_valid_prefix_under_a_fresh_key_and_continues() {
         let mut torn = before.clone();
         torn[ends[2] as usize - 5] ^= 1;
         std::fs::write(&path, &torn).unwrap();
-        let (mut w, end) = PartialWriter::resume(&path, ID, segment(), &codec).unwrap();
+        let (mut w, end) = PartialWriter::resume(&at(&path), ID, segment(), &codec).unwrap();
         assert!(matches!(end, PartialEnd::Invalid { .. }), "{end:?}");
         assert_eq!(w.len(), 8000);
         assert_eq!(w.synced_len(), 8000);
@@ -251,19 +262,21 @@ fn resume_keeps_the_valid_prefix_under_a_fresh_key_and_continues() {
         if codec.encryption.is_some() {
             assert_ne!(after[28..60], before[28..60], "a fresh salt");
         }
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temporary file left");
         // Resuming a missing file starts an empty one; the wrong segment is refused.
-        let (w, _) = PartialWriter::resume(&dir.path().join("new"), ID, segment(), &codec).unwrap();
+        let empty = LocalStore::new(dir.path().join("new"));
+        let (w, _) = PartialWriter::resume(&empty, ID, segment(), &codec).unwrap();
         assert!(w.is_empty());
-        assert!(PartialWriter::resume(&path, ID, segment().next(), &codec).is_err());
+        assert!(PartialWriter::resume(&at(&path), ID, segment().next(), &codec).is_err());
     }
 }
 
 #[test]
 fn garbage_is_refused_at_open() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("p");
+    let path = dir.path().join(ID);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     for junk in [
         &b""[..],
         b"PGSTPART",
@@ -272,8 +285,21 @@ fn garbage_is_refused_at_open() {
     ] {
         std::fs::write(&path, junk).unwrap();
         assert!(matches!(
-            PartialReader::open(&path, ID, &codecs()[1]),
+            PartialReader::open(&at(&path), ID, &codecs()[1]),
             Err(PartialError::BadHeader { .. })
         ));
     }
+}
+
+#[test]
+fn receiving_names() {
+    let seg = SegmentName::new(TimelineId(2), 0x1_05, WalSegmentSize::DEFAULT);
+    assert_eq!(
+        receiving_name(&seg, true),
+        "wal/0000000200000001/000000020000000100000005.partial.recv.enc"
+    );
+    assert_eq!(
+        receiving_name(&seg, false),
+        "wal/0000000200000001/000000020000000100000005.partial.recv"
+    );
 }
