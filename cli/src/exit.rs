@@ -95,12 +95,15 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
     err.downcast_ref::<Hint>().map(|h| h.0.clone())
 }
 
-/// The SQLSTATEs of the server errors in `err` (every host's, when all refused).
-fn sqlstates(err: &anyhow::Error) -> Vec<String> {
-    fn client(e: &pgwire_repl::Error, out: &mut Vec<String>) {
+/// The server errors in `err` as (SQLSTATE, message), every host's when all refused.
+fn server_errors(err: &anyhow::Error) -> Vec<(String, String)> {
+    fn client(e: &pgwire_repl::Error, out: &mut Vec<(String, String)>) {
         match e {
             pgwire_repl::Error::AllHostsFailed(all) => all.iter().for_each(|e| client(e, out)),
-            e => out.extend(e.code().map(str::to_string)),
+            e => out.extend(
+                e.as_db_error()
+                    .map(|db| (db.code.clone(), db.message.clone())),
+            ),
         }
     }
     let mut out = Vec::new();
@@ -120,10 +123,16 @@ fn sqlstates(err: &anyhow::Error) -> Vec<String> {
     out
 }
 
-/// For a walsender refused to a role without REPLICATION (SQLSTATE 42501): the fix that
-/// `pgstream check` prints.
+/// For a walsender refused to a role without REPLICATION: the fix that `pgstream check`
+/// prints. Only SQLSTATE 42501 about starting a WAL sender ("permission denied to start WAL
+/// sender", before 16 "must be superuser or replication role to start walsender"); 42501 is
+/// also a file the server cannot read, which no ALTER ROLE fixes.
 pub fn replication_role_hint(err: anyhow::Error, role: &str) -> anyhow::Error {
-    if !sqlstates(&err).iter().any(|c| c == "42501") {
+    let walsender_refused = server_errors(&err).iter().any(|(code, message)| {
+        let m = message.to_ascii_lowercase();
+        code == "42501" && (m.contains("wal sender") || m.contains("walsender"))
+    });
+    if !walsender_refused {
         return err;
     }
     err.context(Hint(format!(
@@ -378,6 +387,15 @@ mod tests {
         assert_eq!(classify(&e), Failure::Server);
         let other = replication_role_hint(anyhow::anyhow!("disk full"), "plain");
         assert!(hint(&other).is_none());
+        // 42501 for a file the server cannot read: no ALTER ROLE hint.
+        let unreadable = pgwire_repl::Error::Server(Box::new(pgwire_repl::DbError {
+            severity: "ERROR".into(),
+            code: "42501".into(),
+            message: "could not open file \"./x\": Permission denied".into(),
+            ..pgwire_repl::DbError::default()
+        }));
+        let e = replication_role_hint(anyhow::Error::new(BaseBackupError::Client(unreadable)), "p");
+        assert!(hint(&e).is_none());
     }
 
     #[test]
