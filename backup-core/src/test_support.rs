@@ -78,6 +78,8 @@ pub(crate) fn mem_repo(
 /// The config of an unencrypted lz4 repository bound to a 16 MiB-segment cluster.
 pub(crate) fn bound_config() -> RepoConfig {
     RepoConfig {
+        format_version: crate::repo::config::FORMAT_VERSION,
+        mac: None,
         repository_id: "00".repeat(16),
         created_unix: 0,
         compression: Compression::Lz4,
@@ -129,5 +131,28 @@ pub(crate) fn backup_record(id: &str, start_segno: u64) -> BackupRecord {
         history_files: vec![],
         checksum: None,
         mac: None,
+        key_id: None,
     }
+}
+
+/// A 1 MiB WAL segment of timeline `tli` with `valid` page headers (the rest zero), like the
+/// server's files; its first page's long header names cluster `sysid`.
+pub(crate) fn wal_segment(sysid: u64, tli: u32, segno: u64, valid: usize) -> Vec<u8> {
+    const MIB: u32 = 1 << 20;
+    let mut out = vec![0u8; MIB as usize];
+    for (k, page) in out.chunks_mut(8192).take(valid).enumerate() {
+        page[0..2].copy_from_slice(&0xD113u16.to_le_bytes());
+        let info: u16 = if k == 0 { 2 } else { 0 };
+        page[2..4].copy_from_slice(&info.to_le_bytes());
+        page[4..8].copy_from_slice(&tli.to_le_bytes());
+        let addr = segno * u64::from(MIB) + (k * 8192) as u64;
+        page[8..16].copy_from_slice(&addr.to_le_bytes());
+        page[40..48].copy_from_slice(&(segno * 1000 + k as u64).to_le_bytes());
+        if k == 0 {
+            page[24..32].copy_from_slice(&sysid.to_le_bytes());
+            page[32..36].copy_from_slice(&MIB.to_le_bytes());
+            page[36..40].copy_from_slice(&8192u32.to_le_bytes());
+        }
+    }
+    out
 }

@@ -283,7 +283,9 @@ pub(crate) fn classify_store(e: &StoreError) -> Failure {
         | StoreError::AlreadyExists { .. }
         | StoreError::NotFound { .. } => Failure::Repository,
         StoreError::TooLarge { .. } => Failure::Verification,
-        StoreError::BadName { .. } | StoreError::Unsupported { .. } => Failure::Usage,
+        StoreError::BadName { .. }
+        | StoreError::Unsupported { .. }
+        | StoreError::Unavailable { .. } => Failure::Usage,
         StoreError::Io { .. } => Failure::LocalIo,
     }
 }

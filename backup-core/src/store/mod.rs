@@ -103,6 +103,14 @@ pub enum StoreError {
         /// Who holds it.
         holder: Box<LeaseInfo>,
     },
+    /// No backend serves this location in this build.
+    #[error("{location}: {reason}")]
+    Unavailable {
+        /// The location.
+        location: String,
+        /// Why, and what to do.
+        reason: &'static str,
+    },
     /// The backend cannot do this.
     #[error("{backend} repositories do not support {what}")]
     Unsupported {
@@ -136,7 +144,9 @@ impl StoreError {
             StoreError::Io { source, .. } => source.kind(),
             StoreError::BadName { .. } | StoreError::TooLarge { .. } => io::ErrorKind::InvalidInput,
             StoreError::LeaseHeld { .. } => io::ErrorKind::WouldBlock,
-            StoreError::Unsupported { .. } => io::ErrorKind::Unsupported,
+            StoreError::Unsupported { .. } | StoreError::Unavailable { .. } => {
+                io::ErrorKind::Unsupported
+            }
         }
     }
 
@@ -295,13 +305,13 @@ pub fn get_if_exists(
 pub fn open(location: &RepoLocation) -> Result<SharedStore, StoreError> {
     match location {
         RepoLocation::Local(path) => Ok(Arc::new(local::LocalStore::new(path))),
-        RepoLocation::S3 { .. } => Err(StoreError::Unsupported {
-            backend: "S3",
-            what: "this build (object-store repositories are not built in yet)",
+        RepoLocation::S3 { .. } => Err(StoreError::Unavailable {
+            location: location.to_string(),
+            reason: "this pgstream has no object-store backend; use a directory",
         }),
-        RepoLocation::Memory(_) => Err(StoreError::Unsupported {
-            backend: "in-memory",
-            what: "opening by location (tests create them directly)",
+        RepoLocation::Memory(_) => Err(StoreError::Unavailable {
+            location: location.to_string(),
+            reason: "in-memory repositories exist only inside tests",
         }),
     }
 }

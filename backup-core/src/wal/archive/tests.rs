@@ -21,22 +21,7 @@ pub(super) fn repo(dir: &Path, bound: bool) -> Repository {
 
 /// A 1 MiB segment with `valid` page headers (the rest zero), like the server's files.
 pub(super) fn segment(sysid: u64, tli: u32, segno: u64, valid: usize) -> Vec<u8> {
-    let mut out = vec![0u8; MIB as usize];
-    for (k, page) in out.chunks_mut(8192).take(valid).enumerate() {
-        page[0..2].copy_from_slice(&0xD113u16.to_le_bytes());
-        let info: u16 = if k == 0 { 2 } else { 0 };
-        page[2..4].copy_from_slice(&info.to_le_bytes());
-        page[4..8].copy_from_slice(&tli.to_le_bytes());
-        let addr = segno * u64::from(MIB) + (k * 8192) as u64;
-        page[8..16].copy_from_slice(&addr.to_le_bytes());
-        page[40..48].copy_from_slice(&(segno * 1000 + k as u64).to_le_bytes());
-        if k == 0 {
-            page[24..32].copy_from_slice(&sysid.to_le_bytes());
-            page[32..36].copy_from_slice(&MIB.to_le_bytes());
-            page[36..40].copy_from_slice(&8192u32.to_le_bytes());
-        }
-    }
-    out
+    crate::test_support::wal_segment(sysid, tli, segno, valid)
 }
 
 pub(super) fn name(s: &str) -> WalFileName {
