@@ -130,7 +130,7 @@ repo = "/nonexistent/other"
     // Flags, then the environment, then the file.
     let other = scratch.path().join("other-repo");
     ok(
-        pgstream(&["init", "--repo", s(&other), "--encryption", "none"], None),
+        pgstream(&["init", "--repo", s(&other)], Some(PASSPHRASE)),
         "init other",
     );
     let listed = |run: Run| json(&ok(run, "list"))["repository"].clone();
