@@ -27,6 +27,9 @@ pub enum Failure {
     Verification = 6,
     /// A local I/O error: disk full, permissions, a missing directory.
     LocalIo = 7,
+    /// The object store refused or could not be reached (credentials, bucket, region,
+    /// endpoint), after retries.
+    Storage = 8,
     /// `drill`: the restore, recovery or a check failed (the report says which).
     DrillFailed = 11,
     /// `demo`: a step failed (the message names it).
@@ -287,6 +290,7 @@ pub(crate) fn classify_store(e: &StoreError) -> Failure {
         | StoreError::Unsupported { .. }
         | StoreError::Unavailable { .. } => Failure::Usage,
         StoreError::Io { .. } => Failure::LocalIo,
+        StoreError::Remote { .. } => Failure::Storage,
     }
 }
 
