@@ -396,7 +396,10 @@ mod tests {
             }
         };
         assert!(err.contains("flushing written data to disk"), "{err}");
-        assert!(!dest.exists(), "a file whose writeback failed was published");
+        assert!(
+            !dest.exists(),
+            "a file whose writeback failed was published"
+        );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
