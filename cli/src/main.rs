@@ -1,5 +1,9 @@
 //! The `pgstream` command: parse, resolve settings, call backup-core, print, exit codes.
 
+// First: its print!/println!/eprint!/eprintln! shadow std's in every module after it.
+#[macro_use]
+mod stdout;
+
 mod args;
 mod cmd;
 mod exit;
@@ -14,7 +18,12 @@ fn main() -> ExitCode {
     let cli = match args::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let _ = e.print();
+            // --help and --version go to stdout, which may be a closed pipe.
+            if let Err(io) = e.print() {
+                if !e.use_stderr() && stdout::is_closed_pipe(&io) {
+                    return ExitCode::from(stdout::CLOSED_PIPE);
+                }
+            }
             return if e.use_stderr() {
                 exit::Failure::Usage.code()
             } else {
