@@ -6,6 +6,7 @@ mod stdout;
 
 mod args;
 mod cmd;
+mod core_dumps;
 mod exit;
 mod progress;
 mod signals;
@@ -15,6 +16,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Before anything that may read a passphrase or unwrap the data key.
+    let core_dumps = core_dumps::disable();
     let cli = match args::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -32,6 +35,12 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cli.log_level);
+    if let Err((step, e)) = core_dumps {
+        // Lowering a limit and clearing the flag are always allowed; should either fail, say so.
+        tracing::warn!(
+            "could not disable core dumps ({step}: {e}); a crash could write key material to disk"
+        );
+    }
     // Only a binary built with the `failpoints` feature (the test suite's) has any.
     if let Err(e) = backup_core::failpoint::configure_from_env() {
         eprintln!("pgstream: error: {e}");

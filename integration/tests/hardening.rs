@@ -3,8 +3,12 @@
 
 mod support;
 
-use std::process::Stdio;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
+use std::process::{Command, Stdio};
 
+use integration::server_user;
+use support::setup::Setup;
 use support::{init_repo, newest_cluster_and_repo_path, ok, pgstream, pgstream_command, s};
 
 const PASSPHRASE: &str = "hardening test passphrase";
@@ -60,4 +64,77 @@ fn closed_stdout_exits_141_without_a_panic() {
         );
         assert_eq!(stderr, "", "{args:?}: quietly");
     }
+}
+
+/// Regression: processes holding the data key could dump core (and be read through /proc by
+/// other processes of their user). Every command now sets RLIMIT_CORE to 0 and clears the
+/// dumpable flag at startup: checked on a `receive-wal` of an encrypted repository that holds
+/// its key while it waits for a server that is not there.
+#[test]
+fn core_dumps_are_disabled_while_the_data_key_is_held() {
+    let setup = Setup::new(PASSPHRASE);
+    let mut cmd = Command::new(&setup.bin);
+    cmd.args([
+        "receive-wal",
+        "--repo",
+        s(&setup.repo),
+        "--passphrase-file",
+        s(&setup.pass),
+        // Nothing listens on port 1: it keeps reconnecting, key in hand.
+        "--source",
+        "host=127.0.0.1 port=1 user=nobody dbname=postgres",
+        "--log-level",
+        "info",
+    ])
+    .current_dir(setup.scratch.path())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("PG") {
+            cmd.env_remove(&k);
+        }
+    }
+    // Not root (as root, as the server user): a non-dumpable process's /proc files then
+    // belong to root instead of to its own user, which is how the flag shows from outside.
+    server_user().apply(&mut cmd);
+    let mut child = cmd.spawn().expect("starting pgstream receive-wal");
+    let pid = child.id();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    while !log.contains("reconnecting") {
+        let before = log.len();
+        stderr.read_line(&mut log).unwrap();
+        assert!(log.len() > before, "receive-wal ended: {log}");
+    }
+
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let limits = std::fs::read_to_string(proc_dir.join("limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap_or_else(|| panic!("no core limit in /proc/{pid}/limits:\n{limits}"));
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(
+        &fields[4..6],
+        ["0", "0"],
+        "soft and hard core limits: {core}"
+    );
+    let status = std::fs::read_to_string(proc_dir.join("status")).unwrap();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap();
+    assert_ne!(
+        uid, "0",
+        "the check needs pgstream to run as another user than root"
+    );
+    let owner = std::fs::metadata(proc_dir.join("status")).unwrap().uid();
+    assert_eq!(
+        owner, 0,
+        "/proc/{pid} belongs to uid {owner}: the process (uid {uid}) is dumpable"
+    );
+
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
