@@ -157,6 +157,7 @@ pub fn run(repo: &Repository, plan: &PitrPlan) -> Result<PitrSummary, PitrError>
                 .into(),
         ));
     }
+    let restore_command = restore_command(repo, recovery)?;
     let (record, history) = choose_backup(repo, &catalog, plan.backup.as_deref(), recovery)?;
     check_force_safe(repo, plan, Some(&record))?;
     let window = window::compute(repo, &record, &history)?;
@@ -174,7 +175,6 @@ pub fn run(repo: &Repository, plan: &PitrPlan) -> Result<PitrSummary, PitrError>
     } else {
         0
     };
-    let restore_command = restore_command(repo, recovery);
     write_settings(&plan.target, &record, recovery, &restore_command)?;
     fsutil::write_new_file_durably(&plan.target.join("recovery.signal"), b"", 0o600)?;
     Ok(PitrSummary {
