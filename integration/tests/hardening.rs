@@ -237,3 +237,129 @@ fn percent_in_repository_and_passphrase_paths_is_escaped_in_restore_command() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// Regression: a tablespace location in a backup record was where restore (and drill) wrote,
+/// unchecked, so someone with write access to the repository could make a restore write
+/// anywhere (`/srv/ts1/../../etc`). Now such a record is refused, naming the location, before
+/// anything is written; `--tablespace-map` with such a NEW is refused too. An unencrypted
+/// repository: its record carries only a checksum, which the attacker recomputes (in an
+/// encrypted one the record's MAC needs the key).
+#[test]
+fn unsafe_tablespace_location_in_the_record_is_refused_by_restore_and_drill() {
+    let started = std::time::Instant::now();
+    let major = newest_major();
+    let setup = Setup::new(PASSPHRASE);
+    let repo = setup.path("plain");
+    ok(
+        setup.run(&["init", "--repo", s(&repo), "--encryption", "none"], false),
+        "init",
+    );
+    let ts = setup.dir("ts1");
+    let pg = cluster(major).start();
+    pg.psql(&format!(
+        "CREATE TABLESPACE ts1 LOCATION {}",
+        integration::quote_literal(s(&ts))
+    ));
+    pg.psql("CREATE TABLE t (note text) TABLESPACE ts1");
+    let base = ok(
+        setup.run(
+            &[
+                "base",
+                "--repo",
+                s(&repo),
+                "--source",
+                &pg.conninfo("postgres"),
+                "--no-progress",
+                "--json",
+            ],
+            false,
+        ),
+        "base",
+    );
+    drop(pg);
+    let id = serde_json::from_str::<serde_json::Value>(&base.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let nothing_written = |dir: &std::path::Path, what: &str| {
+        assert!(
+            !dir.exists() || std::fs::read_dir(dir).unwrap().next().is_none(),
+            "{what}: {} was written",
+            dir.display()
+        );
+    };
+
+    // --tablespace-map OLD=NEW with '..' in NEW.
+    let to = setup.path("restored");
+    let escape = format!("{}/../../mapped-out", s(&setup.path("x")));
+    let map = format!("{}={escape}", s(&ts));
+    let run = setup.run(
+        &[
+            "restore",
+            "--repo",
+            s(&repo),
+            "--to",
+            s(&to),
+            "--tablespace-map",
+            &map,
+        ],
+        false,
+    );
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("--tablespace-map") && run.stderr.contains(&escape),
+        "{run:?}"
+    );
+    nothing_written(&to, "a refused --tablespace-map");
+
+    // The record altered to send the tablespace elsewhere, its checksum recomputed.
+    let record_file = repo.join("backups").join(&id).join("backup.json");
+    let mut record: backup_core::catalog::BackupRecord =
+        serde_json::from_slice(&std::fs::read(&record_file).unwrap()).unwrap();
+    let planted = format!("{}/../../planted", s(&ts));
+    let archive = record
+        .archives
+        .iter_mut()
+        .find(|a| a.tablespace_oid.is_some())
+        .expect("the tablespace's archive");
+    archive.tablespace_location = Some(planted.clone());
+    record.seal(None).unwrap();
+    std::fs::write(&record_file, serde_json::to_vec_pretty(&record).unwrap()).unwrap();
+    let planted_dir = setup.scratch.path().parent().unwrap().join("planted");
+    assert!(!planted_dir.exists());
+
+    let run = setup.run(&["restore", "--repo", s(&repo), "--to", s(&to)], false);
+    assert_eq!(run.code, 6, "{run:?}");
+    assert!(
+        run.stderr.contains(&planted) && run.stderr.contains("damaged or altered"),
+        "{run:?}"
+    );
+    nothing_written(&to, "restore");
+    assert!(
+        !planted_dir.exists(),
+        "restore wrote {}",
+        planted_dir.display()
+    );
+
+    // drill: refused the same way, before it sets anything up.
+    let scratch = setup.dir("drill-scratch");
+    let mut drill = Command::new(&setup.bin);
+    drill.args(["drill", "--repo", s(&repo), "--scratch", s(&scratch)]);
+    if let Some(user) = support::os_user() {
+        drill.args(["--os-user", &user]);
+    }
+    let out = drill.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains(&planted), "{stderr}");
+    nothing_written(&scratch, "drill");
+    assert!(
+        !planted_dir.exists(),
+        "drill wrote {}",
+        planted_dir.display()
+    );
+    eprintln!(
+        "PostgreSQL {major}: altered tablespace location took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
