@@ -13,7 +13,9 @@ use std::time::SystemTime;
 use pgwire_repl::{Lsn, TimelineId};
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{self, DataKey};
+use crate::crypto::keyring::Keyring;
+use crate::crypto::{self, metamac};
+use crate::repo::SealKey;
 use crate::store::{PutMode, Store, StoreError};
 
 /// Version of the backup record format.
@@ -118,9 +120,12 @@ pub struct BackupRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<String>,
     /// In encrypted repositories, HMAC-SHA256 (hex) of the same bytes under a key derived from
-    /// the data key: catches alteration, checked when the repository is opened with its keys.
+    /// a data key: catches alteration, checked whenever the repository is open with its keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// The data key of the MAC (repository format 2); absent means key 0. Covered by the MAC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<u32>,
 }
 
 /// The unfinished segment at the end of a backup.
@@ -131,11 +136,9 @@ pub struct PartialWal {
     pub valid_bytes: u64,
 }
 
-/// HKDF info for the catalog MAC key (docs/format.md §8.2).
-const MAC_KEY_INFO: &[u8] = b"pgstream-catalog-record";
-
 impl BackupRecord {
-    /// The bytes the checksum and MAC cover: the record without them, as serialized.
+    /// The bytes the checksum and MAC cover: the record without them, as serialized (the key
+    /// id is covered).
     fn sealed_body(&self) -> Vec<u8> {
         let mut body = self.clone();
         body.checksum = None;
@@ -143,23 +146,19 @@ impl BackupRecord {
         serde_json::to_vec(&body).expect("a record always serializes")
     }
 
-    fn mac_of(key: &DataKey, body: &[u8]) -> Result<String, CatalogError> {
-        let fail = |e: String| CatalogError::InvalidRecord {
-            path: RECORD_FILE.to_string(),
-            reason: format!("computing its MAC: {e}"),
-        };
-        // An all-zero salt is RFC 5869's "no salt" (OpenSSL refuses an empty HMAC key).
-        let mac_key = crypto::hkdf_sha256(key.bytes(), &[0u8; 32], MAC_KEY_INFO)
-            .map_err(|e| fail(e.to_string()))?;
-        let mac = crypto::hmac_sha256(&mac_key, &[body]).map_err(|e| fail(e.to_string()))?;
-        Ok(hex::encode(mac))
-    }
-
-    /// Sets `checksum` (always) and `mac` (when `key` is given) before the record is written.
-    pub fn seal(&mut self, key: Option<&DataKey>) -> Result<(), CatalogError> {
+    /// Sets `checksum` (always) and `mac` and `key_id` (when a key is given) before the record
+    /// is written.
+    pub fn seal(&mut self, key: Option<SealKey<'_>>) -> Result<(), CatalogError> {
+        self.key_id = key.and_then(|k| k.id);
         let body = self.sealed_body();
         self.checksum = Some(hex::encode(crypto::sha256(&[&body])));
-        self.mac = key.map(|k| Self::mac_of(k, &body)).transpose()?;
+        self.mac = key
+            .map(|k| metamac::mac(k.key, metamac::RECORD, &body))
+            .transpose()
+            .map_err(|e| CatalogError::InvalidRecord {
+                path: RECORD_FILE.to_string(),
+                reason: format!("computing its MAC: {e}"),
+            })?;
         Ok(())
     }
 
@@ -178,21 +177,31 @@ impl BackupRecord {
         }
     }
 
-    /// Checks the MAC with the repository's data key (`None` for an unencrypted repository,
+    /// Checks the MAC with the repository's data keys (`None` for an unencrypted repository,
     /// where only the checksum exists). `path` names the record in errors.
-    pub fn verify_mac(&self, key: Option<&DataKey>, path: &str) -> Result<(), CatalogError> {
-        let Some(key) = key else { return Ok(()) };
-        let expected = Self::mac_of(key, &self.sealed_body())?;
-        match &self.mac {
-            Some(m) if crypto::constant_time_eq(m.as_bytes(), expected.as_bytes()) => Ok(()),
-            Some(_) => Err(CatalogError::Damaged {
-                path: path.to_string(),
-                reason: "its MAC does not verify with this repository's key".into(),
-            }),
-            None => Err(CatalogError::Damaged {
-                path: path.to_string(),
-                reason: "it has no MAC, but the repository is encrypted".into(),
-            }),
+    pub fn verify_mac(&self, keys: Option<&Keyring>, path: &str) -> Result<(), CatalogError> {
+        let Some(keys) = keys else { return Ok(()) };
+        let damaged = |reason: String| CatalogError::Damaged {
+            path: path.to_string(),
+            reason,
+        };
+        let Some(mac) = &self.mac else {
+            return Err(damaged(
+                "it has no MAC, but the repository is encrypted".into(),
+            ));
+        };
+        let key_id = self.key_id.unwrap_or(0);
+        let key = keys.get(key_id).ok_or_else(|| {
+            damaged(format!(
+                "its MAC names data key {key_id}, which this repository does not hold"
+            ))
+        })?;
+        match metamac::verify(key, metamac::RECORD, &self.sealed_body(), mac) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(damaged(
+                "its MAC does not verify with this repository's key".into(),
+            )),
+            Err(e) => Err(damaged(format!("checking its MAC: {e}"))),
         }
     }
 
@@ -262,12 +271,24 @@ pub fn is_backup_id(s: &str) -> bool {
 #[derive(Debug, Clone, Copy)]
 pub struct Catalog<'a> {
     store: &'a dyn Store,
+    /// With the repository's keys, every record read is authenticated (its MAC checked).
+    keys: Option<&'a Keyring>,
 }
 
 impl<'a> Catalog<'a> {
-    /// The catalog of the repository in `store`.
+    /// The catalog of the repository in `store`, read without its keys: records are checked
+    /// against their checksum only (for commands that run without the passphrase).
     pub fn new(store: &'a dyn Store) -> Catalog<'a> {
-        Catalog { store }
+        Catalog { store, keys: None }
+    }
+
+    /// The catalog of an encrypted repository: every record read must carry a MAC that
+    /// verifies with one of `keys`, or it is refused as altered.
+    pub fn with_keys(store: &'a dyn Store, keys: &'a Keyring) -> Catalog<'a> {
+        Catalog {
+            store,
+            keys: Some(keys),
+        }
     }
 
     /// The store.
@@ -346,6 +367,7 @@ impl<'a> Catalog<'a> {
             });
         }
         record.verify_checksum(&path)?;
+        record.verify_mac(self.keys, &path)?;
         if record.id != id {
             return Err(CatalogError::InvalidRecord {
                 path,

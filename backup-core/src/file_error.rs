@@ -100,6 +100,19 @@ pub enum FileError {
         #[source]
         source: io::Error,
     },
+    /// The file was written under a data key the repository no longer has (retired) or never
+    /// had (a file from elsewhere).
+    #[error(
+        "{} was written with data key {key_id}, which this repository's keyring does not hold \
+         (retired, or the file comes from another repository)",
+        path.display()
+    )]
+    UnknownKey {
+        /// The file.
+        path: PathBuf,
+        /// The key id its header names.
+        key_id: u32,
+    },
     /// The file is encrypted but no key was supplied.
     #[error("{} is encrypted, but the repository was opened without its data key", path.display())]
     NoKey {

@@ -6,6 +6,7 @@ use crate::compress::{Compression, Decoder, Encoder};
 use crate::crypto::chunked::{
     validate_identity, ChunkOpener, ChunkSealer, DEFAULT_CHUNK_SIZE, FILE_MAGIC,
 };
+use crate::crypto::keyring::Keyring;
 use crate::crypto::{Aead, DataKey};
 use crate::file_error::FileError;
 use crate::store::{ObjectWriter, PutMode, Store, StoreError};
@@ -15,15 +16,31 @@ use std::sync::Arc;
 
 const IO_BUFFER: usize = 64 * 1024;
 
-/// Encryption settings for files: the cipher, the repository data key and the chunk size.
+/// Encryption settings for files: the cipher, the repository's data keys and the chunk size.
 #[derive(Debug, Clone)]
 pub struct FileEncryption {
     /// Cipher for the chunks.
     pub aead: Aead,
-    /// The repository data key (per-file keys are derived from it).
-    pub key: Arc<DataKey>,
+    /// The repository's data keys: new files use the active one, readers the one a file's
+    /// header names (per-file keys are derived from it).
+    pub keys: Arc<Keyring>,
     /// Plaintext bytes per chunk.
     pub chunk_size: u32,
+    /// Write headers that name the key (encrypted-file format 2, repositories of format 2);
+    /// `false` writes format 1 (key 0 implied), which older versions read.
+    pub key_ids: bool,
+}
+
+impl FileEncryption {
+    /// The id and key new files are written with.
+    pub fn active_key(&self) -> (u32, &DataKey) {
+        self.keys.active()
+    }
+
+    /// The key id new headers carry: `None` for format 1.
+    pub fn header_key_id(&self) -> Option<u32> {
+        self.key_ids.then(|| self.keys.active().0)
+    }
 }
 
 /// How files are encoded: what a repository hands to its writers and readers.
@@ -44,14 +61,15 @@ impl FileCodec {
         }
     }
 
-    /// An encrypted codec with the default chunk size.
-    pub fn encrypted(compression: Compression, aead: Aead, key: Arc<DataKey>) -> Self {
+    /// An encrypted codec with the default chunk size and one data key (format 1 headers).
+    pub fn encrypted(compression: Compression, aead: Aead, key: DataKey) -> Self {
         FileCodec {
             compression,
             encryption: Some(FileEncryption {
                 aead,
-                key,
+                keys: Arc::new(Keyring::single(key)),
                 chunk_size: DEFAULT_CHUNK_SIZE,
+                key_ids: false,
             }),
         }
     }
@@ -190,7 +208,8 @@ impl FileSink {
                 ChunkSealer::new(
                     out,
                     enc.aead,
-                    &enc.key,
+                    enc.active_key().1,
+                    enc.header_key_id(),
                     codec.compression.id(),
                     enc.chunk_size,
                     identity,
@@ -334,7 +353,7 @@ pub fn open_reader(
     let mut raw: Raw = BufReader::with_capacity(IO_BUFFER, file);
     let (inner, compression): (Box<dyn Read + Send>, Compression) = match &codec.encryption {
         Some(enc) => {
-            let opener = ChunkOpener::new(raw, path, identity, &enc.key)?;
+            let opener = ChunkOpener::new(raw, path, identity, &enc.keys)?;
             let compression = Compression::from_id(opener.header().compression_id)
                 .expect("validated when the header was read");
             (Box::new(opener), compression)

@@ -78,6 +78,8 @@ pub(crate) fn mem_repo(
 /// The config of an unencrypted lz4 repository bound to a 16 MiB-segment cluster.
 pub(crate) fn bound_config() -> RepoConfig {
     RepoConfig {
+        format_version: crate::repo::config::FORMAT_VERSION,
+        mac: None,
         repository_id: "00".repeat(16),
         created_unix: 0,
         compression: Compression::Lz4,
@@ -129,6 +131,7 @@ pub(crate) fn backup_record(id: &str, start_segno: u64) -> BackupRecord {
         history_files: vec![],
         checksum: None,
         mac: None,
+        key_id: None,
     }
 }
 

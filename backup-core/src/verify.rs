@@ -118,7 +118,7 @@ pub fn verify(repo: &Repository, only: Option<&str>) -> Result<VerifyReport, Ver
         let mut problems = Vec::new();
         let record_file = format!("{BACKUPS_DIR}/{id}/{}", crate::catalog::RECORD_FILE);
         let record = catalog.read(id).and_then(|r| {
-            r.verify_mac(repo.data_key(), &catalog.record_path(id))
+            r.verify_mac(repo.keyring(), &catalog.record_path(id))
                 .map(|()| r)
         });
         match record {

@@ -31,7 +31,7 @@ fn repository() -> (crate::store::mem::MemStore, Repository) {
     r.start_lsn = Lsn(2 * MIB + 0x28);
     r.end_lsn = Lsn(2 * MIB + 0x100);
     r.wal_segments = vec![seg(2).to_string()];
-    r.seal(repo.data_key()).unwrap();
+    r.seal(repo.sealing_key()).unwrap();
     repo.catalog().write(&r).unwrap();
     (mem, repo)
 }

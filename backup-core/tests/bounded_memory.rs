@@ -6,7 +6,6 @@ use backup_core::sink::{open_reader, FileCodec};
 use backup_core::store::local::LocalStore;
 use backup_core::{Aead, Compression, FileSink};
 use std::io::{Read, Write};
-use std::sync::Arc;
 
 const TOTAL: usize = 200 << 20;
 const BLOCK: usize = 1 << 20;
@@ -41,7 +40,7 @@ fn two_hundred_mib_stream_in_bounded_memory() {
     let codec = FileCodec::encrypted(
         Compression::Lz4,
         Aead::Aes256Gcm,
-        Arc::new(generate_data_key().unwrap()),
+        generate_data_key().unwrap(),
     );
     let mut block = vec![0u8; BLOCK];
     let store = LocalStore::new(dir.path());

@@ -77,13 +77,14 @@ fn files_round_trip_through_the_repository() {
         Encryption::Aead(Aead::ChaCha20Poly1305),
     ] {
         let d = tempfile::tempdir().unwrap();
+        // An unencrypted repository takes no passphrase (and refuses one at open).
         let pw = Secret::from("pw");
-        let repo =
-            Repository::init(&loc(d.path()), fast(enc, Compression::Zstd(3)), Some(&pw)).unwrap();
+        let pw = (enc != Encryption::None).then_some(&pw);
+        let repo = Repository::init(&loc(d.path()), fast(enc, Compression::Zstd(3)), pw).unwrap();
         backup_core::fsutil::create_dir_all_durably(&d.path().join("backups/b1")).unwrap();
         let data: Vec<u8> = (0..500_000u32).map(|i| (i % 97) as u8).collect();
         write_file(&repo, "backups/b1/base.tar.zst", &data);
-        let reopened = Repository::open(&loc(d.path()), Some(&pw)).unwrap();
+        let reopened = Repository::open(&loc(d.path()), pw).unwrap();
         assert!(
             read_file(&reopened, "backups/b1/base.tar.zst") == data,
             "{enc}"
@@ -172,7 +173,7 @@ fn rekey_keeps_files_readable_and_retires_the_old_passphrase() {
         after.encryption.as_ref().unwrap(),
     );
     assert_ne!(b.kdf.salt, a.kdf.salt, "fresh salt");
-    assert_ne!(b.key_wrap, a.key_wrap);
+    assert_ne!(b.keys[0].wrap, a.keys[0].wrap);
     assert_eq!((b.kdf.n, b.kdf.r, b.kdf.p), (a.kdf.n, a.kdf.r, a.kdf.p));
     assert_eq!(after.repository_id, before_cfg.repository_id);
     // Only the config and the data file exist: no temporaries left by the rewrite, and the
@@ -216,8 +217,11 @@ fn rekey_of_an_unencrypted_repository_is_refused() {
     assert!(repo.aead().is_none());
     let e = Repository::rekey(&loc(d.path()), &Secret::from("a"), &Secret::from("b")).unwrap_err();
     assert!(matches!(e, RepoError::NotEncrypted { .. }), "{e}");
-    // An unencrypted repository opens with or without a passphrase.
-    Repository::open(&loc(d.path()), Some(&Secret::from("ignored"))).unwrap();
+    // An unencrypted repository opens without a passphrase, and refuses one: given one, the
+    // caller believes it encrypted (its configuration may have been altered).
+    Repository::open(&loc(d.path()), None).unwrap();
+    let e = Repository::open(&loc(d.path()), Some(&Secret::from("given"))).unwrap_err();
+    assert!(matches!(e, RepoError::ClaimsUnencrypted { .. }), "{e}");
 }
 
 #[test]
@@ -332,7 +336,7 @@ fn damaged_config_is_reported_not_misread() {
     let e = Repository::open(&loc(d.path()), Some(&pw)).unwrap_err();
     assert!(e.to_string().contains("CRC-32C"), "{e}");
     let mut newer = good.clone();
-    newer[11] = 2;
+    newer[11] = 3;
     std::fs::write(&path, &newer).unwrap();
     let e = Repository::open(&loc(d.path()), Some(&pw)).unwrap_err();
     assert!(e.to_string().contains("upgrade pgstream"), "{e}");

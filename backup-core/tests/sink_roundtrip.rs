@@ -28,7 +28,9 @@ fn pattern(len: usize) -> Vec<u8> {
 }
 
 fn codecs() -> Vec<(String, FileCodec)> {
-    let key = Arc::new(generate_data_key().unwrap());
+    let keys = Arc::new(backup_core::crypto::keyring::Keyring::single(
+        generate_data_key().unwrap(),
+    ));
     let mut out = Vec::new();
     for c in [
         Compression::None,
@@ -47,8 +49,10 @@ fn codecs() -> Vec<(String, FileCodec)> {
                         compression: c,
                         encryption: Some(FileEncryption {
                             aead,
-                            key: key.clone(),
+                            keys: keys.clone(),
                             chunk_size,
+                            // Both header formats: version 2 names key 0.
+                            key_ids: chunk_size == 1024,
                         }),
                     },
                 ));
@@ -196,8 +200,11 @@ fn dropped_sink_leaves_nothing_and_finish_never_overwrites() {
 #[test]
 fn mismatched_codecs_give_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let key = Arc::new(generate_data_key().unwrap());
-    let enc = FileCodec::encrypted(Compression::Lz4, Aead::Aes256Gcm, key);
+    let enc = FileCodec::encrypted(
+        Compression::Lz4,
+        Aead::Aes256Gcm,
+        generate_data_key().unwrap(),
+    );
     let plain = FileCodec::plain(Compression::Lz4);
     let store = LocalStore::new(dir.path());
     let p_path = dir.path().join("plain");

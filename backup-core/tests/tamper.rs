@@ -21,7 +21,10 @@ fn codec(aead: Aead) -> FileCodec {
         compression: Compression::None,
         encryption: Some(FileEncryption {
             aead,
-            key: Arc::new(generate_data_key().unwrap()),
+            keys: Arc::new(backup_core::crypto::keyring::Keyring::single(
+                generate_data_key().unwrap(),
+            )),
+            key_ids: false,
             chunk_size: MIN_CHUNK_SIZE,
         }),
     }

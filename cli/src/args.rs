@@ -22,8 +22,11 @@ pub struct Cli {
 pub enum Command {
     /// Create a repository: its configuration, encryption key and layout.
     Init(InitArgs),
-    /// Change the repository passphrase without rewriting any data.
+    /// Change the repository passphrase without rewriting any data; rotate or retire data keys.
     Rekey(RekeyArgs),
+    /// Bring a repository of format version 1 to version 2 (authenticated configuration,
+    /// records and pins; data-key rotation). One atomic rewrite of its configuration.
+    Upgrade(UpgradeArgs),
     /// Take a base backup of a (remote) server into the repository.
     Base(BaseArgs),
     /// Restore a backup into an empty directory, optionally to a point in time.
@@ -105,9 +108,27 @@ pub struct RekeyArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
 
-    /// Read the new passphrase from this file instead of PGSTREAM_NEW_PASSPHRASE.
+    /// Read the new passphrase from this file instead of PGSTREAM_NEW_PASSPHRASE. With
+    /// --rotate-data-key or --retire-key and no new passphrase, the passphrase stays.
     #[arg(long, value_name = "FILE")]
     pub new_passphrase_file: Option<PathBuf>,
+
+    /// Also add a new data key: every file written afterwards uses it, so the old passphrase
+    /// with an old copy of the configuration opens none of them. Older keys stay, for reading.
+    #[arg(long)]
+    pub rotate_data_key: bool,
+
+    /// Remove data key ID from the keyring, once nothing stored under it remains (records and
+    /// pins sealed with it are sealed again with the active key). Refused while a receive-wal
+    /// or base runs, and while a file needs the key.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["rotate_data_key", "new_passphrase_file"])]
+    pub retire_key: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+pub struct UpgradeArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
 }
 
 #[derive(Args, Debug)]

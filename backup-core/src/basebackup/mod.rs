@@ -307,7 +307,7 @@ async fn run_here(
         )
         .await?;
         let mut record = record;
-        record.seal(repo.data_key())?;
+        record.seal(repo.sealing_key())?;
         crate::failpoint!("base.before-record");
         // The lease must still be ours (on object stores it can be lost to an expiry).
         claim
@@ -601,5 +601,6 @@ async fn take(
         history_files: wal_outcome.history_files,
         checksum: None,
         mac: None,
+        key_id: None,
     })
 }

@@ -130,10 +130,18 @@ fn list_resolve_and_errors() {
 fn sealed_records_detect_damage_and_alteration() {
     let store = MemStore::default();
     let cat = Catalog::new(&store);
-    let key = crate::crypto::keywrap::generate_data_key().unwrap();
-    let other_key = crate::crypto::keywrap::generate_data_key().unwrap();
+    let key = crate::crypto::keyring::Keyring::single(
+        crate::crypto::keywrap::generate_data_key().unwrap(),
+    );
+    let other_key = crate::crypto::keyring::Keyring::single(
+        crate::crypto::keywrap::generate_data_key().unwrap(),
+    );
     let mut r = record("20261121T060000Z");
-    r.seal(Some(&key)).unwrap();
+    r.seal(Some(crate::repo::SealKey {
+        id: None,
+        key: key.active().1,
+    }))
+    .unwrap();
     let name = Catalog::record_name(&r.id);
     let path = cat.record_path(&r.id);
     let bytes = serde_json::to_vec_pretty(&r).unwrap();

@@ -42,7 +42,11 @@ pub fn wal_coverage(
         }
     })?;
     let mut files = scan_names(store, &config)?;
-    for record in Catalog::new(store).list()? {
+    let catalog = match repo {
+        Some(r) => r.catalog(),
+        None => Catalog::new(store),
+    };
+    for record in catalog.list()? {
         add_backup_partial(&record, seg_size, &mut files);
     }
     let mut histories = BTreeMap::new();

@@ -5,6 +5,7 @@
 //! chunks and swapped files all fail authentication. Memory is one chunk each way.
 
 use super::filekey::{counter_nonce, derive_file_key, KeyDomain};
+use super::keyring::Keyring;
 use super::{random_bytes, sha256, Aead, AeadKey, DataKey, TAG_LEN};
 use crate::file_error::FileError;
 use crate::ioutil::read_full;
@@ -13,8 +14,11 @@ use std::path::{Path, PathBuf};
 
 /// Magic at offset 0 of every encrypted file.
 pub const FILE_MAGIC: &[u8; 8] = b"PGSTFILE";
-/// Encrypted-file format version written and read by this build.
-pub const FILE_FORMAT_VERSION: u16 = 1;
+/// The newest encrypted-file format version, written in repositories of format version 2 (its
+/// header names the data key: see docs/format.md §4.3).
+pub const FILE_FORMAT_VERSION: u16 = 2;
+/// The encrypted-file format of repositories of format version 1 (one data key, id 0).
+pub const FILE_FORMAT_V1: u16 = 1;
 /// Default plaintext bytes per chunk.
 pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
 /// Smallest chunk size accepted in a header.
@@ -26,10 +30,16 @@ pub const MAX_IDENTITY_LEN: usize = 1024;
 /// Length of the random per-file salt.
 pub const FILE_SALT_LEN: usize = 32;
 const FIXED_HEADER_LEN: usize = 8 + 2 + 1 + 1 + 4 + FILE_SALT_LEN + 2;
+/// Version 2 adds the data key id after the chunk size.
+const FIXED_HEADER_LEN_V2: usize = FIXED_HEADER_LEN + 4;
 
 /// A parsed encrypted-file header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileHeader {
+    /// Format version: 1 (no key id: key 0) or 2.
+    pub version: u16,
+    /// The data key the file key was derived from (0 in version 1).
+    pub key_id: u32,
     /// Cipher of the chunks.
     pub aead: Aead,
     /// Compression family id of the plaintext stream (see `Compression::id`).
@@ -45,12 +55,15 @@ pub struct FileHeader {
 impl FileHeader {
     /// Serialises the header exactly as stored.
     pub fn encode(&self) -> Vec<u8> {
-        let mut h = Vec::with_capacity(FIXED_HEADER_LEN + self.identity.len());
+        let mut h = Vec::with_capacity(FIXED_HEADER_LEN_V2 + self.identity.len());
         h.extend_from_slice(FILE_MAGIC);
-        h.extend_from_slice(&FILE_FORMAT_VERSION.to_be_bytes());
+        h.extend_from_slice(&self.version.to_be_bytes());
         h.push(self.aead.id());
         h.push(self.compression_id);
         h.extend_from_slice(&self.chunk_size.to_be_bytes());
+        if self.version >= 2 {
+            h.extend_from_slice(&self.key_id.to_be_bytes());
+        }
         h.extend_from_slice(&self.salt);
         h.extend_from_slice(&(self.identity.len() as u16).to_be_bytes());
         h.extend_from_slice(self.identity.as_bytes());
@@ -81,13 +94,29 @@ impl FileHeader {
             detail,
         };
         let version = u16::from_be_bytes([raw[8], raw[9]]);
-        if version != FILE_FORMAT_VERSION {
+        if !(FILE_FORMAT_V1..=FILE_FORMAT_VERSION).contains(&version) {
             return Err(FileError::UnsupportedVersion {
                 path: path.into(),
                 version,
                 supported: FILE_FORMAT_VERSION,
             });
         }
+        // Version 2's key id sits before the salt: read the 4 more bytes and take it out, so
+        // the rest parses as in version 1 (the raw bytes, key id included, stay for the hash).
+        let mut key_id = 0;
+        if version >= 2 {
+            raw.resize(FIXED_HEADER_LEN_V2, 0);
+            let more = read_full(r, &mut raw[FIXED_HEADER_LEN..]).map_err(|e| io_err(path, e))?;
+            if more < 4 {
+                return Err(FileError::Truncated {
+                    path: path.into(),
+                    detail: "it ends inside the header".into(),
+                });
+            }
+            key_id = u32::from_be_bytes(raw[16..20].try_into().expect("4 bytes"));
+        }
+        let fixed_len = raw.len();
+        let at = fixed_len - FIXED_HEADER_LEN; // 0 in version 1, 4 in version 2
         let aead =
             Aead::from_id(raw[10]).ok_or_else(|| bad(format!("unknown cipher id {}", raw[10])))?;
         let compression_id = raw[11];
@@ -100,24 +129,26 @@ impl FileHeader {
                 "chunk size {chunk_size} outside {MIN_CHUNK_SIZE}..={MAX_CHUNK_SIZE}"
             )));
         }
-        let salt: [u8; FILE_SALT_LEN] = raw[16..48].try_into().expect("32 bytes");
-        let id_len = usize::from(u16::from_be_bytes([raw[48], raw[49]]));
+        let salt: [u8; FILE_SALT_LEN] = raw[at + 16..at + 48].try_into().expect("32 bytes");
+        let id_len = usize::from(u16::from_be_bytes([raw[at + 48], raw[at + 49]]));
         if id_len == 0 || id_len > MAX_IDENTITY_LEN {
             return Err(bad(format!(
                 "identity length {id_len} outside 1..={MAX_IDENTITY_LEN}"
             )));
         }
-        raw.resize(FIXED_HEADER_LEN + id_len, 0);
-        let got = read_full(r, &mut raw[FIXED_HEADER_LEN..]).map_err(|e| io_err(path, e))?;
+        raw.resize(fixed_len + id_len, 0);
+        let got = read_full(r, &mut raw[fixed_len..]).map_err(|e| io_err(path, e))?;
         if got < id_len {
             return Err(FileError::Truncated {
                 path: path.into(),
                 detail: "it ends inside the header's file identity".into(),
             });
         }
-        let identity = String::from_utf8(raw[FIXED_HEADER_LEN..].to_vec())
+        let identity = String::from_utf8(raw[fixed_len..].to_vec())
             .map_err(|_| bad("file identity is not UTF-8".into()))?;
         let header = FileHeader {
+            version,
+            key_id,
             aead,
             compression_id,
             chunk_size,
@@ -191,11 +222,13 @@ pub struct ChunkSealer<W: Write> {
 }
 
 impl<W: Write> ChunkSealer<W> {
-    /// Writes the header for `identity` to `inner` and returns the sealer.
+    /// Writes the header for `identity` to `inner` and returns the sealer. `key_id` is the id
+    /// of `data_key` in a version 2 header; `None` writes a version 1 header (key 0).
     pub fn new(
         inner: W,
         aead: Aead,
         data_key: &DataKey,
+        key_id: Option<u32>,
         compression_id: u8,
         chunk_size: u32,
         identity: &str,
@@ -212,6 +245,7 @@ impl<W: Write> ChunkSealer<W> {
             inner,
             aead,
             data_key,
+            key_id,
             compression_id,
             chunk_size,
             identity,
@@ -220,16 +254,24 @@ impl<W: Write> ChunkSealer<W> {
     }
 
     /// [`ChunkSealer::new`] with a given salt: only the format's worked example pins one.
+    #[allow(clippy::too_many_arguments)]
     fn with_salt(
         mut inner: W,
         aead: Aead,
         data_key: &DataKey,
+        key_id: Option<u32>,
         compression_id: u8,
         chunk_size: u32,
         identity: &str,
         salt: [u8; FILE_SALT_LEN],
     ) -> io::Result<Self> {
         let header = FileHeader {
+            version: if key_id.is_some() {
+                FILE_FORMAT_VERSION
+            } else {
+                FILE_FORMAT_V1
+            },
+            key_id: key_id.unwrap_or(0),
             aead,
             compression_id,
             chunk_size,
@@ -323,12 +365,13 @@ pub struct ChunkOpener<R: Read> {
 }
 
 impl<R: Read> ChunkOpener<R> {
-    /// Reads the header, checks it against `expected_identity` and derives the file key.
+    /// Reads the header, checks it against `expected_identity` and derives the file key from
+    /// the key of `keys` the header names.
     pub fn new(
         mut inner: R,
         path: &Path,
         expected_identity: &str,
-        data_key: &DataKey,
+        keys: &Keyring,
     ) -> Result<Self, FileError> {
         let (header, raw) = FileHeader::read_from(&mut inner, path)?;
         if header.identity != expected_identity {
@@ -338,6 +381,10 @@ impl<R: Read> ChunkOpener<R> {
                 found: header.identity,
             });
         }
+        let data_key = keys.get(header.key_id).ok_or(FileError::UnknownKey {
+            path: path.into(),
+            key_id: header.key_id,
+        })?;
         // The expected identity (not the stored one) feeds the key, so a reader that skipped the
         // check above would still fail authentication on a swapped file.
         let key = file_key(data_key, &header.salt, expected_identity).map_err(|source| {
@@ -485,6 +532,7 @@ mod tests {
             Vec::new(),
             Aead::Aes256Gcm,
             &data_key,
+            None,
             0,
             1024,
             identity,
@@ -505,10 +553,63 @@ mod tests {
             "88999d52ccc917d60b86c0f904466674268a5df5e78cd7737922724e6e52ac6d"
         );
         let mut out = Vec::new();
-        ChunkOpener::new(&file[..], Path::new("example"), identity, &data_key)
+        ChunkOpener::new(
+            &file[..],
+            Path::new("example"),
+            identity,
+            &Keyring::single(data_key),
+        )
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+        assert_eq!(out, b"hello, pgstream\n");
+    }
+
+    /// Version 2 names the data key after the chunk size; the header hash covers it, and a
+    /// keyring without that key says which key is missing.
+    #[test]
+    fn a_version_2_header_names_its_data_key() {
+        let k0 = DataKey::from_bytes([1; 32]);
+        let k7 = DataKey::from_bytes([7; 32]);
+        let identity = "backups/x/base.tar";
+        let mut s =
+            ChunkSealer::new(Vec::new(), Aead::Aes256Gcm, &k7, Some(7), 0, 1024, identity).unwrap();
+        s.write_all(&[5u8; 3000]).unwrap();
+        let file = s.finish().unwrap();
+        assert_eq!(&file[8..10], &[0, 2]);
+        assert_eq!(&file[16..20], &[0, 0, 0, 7]);
+        let both = Keyring::new(
+            [(0, std::sync::Arc::new(k0)), (7, std::sync::Arc::new(k7))].into(),
+            7,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        ChunkOpener::new(&file[..], Path::new("f"), identity, &both)
             .unwrap()
             .read_to_end(&mut out)
             .unwrap();
-        assert_eq!(out, b"hello, pgstream\n");
+        assert_eq!(out, vec![5u8; 3000]);
+        let only_k0 = Keyring::single(DataKey::from_bytes([1; 32]));
+        let err = ChunkOpener::new(&file[..], Path::new("f"), identity, &only_k0)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, FileError::UnknownKey { key_id: 7, .. }),
+            "{err}"
+        );
+        // The key id is authenticated: naming key 0 instead fails chunk 0.
+        let mut moved = file.clone();
+        moved[19] = 0;
+        let keys = Keyring::new(
+            [
+                (0, std::sync::Arc::new(DataKey::from_bytes([7; 32]))),
+                (7, std::sync::Arc::new(DataKey::from_bytes([7; 32]))),
+            ]
+            .into(),
+            7,
+        )
+        .unwrap();
+        let mut r = ChunkOpener::new(&moved[..], Path::new("f"), identity, &keys).unwrap();
+        assert!(r.read_to_end(&mut Vec::new()).is_err());
     }
 }

@@ -1,5 +1,6 @@
-//! The repository data key, wrapped (AES-256-GCM) by the key-encryption key derived from the
-//! passphrase. Rekeying rewraps this one value; no data file changes.
+//! Repository data keys, wrapped (AES-256-GCM) by the key-encryption key derived from the
+//! passphrase. Rekeying rewraps them; no data file changes. Format version 1 has one data key;
+//! version 2 a keyring whose wraps also bind each key's id (docs/format.md §3.2).
 
 use super::{random_bytes, Aead, CryptoError, DataKey, KEY_LEN, NONCE_LEN, TAG_LEN};
 use serde::{Deserialize, Serialize};
@@ -20,12 +21,16 @@ pub struct WrappedKey {
     pub ciphertext: String,
 }
 
-/// AAD binding a wrapped key to its repository and format version, so a wrapped key copied from
-/// another repository (or replayed across versions) does not unwrap.
-pub fn keywrap_aad(repository_id: &[u8; 16], format_version: u32) -> Vec<u8> {
+/// AAD binding a wrapped key to its repository, format version and (from version 2) key id, so
+/// a wrapped key copied from another repository, replayed across versions or moved to another
+/// id does not unwrap.
+pub fn keywrap_aad(repository_id: &[u8; 16], format_version: u32, key_id: Option<u32>) -> Vec<u8> {
     let mut aad = KEYWRAP_AAD_PREFIX.to_vec();
     aad.extend_from_slice(repository_id);
     aad.extend_from_slice(&format_version.to_be_bytes());
+    if let Some(id) = key_id {
+        aad.extend_from_slice(&id.to_be_bytes());
+    }
     aad
 }
 
@@ -40,12 +45,14 @@ pub fn wrap(
     data_key: &DataKey,
     repository_id: &[u8; 16],
     format_version: u32,
+    key_id: Option<u32>,
 ) -> Result<WrappedKey, CryptoError> {
     wrap_with_nonce(
         kek,
         data_key,
         repository_id,
         format_version,
+        key_id,
         random_bytes()?,
     )
 }
@@ -55,13 +62,14 @@ fn wrap_with_nonce(
     data_key: &DataKey,
     repository_id: &[u8; 16],
     format_version: u32,
+    key_id: Option<u32>,
     nonce: [u8; NONCE_LEN],
 ) -> Result<WrappedKey, CryptoError> {
     let mut sealed = Vec::with_capacity(KEY_LEN + TAG_LEN);
     Aead::Aes256Gcm.seal(
         kek.bytes(),
         &nonce,
-        &keywrap_aad(repository_id, format_version),
+        &keywrap_aad(repository_id, format_version, key_id),
         data_key.bytes(),
         &mut sealed,
     )?;
@@ -79,6 +87,7 @@ pub fn unwrap(
     wrapped: &WrappedKey,
     repository_id: &[u8; 16],
     format_version: u32,
+    key_id: Option<u32>,
 ) -> Result<DataKey, CryptoError> {
     if wrapped.algorithm != Aead::Aes256Gcm.name() {
         return Err(CryptoError::BadKeyMaterial(format!(
@@ -100,7 +109,7 @@ pub fn unwrap(
         .open(
             kek.bytes(),
             &nonce,
-            &keywrap_aad(repository_id, format_version),
+            &keywrap_aad(repository_id, format_version, key_id),
             &sealed,
         )
         .map(Zeroizing::new)
@@ -133,13 +142,16 @@ mod tests {
         );
         let data_key = DataKey::from_bytes(std::array::from_fn(|i| i as u8));
         let id: [u8; 16] = std::array::from_fn(|i| 0x50 + i as u8);
-        let w = wrap_with_nonce(&kek, &data_key, &id, 1, [0x60; 12]).unwrap();
+        let w = wrap_with_nonce(&kek, &data_key, &id, 1, None, [0x60; 12]).unwrap();
         assert_eq!(
             w.ciphertext,
             "0fe2903da47d8759d79138eff01fac788311b83498307ec2b7014dfd9305a759\
              ff8e1572ccbc3b731809aa12d70cd316"
         );
-        assert_eq!(unwrap(&kek, &w, &id, 1).unwrap().bytes(), data_key.bytes());
+        assert_eq!(
+            unwrap(&kek, &w, &id, 1, None).unwrap().bytes(),
+            data_key.bytes()
+        );
     }
 
     #[test]
@@ -147,19 +159,27 @@ mod tests {
         let kek = generate_data_key().unwrap();
         let dk = generate_data_key().unwrap();
         let id = [9u8; 16];
-        let w = wrap(&kek, &dk, &id, 1).unwrap();
-        assert_eq!(unwrap(&kek, &w, &id, 1).unwrap().bytes(), dk.bytes());
+        let w = wrap(&kek, &dk, &id, 1, None).unwrap();
+        assert_eq!(unwrap(&kek, &w, &id, 1, None).unwrap().bytes(), dk.bytes());
         let other = generate_data_key().unwrap();
         assert!(matches!(
-            unwrap(&other, &w, &id, 1),
+            unwrap(&other, &w, &id, 1, None),
             Err(CryptoError::WrongPassphrase)
         ));
-        assert!(unwrap(&kek, &w, &[8u8; 16], 1).is_err());
-        assert!(unwrap(&kek, &w, &id, 2).is_err());
+        assert!(unwrap(&kek, &w, &[8u8; 16], 1, None).is_err());
+        assert!(unwrap(&kek, &w, &id, 2, None).is_err());
+        // Version 2 binds the key id: a wrap moved to another id does not unwrap.
+        let w2 = wrap(&kek, &dk, &id, 2, Some(3)).unwrap();
+        assert_eq!(
+            unwrap(&kek, &w2, &id, 2, Some(3)).unwrap().bytes(),
+            dk.bytes()
+        );
+        assert!(unwrap(&kek, &w2, &id, 2, Some(4)).is_err());
+        assert!(unwrap(&kek, &w2, &id, 2, None).is_err());
         let mut bad = w.clone();
         bad.ciphertext.truncate(10);
         assert!(matches!(
-            unwrap(&kek, &bad, &id, 1),
+            unwrap(&kek, &bad, &id, 1, None),
             Err(CryptoError::BadKeyMaterial(_))
         ));
     }

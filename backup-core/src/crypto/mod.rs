@@ -7,7 +7,9 @@
 pub mod chunked;
 pub mod filekey;
 pub mod kdf;
+pub mod keyring;
 pub mod keywrap;
+pub mod metamac;
 mod secret;
 
 pub use secret::{DataKey, Secret};

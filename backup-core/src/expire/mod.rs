@@ -116,7 +116,7 @@ fn read_records(repo: &Repository, catalog: &Catalog) -> Result<Vec<BackupRecord
         let record = catalog
             .read(&id)
             .and_then(|r| {
-                r.verify_mac(repo.data_key(), &catalog.record_path(&id))
+                r.verify_mac(repo.keyring(), &catalog.record_path(&id))
                     .map(|()| r)
             })
             .map_err(|source| ExpireError::Record {
@@ -191,7 +191,7 @@ fn decide(
     for r in &records {
         let end_time = humantime::parse_rfc3339(&r.end_time)
             .map_err(|e| invalid_record(r, catalog, format!("end_time {:?}: {e}", r.end_time)))?;
-        let pinned = pin::read_pin(repo.store().as_ref(), &r.id, repo.data_key())
+        let pinned = pin::read_pin(repo.store().as_ref(), &r.id, repo.keyring())
             .map_err(ExpireError::UnreadablePin)?
             .is_some();
         candidates.push(policy::Candidate {
@@ -351,7 +351,7 @@ pub fn keep(
     let _lock = scan::lock(repo, "pgstream keep")?;
     // Still there under the lease (an expire may have just deleted it), and authentic.
     let record = catalog.read(&record.id)?;
-    record.verify_mac(repo.data_key(), &catalog.record_path(&record.id))?;
+    record.verify_mac(repo.keyring(), &catalog.record_path(&record.id))?;
     let id = record.id;
     let store = repo.store().as_ref();
     let outcome = if unpin {
@@ -362,10 +362,10 @@ pub fn keep(
         }
     } else {
         // A damaged pin is replaced by a good one: pinning is what was asked.
-        match pin::read_pin(store, &id, repo.data_key()) {
+        match pin::read_pin(store, &id, repo.keyring()) {
             Ok(Some(p)) => PinOutcome::AlreadyPinned(p),
             Ok(None) | Err(PinError::Damaged { .. }) => {
-                PinOutcome::Pinned(pin::write_pin(store, &id, now, repo.data_key())?)
+                PinOutcome::Pinned(pin::write_pin(store, &id, now, repo.sealing_key())?)
             }
             Err(e) => return Err(e.into()),
         }

@@ -10,16 +10,16 @@ use serde::{Deserialize, Serialize};
 
 use super::PinError;
 use crate::catalog::{rfc3339, BACKUPS_DIR};
-use crate::crypto::{self, DataKey};
+use crate::crypto::keyring::Keyring;
+use crate::crypto::{self, metamac};
 pub use crate::index::PIN_FILE;
+use crate::repo::SealKey;
 use crate::store::{get_if_exists, PutMode, Store};
 
 /// Largest pin read back (a pin is a few hundred bytes).
 const MAX_PIN_BYTES: u64 = 64 * 1024;
 /// Version of the pin format.
 pub const PIN_FORMAT: u32 = 1;
-/// HKDF info for the pin MAC key (docs/format.md §8.6).
-const MAC_KEY_INFO: &[u8] = b"pgstream-pin-record";
 
 /// The content of a pin file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +36,9 @@ pub struct Pin {
     /// Encrypted repositories: HMAC-SHA256 (hex) of the same bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// The data key of the MAC (repository format 2); absent means key 0. Covered by the MAC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<u32>,
 }
 
 impl Pin {
@@ -46,30 +49,27 @@ impl Pin {
         serde_json::to_vec(&body).expect("a pin always serializes")
     }
 
-    fn mac_of(key: &DataKey, body: &[u8]) -> Result<String, String> {
-        let mac_key = crypto::hkdf_sha256(key.bytes(), &[0u8; 32], MAC_KEY_INFO)
-            .map_err(|e| e.to_string())?;
-        let mac = crypto::hmac_sha256(&mac_key, &[body]).map_err(|e| e.to_string())?;
-        Ok(hex::encode(mac))
-    }
-
     /// A sealed pin of backup `id`.
-    fn new(id: &str, now: SystemTime, key: Option<&DataKey>) -> Result<Pin, String> {
+    fn new(id: &str, now: SystemTime, key: Option<SealKey<'_>>) -> Result<Pin, String> {
         let mut pin = Pin {
             format: PIN_FORMAT,
             id: id.to_string(),
             pinned_time: rfc3339(now),
             checksum: None,
             mac: None,
+            key_id: key.and_then(|k| k.id),
         };
         let body = pin.sealed_body();
         pin.checksum = Some(hex::encode(crypto::sha256(&[&body])));
-        pin.mac = key.map(|k| Self::mac_of(k, &body)).transpose()?;
+        pin.mac = key
+            .map(|k| metamac::mac(k.key, metamac::PIN, &body))
+            .transpose()
+            .map_err(|e| e.to_string())?;
         Ok(pin)
     }
 
     /// Why this pin, read from backup `id`'s directory, cannot be trusted, if it cannot.
-    fn check(&self, id: &str, key: Option<&DataKey>) -> Result<(), String> {
+    fn check(&self, id: &str, keys: Option<&Keyring>) -> Result<(), String> {
         if self.format != PIN_FORMAT {
             return Err(format!(
                 "pin format {} is not supported by this pgstream (it reads format {PIN_FORMAT}); \
@@ -86,16 +86,30 @@ impl Pin {
         if self.id != id {
             return Err(format!("it pins backup {:?}, not this one", self.id));
         }
-        if let Some(key) = key {
-            let expected = Self::mac_of(key, &body)?;
-            match &self.mac {
-                Some(m) if crypto::constant_time_eq(m.as_bytes(), expected.as_bytes()) => {}
-                Some(_) => return Err("its MAC does not verify with this repository's key".into()),
-                None => return Err("it has no MAC, but the repository is encrypted".into()),
+        if let Some(keys) = keys {
+            let Some(mac) = &self.mac else {
+                return Err("it has no MAC, but the repository is encrypted".into());
+            };
+            let key_id = self.key_id.unwrap_or(0);
+            let key = keys.get(key_id).ok_or_else(|| {
+                format!("its MAC names data key {key_id}, which this repository does not hold")
+            })?;
+            if !metamac::verify(key, metamac::PIN, &body, mac).map_err(|e| e.to_string())? {
+                return Err("its MAC does not verify with this repository's key".into());
             }
         }
         Ok(())
     }
+}
+
+/// `pin` sealed again with `key` (same backup, same time): `rekey --retire-key`.
+pub(crate) fn seal_again(pin: &Pin, key: SealKey<'_>) -> Result<Pin, String> {
+    let mut p = Pin::new(&pin.id, SystemTime::UNIX_EPOCH, Some(key))?;
+    p.pinned_time = pin.pinned_time.clone();
+    let body = p.sealed_body();
+    p.checksum = Some(hex::encode(crypto::sha256(&[&body])));
+    p.mac = Some(metamac::mac(key.key, metamac::PIN, &body).map_err(|e| e.to_string())?);
+    Ok(p)
 }
 
 /// `backups/<id>/pin.json`: the stored name of backup `id`'s pin.
@@ -108,7 +122,7 @@ pub fn pin_name(id: &str) -> String {
 pub fn read_pin(
     store: &dyn Store,
     id: &str,
-    key: Option<&DataKey>,
+    key: Option<&Keyring>,
 ) -> Result<Option<Pin>, PinError> {
     let name = pin_name(id);
     let path = store.describe(&name);
@@ -136,7 +150,7 @@ pub(super) fn write_pin(
     store: &dyn Store,
     id: &str,
     now: SystemTime,
-    key: Option<&DataKey>,
+    key: Option<SealKey<'_>>,
 ) -> Result<Pin, PinError> {
     let name = pin_name(id);
     let pin = Pin::new(id, now, key).map_err(|reason| PinError::Damaged {
@@ -177,8 +191,15 @@ mod tests {
         store
     }
 
-    fn key(byte: u8) -> DataKey {
-        DataKey::from_bytes([byte; 32])
+    fn key(byte: u8) -> Keyring {
+        Keyring::single(crate::crypto::DataKey::from_bytes([byte; 32]))
+    }
+
+    fn seal(keys: &Keyring) -> SealKey<'_> {
+        SealKey {
+            id: None,
+            key: keys.active().1,
+        }
     }
 
     const ID: &str = "20260101T000000Z";
@@ -188,7 +209,7 @@ mod tests {
         let s = repo_with_backup(ID);
         assert!(!is_pinned(&s, ID).unwrap());
         let k = key(7);
-        let pin = write_pin(&s, ID, SystemTime::UNIX_EPOCH, Some(&k)).unwrap();
+        let pin = write_pin(&s, ID, SystemTime::UNIX_EPOCH, Some(seal(&k))).unwrap();
         assert_eq!(pin.pinned_time, "1970-01-01T00:00:00Z");
         assert_eq!(read_pin(&s, ID, Some(&k)).unwrap(), Some(pin));
         assert!(is_pinned(&s, ID).unwrap());
@@ -227,7 +248,7 @@ mod tests {
         assert!(is_pinned(&s, ID).unwrap());
         let err = read_pin(&s, ID, Some(&key(1))).unwrap_err();
         assert!(err.to_string().contains("no MAC"), "{err}");
-        write_pin(&s, ID, SystemTime::UNIX_EPOCH, Some(&key(2))).unwrap();
+        write_pin(&s, ID, SystemTime::UNIX_EPOCH, Some(seal(&key(2)))).unwrap();
         let err = read_pin(&s, ID, Some(&key(1))).unwrap_err();
         assert!(err.to_string().contains("MAC does not verify"), "{err}");
     }

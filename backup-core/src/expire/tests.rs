@@ -25,7 +25,7 @@ fn repo_with(encryption: Encryption) -> (MemStore, Repository) {
 
 fn write_record(repo: &Repository, r: &BackupRecord) {
     let mut r = r.clone();
-    r.seal(repo.data_key()).unwrap();
+    r.seal(repo.sealing_key()).unwrap();
     repo.store()
         .put(
             &format!("backups/{}/base.tar.lz4.enc", r.id),

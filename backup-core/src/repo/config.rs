@@ -1,6 +1,10 @@
 //! The repository config file `pgstream.repo`: magic "PGSTREAM", format version, a JSON body and
-//! a trailing CRC-32C (layout in docs/format.md). It holds the repository id, the compression and
-//! encryption choices, the scrypt parameters, the wrapped data key and the cluster binding.
+//! a trailing CRC-32C (layout in docs/format.md §2). It holds the repository id, the compression
+//! and encryption choices, the scrypt parameters, the wrapped data keys and the cluster binding.
+//!
+//! Format version 1 has one wrapped data key (`key_wrap`) and is protected by its CRC only.
+//! Version 2 has a keyring (`keys`, `active_key`) and, when encrypted, a MAC under a key derived
+//! from the active data key (`mac`), so nobody without the passphrase can alter it unnoticed.
 
 use crate::compress::Compression;
 use crate::crypto::kdf::KdfParams;
@@ -9,14 +13,18 @@ use crate::crypto::Aead;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
-/// Name of the config file inside the repository directory.
+/// Name of the config file inside the repository.
 pub const CONFIG_FILE: &str = "pgstream.repo";
 /// Magic at offset 0 of the config file.
 pub const CONFIG_MAGIC: &[u8; 8] = b"PGSTREAM";
-/// Repository format version written and read by this build.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest repository format version, written by `init` and `upgrade`.
+pub const FORMAT_VERSION: u32 = 2;
+/// The first repository format version, still read (and written by `rekey` until upgraded).
+pub const FORMAT_V1: u32 = 1;
 /// Largest JSON body accepted (a config is a few hundred bytes).
 const MAX_BODY: usize = 1024 * 1024;
+/// Most data keys a keyring holds (bounds the work of opening a tampered config).
+pub const MAX_KEYS: usize = 64;
 
 /// The PostgreSQL cluster a repository is bound to at its first backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,9 +61,20 @@ fn de_u64_str<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     s.parse().map_err(serde::de::Error::custom)
 }
 
-/// Encryption settings and key material (`"encryption"` object).
+/// One data key of the keyring, wrapped by the key-encryption key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct StoredKey {
+    /// Its id, named by the headers of the files written with it and by records and pins.
+    pub id: u32,
+    /// When it was made, seconds since the Unix epoch.
+    pub created_unix: u64,
+    /// The key, wrapped (its AAD binds the id: docs/format.md §3.2).
+    pub wrap: WrappedKey,
+}
+
+/// Encryption settings and key material (`"encryption"` object).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncryptionConfig {
     /// Cipher for new files.
     pub algorithm: Aead,
@@ -63,24 +82,39 @@ pub struct EncryptionConfig {
     pub chunk_size: u32,
     /// Passphrase → key-encryption key.
     pub kdf: KdfParams,
-    /// The data key wrapped by the key-encryption key.
-    pub key_wrap: WrappedKey,
+    /// The data keys (format 1: one, id 0).
+    pub keys: Vec<StoredKey>,
+    /// The key new files are written with.
+    pub active_key: u32,
 }
 
-/// The JSON body of `pgstream.repo`.
+/// The MAC of a format 2 encrypted config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct ConfigMac {
+    /// The data key it is computed with.
+    pub key_id: u32,
+    /// HMAC-SHA256, hex.
+    pub hmac: String,
+}
+
+/// The content of `pgstream.repo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepoConfig {
+    /// The repository format version the file has (1 or 2).
+    pub format_version: u32,
     /// 16 random bytes, hex.
     pub repository_id: String,
     /// Creation time, seconds since the Unix epoch.
     pub created_unix: u64,
     /// Compression of new files.
     pub compression: Compression,
-    /// `null` for an unencrypted repository.
+    /// `None` for an unencrypted repository.
     pub encryption: Option<EncryptionConfig>,
-    /// `null` until the first backup.
+    /// `None` until the first backup.
     pub cluster: Option<ClusterIdentity>,
+    /// Format 2, encrypted: the MAC over the rest (see [`mac_body`]).
+    pub mac: Option<ConfigMac>,
 }
 
 impl RepoConfig {
@@ -104,12 +138,95 @@ pub enum DecodeError {
     Invalid(String),
 }
 
-/// Serialises a config file.
+/// The JSON body of a format 1 config.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BodyV1 {
+    repository_id: String,
+    created_unix: u64,
+    compression: Compression,
+    encryption: Option<EncryptionV1>,
+    cluster: Option<ClusterIdentity>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EncryptionV1 {
+    algorithm: Aead,
+    chunk_size: u32,
+    kdf: KdfParams,
+    key_wrap: WrappedKey,
+}
+
+/// The JSON body of a format 2 config (fields in this order; the MAC covers the compact
+/// serialization of this object without `mac`).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BodyV2 {
+    repository_id: String,
+    created_unix: u64,
+    compression: Compression,
+    encryption: Option<EncryptionV2>,
+    cluster: Option<ClusterIdentity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mac: Option<ConfigMac>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EncryptionV2 {
+    algorithm: Aead,
+    chunk_size: u32,
+    kdf: KdfParams,
+    keys: Vec<StoredKey>,
+    active_key: u32,
+}
+
+fn body_v2(config: &RepoConfig, with_mac: bool) -> BodyV2 {
+    BodyV2 {
+        repository_id: config.repository_id.clone(),
+        created_unix: config.created_unix,
+        compression: config.compression,
+        encryption: config.encryption.as_ref().map(|e| EncryptionV2 {
+            algorithm: e.algorithm,
+            chunk_size: e.chunk_size,
+            kdf: e.kdf.clone(),
+            keys: e.keys.clone(),
+            active_key: e.active_key,
+        }),
+        cluster: config.cluster,
+        mac: if with_mac { config.mac.clone() } else { None },
+    }
+}
+
+/// The bytes a format 2 config's MAC covers: its body without `mac`, as compact JSON.
+pub fn mac_body(config: &RepoConfig) -> Vec<u8> {
+    serde_json::to_vec(&body_v2(config, false)).expect("config serialises")
+}
+
+/// Serialises a config file, in the format version it has.
 pub fn encode(config: &RepoConfig) -> Vec<u8> {
-    let body = serde_json::to_vec_pretty(config).expect("config serialises");
+    let body = if config.format_version == FORMAT_V1 {
+        let enc = config.encryption.as_ref().map(|e| EncryptionV1 {
+            algorithm: e.algorithm,
+            chunk_size: e.chunk_size,
+            kdf: e.kdf.clone(),
+            key_wrap: e.keys[0].wrap.clone(),
+        });
+        serde_json::to_vec_pretty(&BodyV1 {
+            repository_id: config.repository_id.clone(),
+            created_unix: config.created_unix,
+            compression: config.compression,
+            encryption: enc,
+            cluster: config.cluster,
+        })
+    } else {
+        serde_json::to_vec_pretty(&body_v2(config, true))
+    }
+    .expect("config serialises");
     let mut out = Vec::with_capacity(body.len() + 21);
     out.extend_from_slice(CONFIG_MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+    out.extend_from_slice(&config.format_version.to_be_bytes());
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
     out.extend_from_slice(&body);
     let crc = crc32c::crc32c(&out);
@@ -127,7 +244,7 @@ pub fn decode(bytes: &[u8]) -> Result<RepoConfig, DecodeError> {
         return Err(invalid("file is shorter than its fixed fields"));
     }
     let version = u32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != FORMAT_VERSION {
+    if !(FORMAT_V1..=FORMAT_VERSION).contains(&version) {
         return Err(DecodeError::UnsupportedVersion(version));
     }
     let len = u32::from_be_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
@@ -140,8 +257,47 @@ pub fn decode(bytes: &[u8]) -> Result<RepoConfig, DecodeError> {
     if crc32c::crc32c(&bytes[..16 + len]) != stored {
         return Err(invalid("CRC-32C mismatch (the file is damaged)"));
     }
-    let config: RepoConfig = serde_json::from_slice(&bytes[16..16 + len])
-        .map_err(|e| DecodeError::Invalid(format!("JSON body: {e}")))?;
+    let json = &bytes[16..16 + len];
+    let json_err = |e: serde_json::Error| DecodeError::Invalid(format!("JSON body: {e}"));
+    let config = if version == FORMAT_V1 {
+        let b: BodyV1 = serde_json::from_slice(json).map_err(json_err)?;
+        RepoConfig {
+            format_version: version,
+            repository_id: b.repository_id,
+            created_unix: b.created_unix,
+            compression: b.compression,
+            encryption: b.encryption.map(|e| EncryptionConfig {
+                algorithm: e.algorithm,
+                chunk_size: e.chunk_size,
+                kdf: e.kdf,
+                keys: vec![StoredKey {
+                    id: 0,
+                    created_unix: b.created_unix,
+                    wrap: e.key_wrap,
+                }],
+                active_key: 0,
+            }),
+            cluster: b.cluster,
+            mac: None,
+        }
+    } else {
+        let b: BodyV2 = serde_json::from_slice(json).map_err(json_err)?;
+        RepoConfig {
+            format_version: version,
+            repository_id: b.repository_id,
+            created_unix: b.created_unix,
+            compression: b.compression,
+            encryption: b.encryption.map(|e| EncryptionConfig {
+                algorithm: e.algorithm,
+                chunk_size: e.chunk_size,
+                kdf: e.kdf,
+                keys: e.keys,
+                active_key: e.active_key,
+            }),
+            cluster: b.cluster,
+            mac: b.mac,
+        }
+    };
     config.repository_id_bytes().map_err(DecodeError::Invalid)?;
     if let Some(enc) = &config.encryption {
         enc.kdf
@@ -152,6 +308,25 @@ pub fn decode(bytes: &[u8]) -> Result<RepoConfig, DecodeError> {
         {
             return Err(invalid("chunk_size out of range"));
         }
+        if enc.keys.is_empty() || enc.keys.len() > MAX_KEYS {
+            return Err(invalid("the keyring must hold 1 to 64 keys"));
+        }
+        let mut ids: Vec<u32> = enc.keys.iter().map(|k| k.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != enc.keys.len() {
+            return Err(invalid("two keys have the same id"));
+        }
+        if !ids.contains(&enc.active_key) {
+            return Err(invalid("active_key names no key of the keyring"));
+        }
+        if version >= 2 && config.mac.is_none() {
+            return Err(invalid(
+                "an encrypted repository of format 2 must carry a MAC (it was removed)",
+            ));
+        }
+    } else if config.mac.is_some() {
+        return Err(invalid("an unencrypted repository has no MAC"));
     }
     Ok(config)
 }
@@ -162,6 +337,8 @@ mod tests {
 
     fn sample() -> RepoConfig {
         RepoConfig {
+            format_version: FORMAT_VERSION,
+            mac: None,
             repository_id: "00112233445566778899aabbccddeeff".into(),
             created_unix: 1_700_000_000,
             compression: Compression::Zstd(5),
@@ -179,6 +356,11 @@ mod tests {
         let bytes = encode(&sample());
         assert!(String::from_utf8_lossy(&bytes).contains("\"18446744073709551614\""));
         assert_eq!(decode(&bytes).unwrap(), sample());
+        let v1 = RepoConfig {
+            format_version: FORMAT_V1,
+            ..sample()
+        };
+        assert_eq!(decode(&encode(&v1)).unwrap(), v1);
     }
 
     #[test]

@@ -4,20 +4,20 @@
 //! docs/format.md.
 
 pub mod config;
+mod keys;
 pub mod passphrase;
+pub mod retire;
 
 use crate::catalog::Catalog;
 use crate::compress::Compression;
 use crate::crypto::chunked::{DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
-use crate::crypto::kdf::KdfParams;
-use crate::crypto::{keywrap, random_bytes, Aead, CryptoError, DataKey, Encryption, Secret};
+use crate::crypto::keyring::Keyring;
+use crate::crypto::{random_bytes, Aead, CryptoError, DataKey, Encryption, Secret};
 use crate::file_error::FileError;
 use crate::sink::{open_reader, FileCodec, FileEncryption, FileReader, FileSink, SinkError};
 use crate::store::lease::{self, LeaseGuard, LeaseHolder};
 use crate::store::{PutMode, RepoLocation, SharedStore, Store, StoreError};
-use config::{
-    ClusterIdentity, DecodeError, EncryptionConfig, RepoConfig, CONFIG_FILE, FORMAT_VERSION,
-};
+use config::{ClusterIdentity, DecodeError, RepoConfig, CONFIG_FILE, FORMAT_V1, FORMAT_VERSION};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -130,6 +130,28 @@ pub enum RepoError {
         #[source]
         source: CryptoError,
     },
+    /// A passphrase was given for a repository whose configuration says it is not encrypted.
+    #[error(
+        "repository {location} says it is not encrypted, but a passphrase was given \
+         (PGSTREAM_PASSPHRASE or --passphrase-file): if it was created with --encryption none, \
+         run without a passphrase; if it was created encrypted, its configuration was altered: \
+         write nothing to it and restore pgstream.repo from a copy you trust"
+    )]
+    ClaimsUnencrypted {
+        /// The repository.
+        location: String,
+    },
+    /// An operation that needs repository format 2 on a format 1 repository.
+    #[error(
+        "repository {location} has format version 1; {what} needs version 2: run \
+         `pgstream upgrade --repo {location}` first"
+    )]
+    NeedsUpgrade {
+        /// The repository.
+        location: String,
+        /// What was asked.
+        what: &'static str,
+    },
     /// `rekey` on an unencrypted repository.
     #[error("repository {location} is not encrypted; there is no passphrase to change")]
     NotEncrypted {
@@ -170,6 +192,30 @@ impl RepoError {
                 ..
             }
         )
+    }
+}
+
+/// What `rekey` changes besides the passphrase.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RekeyOptions {
+    /// A new scrypt cost (`None` keeps the current one).
+    pub cost: Option<KdfCost>,
+    /// Add a data key and write every new file with it (format 2).
+    pub rotate: bool,
+}
+
+/// A data key that seals records and pins, with the id they record (`None`: format 1).
+#[derive(Clone, Copy)]
+pub struct SealKey<'a> {
+    pub id: Option<u32>,
+    pub key: &'a DataKey,
+}
+
+impl std::fmt::Debug for SealKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -312,35 +358,33 @@ impl Repository {
             });
         }
         let id: [u8; 16] = random_bytes().map_err(key_err(s))?;
-        let encryption = match options.encryption {
-            Encryption::None => None,
-            Encryption::Aead(aead) => {
-                let passphrase = passphrase.as_ref().expect("checked above");
-                let cost = options.kdf_cost;
-                let kdf = KdfParams::generate(cost.log2_n, cost.r, cost.p)
-                    .map_err(|e| RepoError::Invalid(e.to_string()))?;
-                let data_key = keywrap::generate_data_key().map_err(key_err(s))?;
-                let kek = kdf.derive(passphrase).map_err(key_err(s))?;
-                let key_wrap =
-                    keywrap::wrap(&kek, &data_key, &id, FORMAT_VERSION).map_err(key_err(s))?;
-                Some(EncryptionConfig {
-                    algorithm: aead,
-                    chunk_size: options.chunk_size,
-                    kdf,
-                    key_wrap,
-                })
-            }
-        };
-        let config = RepoConfig {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut config = RepoConfig {
+            format_version: FORMAT_VERSION,
             repository_id: hex::encode(id),
-            created_unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            created_unix: now,
             compression: options.compression,
-            encryption,
+            encryption: None,
             cluster: None,
+            mac: None,
         };
+        if let Encryption::Aead(aead) = options.encryption {
+            let passphrase = passphrase.as_ref().expect("checked above");
+            let (enc, keyring) = keys::generate(
+                s,
+                &config,
+                aead,
+                options.chunk_size,
+                options.kdf_cost,
+                passphrase,
+                now,
+            )?;
+            config.encryption = Some(enc);
+            keys::seal(s, &mut config, &keyring)?;
+        }
         write_config(s, &config, true).map_err(|e| match e {
             RepoError::Store(se) if se.is_already_exists() => RepoError::AlreadyRepository {
                 location: s.location().to_string(),
@@ -366,17 +410,25 @@ impl Repository {
         passphrase: Option<&Secret>,
     ) -> Result<Repository, RepoError> {
         let config = read_config(store.as_ref())?;
+        let s = store.as_ref();
         let codec = match &config.encryption {
+            // A passphrase given to a repository that says it is unencrypted: either a mistake,
+            // or a configuration altered to make the next writer store plaintext. Refused.
+            None if passphrase.is_some_and(|p| !p.is_empty()) => {
+                return Err(RepoError::ClaimsUnencrypted {
+                    location: s.location().to_string(),
+                })
+            }
             None => FileCodec::plain(config.compression),
             Some(enc) => {
-                let s = store.as_ref();
-                let key = unwrap_data_key(s, &config, enc, &required(s, passphrase)?)?;
+                let keyring = keys::open_keyring(s, &config, enc, &required(s, passphrase)?)?;
                 FileCodec {
                     compression: config.compression,
                     encryption: Some(FileEncryption {
                         aead: enc.algorithm,
-                        key: Arc::new(key),
+                        keys: Arc::new(keyring),
                         chunk_size: enc.chunk_size,
+                        key_ids: config.format_version > FORMAT_V1,
                     }),
                 }
             }
@@ -388,10 +440,10 @@ impl Repository {
         })
     }
 
-    /// Changes the passphrase: unwraps the data key with `old`, rewraps it under `new` with a
-    /// fresh salt (same scrypt cost) and rewrites the config durably. No data file changes.
+    /// Changes the passphrase: unwraps the data keys with `old`, rewraps them under `new` with
+    /// a fresh salt (same scrypt cost) and rewrites the config durably. No data file changes.
     pub fn rekey(location: &RepoLocation, old: &Secret, new: &Secret) -> Result<(), RepoError> {
-        Self::rekey_with_cost(location, old, new, None)
+        Self::rekey_with(location, old, new, RekeyOptions::default()).map(drop)
     }
 
     /// [`Repository::rekey`] with a new scrypt cost (`None` keeps the current one).
@@ -401,17 +453,37 @@ impl Repository {
         new: &Secret,
         cost: Option<KdfCost>,
     ) -> Result<(), RepoError> {
-        Self::rekey_in(crate::store::open(location)?.as_ref(), old, new, cost)
+        Self::rekey_with(
+            location,
+            old,
+            new,
+            RekeyOptions {
+                cost,
+                ..RekeyOptions::default()
+            },
+        )
+        .map(drop)
     }
 
-    /// [`Repository::rekey_with_cost`] in a given store. The config is read and rewritten
-    /// under the `config` lease.
+    /// [`Repository::rekey`] with options: a new scrypt cost, and a new data key for every file
+    /// written afterwards (`rotate`). Returns the active key id afterwards.
+    pub fn rekey_with(
+        location: &RepoLocation,
+        old: &Secret,
+        new: &Secret,
+        options: RekeyOptions,
+    ) -> Result<u32, RepoError> {
+        Self::rekey_in(crate::store::open(location)?.as_ref(), old, new, options)
+    }
+
+    /// [`Repository::rekey_with`] in a given store. The config is read and rewritten under the
+    /// `config` lease.
     pub fn rekey_in(
         store: &dyn Store,
         old: &Secret,
         new: &Secret,
-        cost: Option<KdfCost>,
-    ) -> Result<(), RepoError> {
+        options: RekeyOptions,
+    ) -> Result<u32, RepoError> {
         let new = required(store, Some(new))?;
         let old = required(store, Some(old))?;
         let _lease = config_lease(store, "pgstream rekey")?;
@@ -421,27 +493,68 @@ impl Repository {
                 location: store.location().to_string(),
             });
         };
-        let data_key = unwrap_data_key(store, &config, &enc, &old)?;
-        let kdf = match cost {
-            None => enc.kdf.with_fresh_salt(),
-            Some(c) => KdfParams::generate(c.log2_n, c.r, c.p),
+        if options.rotate && config.format_version == FORMAT_V1 {
+            return Err(RepoError::NeedsUpgrade {
+                location: store.location().to_string(),
+                what: "a data key rotation",
+            });
         }
-        .map_err(|e| RepoError::Invalid(e.to_string()))?;
-        let kek = kdf.derive(&new).map_err(key_err(store))?;
-        let id = config
-            .repository_id_bytes()
-            .map_err(|detail| RepoError::BadConfig {
-                location: store.describe(CONFIG_FILE),
-                detail,
-            })?;
-        let key_wrap =
-            keywrap::wrap(&kek, &data_key, &id, FORMAT_VERSION).map_err(key_err(store))?;
-        config.encryption = Some(EncryptionConfig {
-            kdf,
-            key_wrap,
-            ..enc
-        });
-        write_config(store, &config, false)
+        let keyring = keys::open_keyring(store, &config, &enc, &old)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let keyring = keys::rewrap(
+            store,
+            &mut config,
+            keyring,
+            &new,
+            options.cost,
+            options.rotate.then_some(now),
+        )?;
+        keys::seal(store, &mut config, &keyring)?;
+        write_config(store, &config, false)?;
+        Ok(keyring.active().0)
+    }
+
+    /// Brings a format 1 repository to format 2 (a keyring whose wraps bind key ids, and a MAC
+    /// over the configuration), in one atomic rewrite of `pgstream.repo` under the `config`
+    /// lease. Nothing else changes: files, records and pins of format 1 stay readable (key 0).
+    /// Returns whether anything was done (false: already format 2).
+    pub fn upgrade(
+        location: &RepoLocation,
+        passphrase: Option<&Secret>,
+    ) -> Result<bool, RepoError> {
+        Self::upgrade_in(crate::store::open(location)?.as_ref(), passphrase)
+    }
+
+    /// [`Repository::upgrade`] in a given store.
+    pub fn upgrade_in(store: &dyn Store, passphrase: Option<&Secret>) -> Result<bool, RepoError> {
+        let _lease = config_lease(store, "pgstream upgrade")?;
+        let mut config = read_config(store)?;
+        if config.format_version >= FORMAT_VERSION {
+            return Ok(false);
+        }
+        match config.encryption.clone() {
+            None => {
+                if passphrase.is_some_and(|p| !p.is_empty()) {
+                    return Err(RepoError::ClaimsUnencrypted {
+                        location: store.location().to_string(),
+                    });
+                }
+                config.format_version = FORMAT_VERSION;
+            }
+            Some(enc) => {
+                let pass = required(store, passphrase)?;
+                let keyring = keys::open_keyring(store, &config, &enc, &pass)?;
+                config.format_version = FORMAT_VERSION;
+                // The same passphrase, a fresh salt, the same cost: the wrap now binds the id.
+                let keyring = keys::rewrap(store, &mut config, keyring, &pass, None, None)?;
+                keys::seal(store, &mut config, &keyring)?;
+            }
+        }
+        write_config(store, &config, false)?;
+        Ok(true)
     }
 
     /// Records the cluster on the first backup; afterwards accepts only the same cluster.
@@ -460,11 +573,19 @@ impl Repository {
             )?),
         };
         let mut fresh = read_config(store)?;
-        if fresh.repository_id != self.config.repository_id {
+        if fresh.repository_id != self.config.repository_id
+            || fresh.encryption.is_some() != self.config.encryption.is_some()
+        {
             return Err(RepoError::BadConfig {
                 location: store.describe(CONFIG_FILE),
-                detail: "the repository id changed while the repository was open".into(),
+                detail: "the repository id or encryption changed while the repository was open"
+                    .into(),
             });
+        }
+        let keyring = self.codec.encryption.as_ref().map(|e| Arc::clone(&e.keys));
+        if let Some(k) = &keyring {
+            // Rewritten (rekeyed) meanwhile: its MAC must still verify with our keys.
+            keys::check_fresh(store, &fresh, k)?;
         }
         let outcome = match fresh.cluster {
             Some(bound) if bound == cluster => BindOutcome::AlreadyBound,
@@ -477,6 +598,9 @@ impl Repository {
             }
             None => {
                 fresh.cluster = Some(cluster);
+                if let Some(k) = &keyring {
+                    keys::seal(store, &mut fresh, k)?;
+                }
                 crate::failpoint!("repo.bind-cluster");
                 write_config(store, &fresh, false)?;
                 BindOutcome::Bound
@@ -516,14 +640,29 @@ impl Repository {
         &self.codec
     }
 
-    /// The data key, in an encrypted repository.
-    pub fn data_key(&self) -> Option<&DataKey> {
-        self.codec.encryption.as_ref().map(|e| &*e.key)
+    /// The data keys, in an encrypted repository.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.codec.encryption.as_ref().map(|e| e.keys.as_ref())
     }
 
-    /// The backup catalog.
+    /// The key that seals new records and pins (`None` for an unencrypted repository), with
+    /// the id to record in them (`None` in format 1, where only key 0 exists).
+    pub fn sealing_key(&self) -> Option<SealKey<'_>> {
+        self.codec.encryption.as_ref().map(|e| {
+            let (id, key) = e.active_key();
+            SealKey {
+                id: e.key_ids.then_some(id),
+                key,
+            }
+        })
+    }
+
+    /// The backup catalog; in an encrypted repository every record read is authenticated.
     pub fn catalog(&self) -> Catalog<'_> {
-        Catalog::new(self.store.as_ref())
+        match self.keyring() {
+            Some(k) => Catalog::with_keys(self.store.as_ref(), k),
+            None => Catalog::new(self.store.as_ref()),
+        }
     }
 
     /// Starts writing repository file `name` (its identity) with the repository's codec.
@@ -576,18 +715,5 @@ fn check_file_name(name: &str) -> Result<(), RepoError> {
     Ok(())
 }
 
-fn unwrap_data_key(
-    store: &dyn Store,
-    config: &RepoConfig,
-    enc: &EncryptionConfig,
-    passphrase: &Secret,
-) -> Result<DataKey, RepoError> {
-    let id = config
-        .repository_id_bytes()
-        .map_err(|detail| RepoError::BadConfig {
-            location: store.describe(CONFIG_FILE),
-            detail,
-        })?;
-    let kek = enc.kdf.derive(passphrase).map_err(key_err(store))?;
-    keywrap::unwrap(&kek, &enc.key_wrap, &id, FORMAT_VERSION).map_err(key_err(store))
-}
+#[cfg(test)]
+mod tests;

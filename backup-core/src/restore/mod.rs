@@ -126,10 +126,7 @@ pub fn run(repo: &Repository, plan: &RestorePlan) -> Result<RestoreSummary, Rest
     let started = Instant::now();
     let catalog = repo.catalog();
     let record = catalog.resolve(&plan.backup)?;
-    record.verify_mac(
-        repo.codec().encryption.as_ref().map(|e| &*e.key),
-        &catalog.record_path(&record.id),
-    )?;
+    record.verify_mac(repo.keyring(), &catalog.record_path(&record.id))?;
     let tablespaces = plan_tablespaces(&record, &plan.tablespace_map)?;
     // Check every destination before writing anything; with --force, empty them only once
     // all are known to be usable.

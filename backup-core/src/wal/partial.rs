@@ -33,15 +33,29 @@ use pgwire_repl::TimelineId;
 
 /// Magic at offset 0 of a partial segment.
 pub const PARTIAL_MAGIC: &[u8; 8] = b"PGSTPART";
-/// Partial-segment format version written and read by this build.
-pub const PARTIAL_FORMAT_VERSION: u16 = 1;
+/// The newest partial-segment format version: 2 names the data key (repositories of format 2);
+/// 1 (key 0 implied) is still written in repositories of format 1 and read everywhere.
+pub const PARTIAL_FORMAT_VERSION: u16 = 2;
 /// Cipher id of an unencrypted partial (records carry a CRC-32C).
 pub const CIPHER_NONE: u8 = 0;
 /// Largest payload of one record (bounds reader memory on a hostile file).
 pub const MAX_RECORD_LEN: u32 = 1 << 20;
+/// Longest identity in a header.
+const MAX_IDENTITY: usize = 1024;
 /// Bytes of a record before its payload.
 pub const RECORD_HEADER_LEN: usize = 12;
 const FIXED_HEADER_LEN: usize = 8 + 2 + 1 + 1 + 4 + 4 + 8 + 32 + 2;
+/// Version 2 adds the data key id after the segment number.
+const FIXED_HEADER_LEN_V2: usize = FIXED_HEADER_LEN + 4;
+
+/// The fixed header length of format `version` (the identity follows it).
+fn fixed_len(version: u16) -> usize {
+    if version >= 2 {
+        FIXED_HEADER_LEN_V2
+    } else {
+        FIXED_HEADER_LEN
+    }
+}
 const CRC_LEN: usize = 4;
 
 /// Why a partial file cannot be used.
@@ -88,6 +102,10 @@ pub enum PartialEnd {
 /// The fields of a partial file's header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartialHeader {
+    /// Format version, 1 or 2.
+    pub version: u16,
+    /// The data key the file's key is derived from (0 in version 1 and when unencrypted).
+    pub key_id: u32,
     /// `None` for an unencrypted repository.
     pub aead: Option<Aead>,
     pub segment: SegmentName,
@@ -98,14 +116,17 @@ pub struct PartialHeader {
 impl PartialHeader {
     /// The header bytes, exactly as stored.
     pub fn encode(&self) -> Vec<u8> {
-        let mut h = Vec::with_capacity(FIXED_HEADER_LEN + self.identity.len());
+        let mut h = Vec::with_capacity(fixed_len(self.version) + self.identity.len());
         h.extend_from_slice(PARTIAL_MAGIC);
-        h.extend_from_slice(&PARTIAL_FORMAT_VERSION.to_be_bytes());
+        h.extend_from_slice(&self.version.to_be_bytes());
         h.push(self.aead.map_or(CIPHER_NONE, Aead::id));
         h.push(0);
         h.extend_from_slice(&(self.segment.seg_size.bytes() as u32).to_be_bytes());
         h.extend_from_slice(&self.segment.timeline.0.to_be_bytes());
         h.extend_from_slice(&self.segment.segno.to_be_bytes());
+        if self.version >= 2 {
+            h.extend_from_slice(&self.key_id.to_be_bytes());
+        }
         h.extend_from_slice(&self.salt);
         h.extend_from_slice(&(self.identity.len() as u16).to_be_bytes());
         h.extend_from_slice(self.identity.as_bytes());
@@ -121,12 +142,22 @@ impl PartialHeader {
             return Err(bad("bad magic (expected PGSTPART)".into()));
         }
         let version = u16::from_be_bytes([raw[8], raw[9]]);
-        if version != PARTIAL_FORMAT_VERSION {
+        if !(1..=PARTIAL_FORMAT_VERSION).contains(&version) {
             return Err(bad(format!(
-                "format version {version}; this pgstream reads version \
+                "format version {version}; this pgstream reads versions 1 to \
                  {PARTIAL_FORMAT_VERSION}: upgrade pgstream"
             )));
         }
+        let fixed = fixed_len(version);
+        if raw.len() < fixed {
+            return Err(bad("the file ends inside its header".into()));
+        }
+        let at = fixed - FIXED_HEADER_LEN; // where the salt moved: 0 in version 1, 4 in 2
+        let key_id = if version >= 2 {
+            u32::from_be_bytes(raw[28..32].try_into().expect("4 bytes"))
+        } else {
+            0
+        };
         let aead = match raw[10] {
             CIPHER_NONE => None,
             id => Some(Aead::from_id(id).ok_or_else(|| bad(format!("unknown cipher id {id}")))?),
@@ -138,23 +169,25 @@ impl PartialHeader {
         let seg_size = WalSegmentSize::new(u64::from(seg_size)).map_err(|e| bad(e.to_string()))?;
         let tli = u32::from_be_bytes(raw[16..20].try_into().expect("4 bytes"));
         let segno = u64::from_be_bytes(raw[20..28].try_into().expect("8 bytes"));
-        let salt: [u8; 32] = raw[28..60].try_into().expect("32 bytes");
-        let id_len = usize::from(u16::from_be_bytes([raw[60], raw[61]]));
-        if id_len == 0 || raw.len() < FIXED_HEADER_LEN + id_len {
+        let salt: [u8; 32] = raw[at + 28..at + 60].try_into().expect("32 bytes");
+        let id_len = usize::from(u16::from_be_bytes([raw[at + 60], raw[at + 61]]));
+        if id_len == 0 || raw.len() < fixed + id_len {
             return Err(bad(format!("identity length {id_len} out of range")));
         }
-        let identity = String::from_utf8(raw[FIXED_HEADER_LEN..FIXED_HEADER_LEN + id_len].to_vec())
+        let identity = String::from_utf8(raw[fixed..fixed + id_len].to_vec())
             .map_err(|_| bad("identity is not UTF-8".into()))?;
         if tli == 0 {
             return Err(bad("timeline 0".into()));
         }
         let header = PartialHeader {
+            version,
+            key_id,
             aead,
             segment: SegmentName::new(TimelineId(tli), segno, seg_size),
             salt,
             identity,
         };
-        Ok((header, FIXED_HEADER_LEN + id_len))
+        Ok((header, fixed + id_len))
     }
 }
 
@@ -171,8 +204,14 @@ impl Sealer {
         let cipher = match (header.aead, &codec.encryption) {
             (None, _) => None,
             (Some(aead), Some(enc)) => {
+                let data_key = enc.keys.get(header.key_id).ok_or_else(|| {
+                    format!(
+                        "written with data key {}, which this repository's keyring does not hold",
+                        header.key_id
+                    )
+                })?;
                 let key = derive_file_key(
-                    &enc.key,
+                    data_key,
                     &header.salt,
                     KeyDomain::PartialSegment,
                     &header.identity,
@@ -289,14 +328,21 @@ impl PartialReader {
             source,
         };
         let mut file = BufReader::with_capacity(256 * 1024, store.open(name)?);
-        let mut raw = vec![0u8; FIXED_HEADER_LEN + 1024];
-        let got = read_full(&mut file, &mut raw[..FIXED_HEADER_LEN]).map_err(read_err)?;
+        // The version says how long the fixed part is; the identity's length ends it.
+        let mut raw = vec![0u8; FIXED_HEADER_LEN];
+        let got = read_full(&mut file, &mut raw).map_err(read_err)?;
         raw.truncate(got);
-        if got == FIXED_HEADER_LEN {
-            let id_len = usize::from(u16::from_be_bytes([raw[60], raw[61]]));
-            let mut id = vec![0u8; id_len];
-            let got = read_full(&mut file, &mut id).map_err(read_err)?;
-            raw.extend_from_slice(&id[..got]);
+        if got == FIXED_HEADER_LEN && &raw[..8] == PARTIAL_MAGIC {
+            let fixed = fixed_len(u16::from_be_bytes([raw[8], raw[9]]));
+            raw.resize(fixed, 0);
+            let more = read_full(&mut file, &mut raw[FIXED_HEADER_LEN..]).map_err(read_err)?;
+            raw.truncate(FIXED_HEADER_LEN + more);
+            if raw.len() == fixed {
+                let id_len = usize::from(u16::from_be_bytes([raw[fixed - 2], raw[fixed - 1]]));
+                let mut id = vec![0u8; id_len.min(MAX_IDENTITY)];
+                let got = read_full(&mut file, &mut id).map_err(read_err)?;
+                raw.extend_from_slice(&id[..got]);
+            }
         }
         let (header, header_len) = PartialHeader::parse(&raw, path)?;
         let bad = |detail: String| PartialError::BadHeader {
@@ -510,13 +556,16 @@ impl PartialWriter {
             path: path.clone(),
             detail,
         };
+        let enc = codec.encryption.as_ref();
         let header = PartialHeader {
-            aead: codec.encryption.as_ref().map(|e| e.aead),
+            version: if enc.is_some_and(|e| e.key_ids) { 2 } else { 1 },
+            key_id: enc.map_or(0, |e| e.active_key().0),
+            aead: enc.map(|e| e.aead),
             segment,
             salt: random_bytes().map_err(|e| crypto(e.to_string()))?,
             identity: identity.to_string(),
         };
-        if identity.len() > 1024 {
+        if identity.len() > MAX_IDENTITY {
             return Err(PartialError::BadHeader {
                 path,
                 detail: "identity longer than 1024 bytes".into(),

@@ -62,7 +62,12 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
     } else {
         Some(super::open_repo(&args.repo)?)
     };
-    let records = Catalog::new(dir)
+    // With the keys, every record is authenticated; without, checksums only (and list says
+    // so for encrypted repositories).
+    let records = repo
+        .as_ref()
+        .map(|r| r.catalog())
+        .unwrap_or_else(|| Catalog::new(dir))
         .list()
         .with_context(|| format!("listing backups in {location}"))?;
     let wal = coverage::wal_coverage(dir, repo.as_ref()).map_err(cli_error)?;
@@ -114,7 +119,7 @@ fn pinned(
     repo: Option<&Repository>,
     id: &str,
 ) -> anyhow::Result<bool> {
-    let key = repo.and_then(|r| r.codec().encryption.as_ref().map(|e| e.key.as_ref()));
+    let key = repo.and_then(|r| r.keyring());
     match read_pin(dir, id, key) {
         Ok(pin) => Ok(pin.is_some()),
         Err(e @ PinError::Damaged { .. }) => Err(classified(Failure::Verification, e)),

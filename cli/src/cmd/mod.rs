@@ -14,6 +14,7 @@ mod rekey;
 mod restore;
 mod status;
 mod switch_wal;
+mod upgrade;
 mod verify;
 mod wal_fetch;
 
@@ -27,6 +28,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Init(a) => init::run(a),
         Command::Rekey(a) => rekey::run(a),
+        Command::Upgrade(a) => upgrade::run(a),
         Command::Base(a) => base::run(a).await,
         Command::Restore(a) => restore::run(a).await,
         Command::List(a) => list::run(a),
@@ -53,8 +55,10 @@ pub fn open_repo(repo: &crate::args::RepoArgs) -> anyhow::Result<backup_core::Re
         .with_context(|| format!("opening repository {}", repo.repo))
 }
 
-/// The passphrase, when the repository is encrypted (an unencrypted one needs none).
-fn passphrase_if_needed(
+/// The passphrase: required when the repository is encrypted; when it says it is not, one
+/// that was given anyway is still passed on, and the repository refuses it (a configuration
+/// altered to say "unencrypted" must not make the next writer store plaintext).
+pub(crate) fn passphrase_if_needed(
     repo: &crate::args::RepoArgs,
 ) -> anyhow::Result<Option<backup_core::Secret>> {
     let config = backup_core::store::open(&repo.repo)
@@ -67,7 +71,9 @@ fn passphrase_if_needed(
         // Let Repository::open explain a missing repository.
         Err(_) => return Ok(None),
     };
-    if !encrypted {
+    let given = repo.passphrase_file.is_some()
+        || std::env::var_os(backup_core::PASSPHRASE_ENV).is_some_and(|v| !v.is_empty());
+    if !encrypted && !given {
         return Ok(None);
     }
     Ok(Some(backup_core::passphrase_from_env_or_file(

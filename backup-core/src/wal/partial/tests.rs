@@ -3,17 +3,16 @@ use crate::compress::Compression;
 use crate::crypto::DataKey;
 use crate::store::local::LocalStore;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 const MIB: u64 = 1 << 20;
 const MARKER: &[u8] = b"plaintext-marker-in-wal";
 
 fn codecs() -> Vec<FileCodec> {
-    let key = Arc::new(DataKey::from_bytes([9u8; 32]));
+    let key = || DataKey::from_bytes([9u8; 32]);
     vec![
         FileCodec::plain(Compression::None),
-        FileCodec::encrypted(Compression::Lz4, Aead::Aes256Gcm, key.clone()),
-        FileCodec::encrypted(Compression::None, Aead::ChaCha20Poly1305, key),
+        FileCodec::encrypted(Compression::Lz4, Aead::Aes256Gcm, key()),
+        FileCodec::encrypted(Compression::None, Aead::ChaCha20Poly1305, key()),
     ]
 }
 
@@ -230,7 +229,7 @@ fn reordered_spliced_and_moved_records_fail() {
     let wrong = FileCodec::encrypted(
         Compression::Lz4,
         Aead::Aes256Gcm,
-        Arc::new(DataKey::from_bytes([1u8; 32])),
+        DataKey::from_bytes([1u8; 32]),
     );
     assert!(read_all(&path, &wrong).0.is_empty());
     // Nor as an unencrypted repository's file.
