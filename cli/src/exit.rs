@@ -232,7 +232,8 @@ fn classify_base(e: &BaseBackupError) -> Failure {
         B::UnsupportedServer { .. }
         | B::DifferentClusters { .. }
         | B::TimelineChanged { .. }
-        | B::WalStreamEnded { .. } => Failure::Server,
+        | B::WalStreamEnded { .. }
+        | B::UnsafeTablespace { .. } => Failure::Server,
         B::Cancelled => Failure::Interrupted,
         // Stands in for the opening error, which `pgstream base` reports instead.
         B::RepositoryNotOpened => Failure::Repository,
@@ -246,7 +247,10 @@ fn classify_restore(e: &RestoreError) -> Failure {
         R::Catalog(c) => classify_catalog(c),
         R::Repo(r) => classify_repo(r),
         R::Fs(_) => Failure::LocalIo,
-        R::TargetNotEmpty { .. } | R::UnknownTablespace { .. } => Failure::Usage,
+        R::TargetNotEmpty { .. } | R::UnknownTablespace { .. } | R::UnsafeTablespaceMap { .. } => {
+            Failure::Usage
+        }
+        R::UnsafeRecordedTablespace { .. } => Failure::Verification,
         R::Read { source, .. } => match FileError::from_io(source) {
             Some(f) => classify_file(f),
             None => Failure::Verification,

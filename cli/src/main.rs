@@ -1,8 +1,13 @@
 //! The `pgstream` command: parse, resolve settings, call backup-core, print, exit codes.
 
+// First: its print!/println!/eprint!/eprintln! shadow std's in every module after it.
+#[macro_use]
+mod stdout;
+
 mod args;
 mod cmd;
 mod config;
+mod core_dumps;
 mod exit;
 mod logging;
 mod metrics;
@@ -16,6 +21,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory as _, FromArgMatches as _};
 
 fn main() -> ExitCode {
+    // Before anything that may read a passphrase or unwrap the data key.
+    let core_dumps = core_dumps::disable();
     let argv: Vec<OsString> = std::env::args_os().collect();
     // The configuration file decides the parser's defaults, so it is read first; a bad file
     // stops every command, naming the file, line and key.
@@ -40,7 +47,12 @@ fn main() -> ExitCode {
         Ok(p) => p,
         Err(e) => {
             let e = suggest::other_tools(e);
-            let _ = e.print();
+            // --help and --version go to stdout, which may be a closed pipe.
+            if let Err(io) = e.print() {
+                if !e.use_stderr() && stdout::is_closed_pipe(&io) {
+                    return ExitCode::from(stdout::CLOSED_PIPE);
+                }
+            }
             return if e.use_stderr() {
                 exit::Failure::Usage.code()
             } else {
@@ -49,6 +61,12 @@ fn main() -> ExitCode {
         }
     };
     logging::init(&cli.log_level, cli.log_format);
+    if let Err((step, e)) = core_dumps {
+        // Lowering a limit and clearing the flag are always allowed; should either fail, say so.
+        tracing::warn!(
+            "could not disable core dumps ({step}: {e}); a crash could write key material to disk"
+        );
+    }
     // Only a binary built with the `failpoints` feature (the test suite's) has any.
     if let Err(e) = backup_core::failpoint::configure_from_env() {
         eprintln!("pgstream: error: {e}");
