@@ -16,9 +16,13 @@ build:
 install-postgres:
     bash scripts/install-postgres.sh {{replace(majors, ",", " ")}}
 
-# Test-only dependencies: the Python reference decryptor (docs/format.md) uses `cryptography`.
+# Test-only dependencies: the Python reference decryptor (docs/format.md) uses `cryptography`;
+# the metrics tests parse with `prometheus_client`'s OpenMetrics parser; the unit files are
+# checked with `systemd-analyze` (Debian's systemd package).
 test-deps:
     python3 -c "import cryptography" 2>/dev/null || python3 -m pip install --quiet cryptography
+    python3 -c "import prometheus_client" 2>/dev/null || python3 -m pip install --quiet prometheus_client
+    command -v systemd-analyze >/dev/null || (apt-get update -qq && apt-get install -y -qq systemd)
 
 # The whole test suite: installs PostgreSQL 13-18 if needed, then unit and end-to-end tests on every major.
 test: install-postgres test-deps

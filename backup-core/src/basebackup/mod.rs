@@ -18,6 +18,7 @@
 mod archive;
 mod error;
 mod manifest;
+mod tablespaces;
 mod walstream;
 
 pub use error::BaseBackupError;
@@ -458,6 +459,7 @@ async fn take(
                     ));
                 }
                 BaseBackupEvent::Tablespaces(list) => {
+                    tablespaces::check_server_list(&list)?;
                     let total: Option<u64> =
                         list.iter().map(|t| t.size_kb.map(|k| k * 1024)).sum();
                     progress.phase(Phase::Streaming { total });
@@ -467,6 +469,7 @@ async fn take(
                     let tablespace = match tablespace_location {
                         None => None,
                         Some(location) => {
+                            tablespaces::check(format!("of archive {name}"), &location)?;
                             let oid = tablespaces
                                 .iter()
                                 .find(|t| t.location.as_deref() == Some(location.as_str()))
@@ -508,6 +511,9 @@ async fn take(
                     let out = writer.finish().await?;
                     mark("archive durable and walked");
                     tracing::info!(archive = %out.record.name, bytes = out.record.raw_bytes, files = out.seen.len(), "archive stored");
+                    if out.record.tablespace_oid.is_none() {
+                        tablespaces::check_links(&out.seen)?;
+                    }
                     seen.extend(out.seen);
                     archives.push(out.record);
                     crate::failpoint!("base.archive-stored");
