@@ -8,6 +8,7 @@
 //! backup as `<segment>.partial`, so the backup restores on its own.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +80,7 @@ pub(crate) async fn prepare(
 /// The running streamer.
 pub(crate) struct WalStreamer {
     end_tx: watch::Sender<Option<Lsn>>,
+    stop: CancellationToken,
     task: JoinHandle<Result<WalOutcome, BaseBackupError>>,
 }
 
@@ -94,6 +96,7 @@ impl WalStreamer {
         cancel: CancellationToken,
     ) -> WalStreamer {
         let (end_tx, end_rx) = watch::channel(None);
+        let stop = cancel.clone();
         let task = tokio::spawn(async move {
             let result = stream(
                 prepared,
@@ -112,7 +115,7 @@ impl WalStreamer {
             }
             result
         });
-        WalStreamer { end_tx, task }
+        WalStreamer { end_tx, stop, task }
     }
 
     /// Tells the streamer where the backup ended and waits until that WAL is stored.
@@ -138,9 +141,11 @@ impl WalStreamer {
         }
     }
 
-    /// Stops the streamer without waiting for it to finish its work.
+    /// Stops the streamer without letting it finish its work, and returns once its writer has
+    /// let go of every file (so that what it wrote can be removed: a writer still draining its
+    /// queue used to create a segment after the unfinished backup had been removed).
     pub async fn abort(self) {
-        self.task.abort();
+        self.stop.cancel();
         let _ = self.task.await;
     }
 }
@@ -172,101 +177,120 @@ async fn stream(
     let seg_bytes = seg_size.bytes();
     let first = start.segment_start(seg_bytes);
     let (wtx, wrx) = sync_channel::<WalMsg>(32);
+    let abandoned = Arc::new(AtomicBool::new(false));
     let writer = {
         let repo = Arc::clone(&repo);
         let backup_id = backup_id.clone();
+        let abandoned = Arc::clone(&abandoned);
         tokio::task::spawn_blocking(move || {
-            write_wal(&repo, &backup_id, timeline, seg_size, first, wrx)
+            write_wal(
+                &repo, &backup_id, timeline, seg_size, first, wrx, &abandoned,
+            )
         })
     };
-    let mut stream = conn
-        .start_replication(Some(&slot), first, Some(timeline))
-        .await?;
-    let mut pos = first;
-    let mut end: Option<Lsn> = None;
-    let mut tail_deadline: Option<tokio::time::Instant> = None;
-    let mut status_timer = tokio::time::interval(Duration::from_secs(10));
-    let status = |pos: Lsn, reply: bool| StandbyStatusUpdate {
-        write: pos,
-        flush: Lsn::INVALID,
-        apply: Lsn::INVALID,
-        send_time: PgTimestamp::now(),
-        reply_requested: reply,
-    };
-    loop {
-        if let Some(e) = end {
-            if pos >= e {
-                // The segment holding the backup's last WAL byte is complete once the stream
-                // reaches its end, or has gone past it: other sessions (autovacuum after a
-                // bulk load) keep writing WAL, and waiting for an exact boundary then
-                // cost the whole SEGMENT_TAIL_WAIT.
-                let end_segment_done =
-                    Lsn(e.0.saturating_sub(1)).segment_start(seg_bytes).0 + seg_bytes;
-                let deadline = *tail_deadline
-                    .get_or_insert_with(|| tokio::time::Instant::now() + SEGMENT_TAIL_WAIT);
-                if pos.0 >= end_segment_done {
-                    super::mark("WAL: end segment complete");
-                    break;
+    // Every way out of the stream goes past the writer: it must have let go of its files
+    // before the caller may remove the unfinished backup.
+    let streamed: Result<(Lsn, Option<Lsn>), BaseBackupError> = async {
+        let wtx = wtx;
+        let mut stream = conn
+            .start_replication(Some(&slot), first, Some(timeline))
+            .await?;
+        let mut pos = first;
+        let mut end: Option<Lsn> = None;
+        let mut tail_deadline: Option<tokio::time::Instant> = None;
+        let mut status_timer = tokio::time::interval(Duration::from_secs(10));
+        let status = |pos: Lsn, reply: bool| StandbyStatusUpdate {
+            write: pos,
+            flush: Lsn::INVALID,
+            apply: Lsn::INVALID,
+            send_time: PgTimestamp::now(),
+            reply_requested: reply,
+        };
+        loop {
+            if let Some(e) = end {
+                if pos >= e {
+                    // The segment holding the backup's last WAL byte is complete once the stream
+                    // reaches its end, or has gone past it: other sessions (autovacuum after a
+                    // bulk load) keep writing WAL, and waiting for an exact boundary then
+                    // cost the whole SEGMENT_TAIL_WAIT.
+                    let end_segment_done =
+                        Lsn(e.0.saturating_sub(1)).segment_start(seg_bytes).0 + seg_bytes;
+                    let deadline = *tail_deadline
+                        .get_or_insert_with(|| tokio::time::Instant::now() + SEGMENT_TAIL_WAIT);
+                    if pos.0 >= end_segment_done {
+                        super::mark("WAL: end segment complete");
+                        break;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        super::mark("WAL: gave up waiting for the end segment's tail");
+                        break;
+                    }
                 }
-                if tokio::time::Instant::now() >= deadline {
-                    super::mark("WAL: gave up waiting for the end segment's tail");
-                    break;
+            }
+            let sleep_until = tail_deadline
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(BaseBackupError::Cancelled),
+                changed = end_rx.changed(), if end.is_none() => {
+                    if changed.is_err() {
+                        return Err(BaseBackupError::Cancelled);
+                    }
+                    end = *end_rx.borrow();
+                    if end.is_some_and(|e| pos >= e) {
+                        // Ask for a keepalive so the rest of the segment, if flushed, comes now.
+                        stream.send_status(status(pos, true)).await?;
+                    }
+                }
+                _ = status_timer.tick() => stream.send_status(status(pos, false)).await?,
+                _ = tokio::time::sleep_until(sleep_until) => {}
+                ev = stream.next() => match ev? {
+                    Some(ReplicationEvent::XLogData(x)) => {
+                        if x.wal_start != pos {
+                            return Err(BaseBackupError::Internal(format!(
+                                "WAL stream jumped from {pos} to {}", x.wal_start
+                            )));
+                        }
+                        pos = Lsn(pos.0 + x.data.len() as u64);
+                        if wtx.send(WalMsg::Data(x.data)).is_err() {
+                            break; // the writer failed: its error is collected below
+                        }
+                    }
+                    Some(ReplicationEvent::Keepalive(k)) => {
+                        if k.reply_requested {
+                            stream.send_status(status(pos, false)).await?;
+                        }
+                    }
+                    Some(ReplicationEvent::EndOfTimeline { next_timeline, next_start }) => {
+                        return Err(BaseBackupError::TimelineChanged {
+                            from: timeline,
+                            to: next_timeline,
+                            at: next_start,
+                        });
+                    }
+                    Some(ReplicationEvent::ServerShutdown | ReplicationEvent::Stopped) | None => {
+                        return Err(BaseBackupError::WalStreamEnded { at: pos });
+                    }
                 }
             }
         }
-        let sleep_until = tail_deadline
-            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Err(BaseBackupError::Cancelled),
-            changed = end_rx.changed(), if end.is_none() => {
-                if changed.is_err() {
-                    return Err(BaseBackupError::Cancelled);
-                }
-                end = *end_rx.borrow();
-                if end.is_some_and(|e| pos >= e) {
-                    // Ask for a keepalive so the rest of the segment, if flushed, comes now.
-                    stream.send_status(status(pos, true)).await?;
-                }
-            }
-            _ = status_timer.tick() => stream.send_status(status(pos, false)).await?,
-            _ = tokio::time::sleep_until(sleep_until) => {}
-            ev = stream.next() => match ev? {
-                Some(ReplicationEvent::XLogData(x)) => {
-                    if x.wal_start != pos {
-                        return Err(BaseBackupError::Internal(format!(
-                            "WAL stream jumped from {pos} to {}", x.wal_start
-                        )));
-                    }
-                    pos = Lsn(pos.0 + x.data.len() as u64);
-                    if wtx.send(WalMsg::Data(x.data)).is_err() {
-                        break; // the writer failed: its error is collected below
-                    }
-                }
-                Some(ReplicationEvent::Keepalive(k)) => {
-                    if k.reply_requested {
-                        stream.send_status(status(pos, false)).await?;
-                    }
-                }
-                Some(ReplicationEvent::EndOfTimeline { next_timeline, next_start }) => {
-                    return Err(BaseBackupError::TimelineChanged {
-                        from: timeline,
-                        to: next_timeline,
-                        at: next_start,
-                    });
-                }
-                Some(ReplicationEvent::ServerShutdown | ReplicationEvent::Stopped) | None => {
-                    return Err(BaseBackupError::WalStreamEnded { at: pos });
-                }
-            }
-        }
+        let _ = wtx.send(WalMsg::Finish);
+        drop(wtx);
+        // Stop streaming politely; the temporary slot goes with the connection.
+        crate::replication::stop_politely(&mut stream).await;
+        drop(stream);
+        conn.close().await;
+        Ok((pos, end))
     }
-    let _ = wtx.send(WalMsg::Finish);
-    drop(wtx);
-    // Stop streaming politely; the temporary slot goes with the connection.
-    crate::replication::stop_politely(&mut stream).await;
-    drop(stream);
-    conn.close().await;
+    .await;
+    let (pos, end) = match streamed {
+        Ok(v) => v,
+        Err(e) => {
+            abandoned.store(true, Ordering::Relaxed);
+            let _ = writer.await;
+            return Err(e);
+        }
+    };
     let mut outcome = writer
         .await
         .map_err(|e| BaseBackupError::Internal(format!("WAL writer failed: {e}")))??;
@@ -301,12 +325,17 @@ fn write_wal(
     seg_size: WalSegmentSize,
     first: Lsn,
     rx: Receiver<WalMsg>,
+    abandoned: &AtomicBool,
 ) -> Result<WalOutcome, BaseBackupError> {
     let mut outcome = WalOutcome::default();
     let seg_bytes = seg_size.bytes();
     let mut next_name = SegmentName::from_lsn(timeline, first, seg_size);
     let mut open: Option<OpenSegment> = None;
     for msg in rx {
+        if abandoned.load(Ordering::Relaxed) {
+            // The backup failed: what is still queued is not worth writing.
+            return Ok(outcome);
+        }
         let mut data = match msg {
             WalMsg::Data(d) => d,
             WalMsg::Finish => {
