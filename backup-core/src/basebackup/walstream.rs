@@ -8,6 +8,7 @@
 //! backup as `<segment>.partial`, so the backup restores on its own.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +81,7 @@ pub(crate) async fn prepare(
 /// The running streamer.
 pub(crate) struct WalStreamer {
     end_tx: watch::Sender<Option<Lsn>>,
+    stop: CancellationToken,
     task: JoinHandle<Result<WalOutcome, BaseBackupError>>,
 }
 
@@ -98,6 +100,7 @@ impl WalStreamer {
         stall_timeout: Option<Duration>,
     ) -> WalStreamer {
         let (end_tx, end_rx) = watch::channel(None);
+        let stop = cancel.clone();
         let task = tokio::spawn(async move {
             let result = stream(
                 prepared,
@@ -117,7 +120,7 @@ impl WalStreamer {
             }
             result
         });
-        WalStreamer { end_tx, task }
+        WalStreamer { end_tx, stop, task }
     }
 
     /// Tells the streamer where the backup ended and waits until that WAL is stored.
@@ -143,9 +146,11 @@ impl WalStreamer {
         }
     }
 
-    /// Stops the streamer without waiting for it to finish its work.
+    /// Stops the streamer without letting it finish its work, and returns once its writer has
+    /// let go of every file (so that what it wrote can be removed: a writer still draining its
+    /// queue used to create a segment after the unfinished backup had been removed).
     pub async fn abort(self) {
-        self.task.abort();
+        self.stop.cancel();
         let _ = self.task.await;
     }
 }
@@ -178,13 +183,21 @@ async fn stream(
     let seg_bytes = seg_size.bytes();
     let first = start.segment_start(seg_bytes);
     let (wtx, wrx) = sync_channel::<WalMsg>(32);
+    let abandoned = Arc::new(AtomicBool::new(false));
     let writer = {
         let repo = Arc::clone(&repo);
         let backup_id = backup_id.clone();
+        let abandoned = Arc::clone(&abandoned);
         tokio::task::spawn_blocking(move || {
-            write_wal(&repo, &backup_id, timeline, seg_size, first, wrx)
+            write_wal(
+                &repo, &backup_id, timeline, seg_size, first, wrx, &abandoned,
+            )
         })
     };
+    // Every way out of the stream goes past the writer: it must have let go of its files
+    // before the caller may remove the unfinished backup.
+    let streamed: Result<(Lsn, Option<Lsn>), BaseBackupError> = async {
+    let wtx = wtx;
     let mut stream = conn
         .start_replication(Some(&slot), first, Some(timeline))
         .await?;
@@ -281,12 +294,23 @@ async fn stream(
             }
         }
     }
-    let _ = wtx.send(WalMsg::Finish);
-    drop(wtx);
-    // Stop streaming politely; the temporary slot goes with the connection.
-    crate::replication::stop_politely(&mut stream).await;
-    drop(stream);
-    conn.close().await;
+        let _ = wtx.send(WalMsg::Finish);
+        drop(wtx);
+        // Stop streaming politely; the temporary slot goes with the connection.
+        crate::replication::stop_politely(&mut stream).await;
+        drop(stream);
+        conn.close().await;
+        Ok((pos, end))
+    }
+    .await;
+    let (pos, end) = match streamed {
+        Ok(v) => v,
+        Err(e) => {
+            abandoned.store(true, Ordering::Relaxed);
+            let _ = writer.await;
+            return Err(e);
+        }
+    };
     let mut outcome = writer
         .await
         .map_err(|e| BaseBackupError::Internal(format!("WAL writer failed: {e}")))??;
@@ -321,12 +345,17 @@ fn write_wal(
     seg_size: WalSegmentSize,
     first: Lsn,
     rx: Receiver<WalMsg>,
+    abandoned: &AtomicBool,
 ) -> Result<WalOutcome, BaseBackupError> {
     let mut outcome = WalOutcome::default();
     let seg_bytes = seg_size.bytes();
     let mut next_name = SegmentName::from_lsn(timeline, first, seg_size);
     let mut open: Option<OpenSegment> = None;
     for msg in rx {
+        if abandoned.load(Ordering::Relaxed) {
+            // The backup failed: what is still queued is not worth writing.
+            return Ok(outcome);
+        }
         let mut data = match msg {
             WalMsg::Data(d) => d,
             WalMsg::Finish => {
