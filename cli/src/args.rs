@@ -203,6 +203,12 @@ pub struct BaseArgs {
     #[arg(long)]
     pub no_verify_checksums: bool,
 
+    /// Seconds a connection may deliver nothing, once the files stream, before the backup
+    /// fails as a lost connection (a stalled network, a server gone without closing the
+    /// connection). 0: wait forever.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub stall_timeout: u64,
+
     /// Print a JSON summary of the backup on stdout.
     #[arg(long)]
     pub json: bool,
@@ -416,6 +422,12 @@ pub struct ReceiveWalArgs {
     /// Seconds between status updates sent without being asked.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub status_interval: u64,
+
+    /// Seconds the connection may deliver nothing before it is taken for lost and
+    /// reconnected (a stalled network, a server gone without closing the connection); the
+    /// server is asked for a reply after half of it. 0: wait forever.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub stall_timeout: u64,
 
     /// Exit on a lost connection instead of reconnecting.
     #[arg(long)]

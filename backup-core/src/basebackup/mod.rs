@@ -24,7 +24,7 @@ mod walstream;
 pub use error::BaseBackupError;
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use pgwire_repl::basebackup::options::{
     Checkpoint, Manifest as ManifestOption, ManifestChecksums, ServerCompression,
@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, lifecycle, BackupRecord, BackupStatus, Catalog};
 use crate::layout;
+use crate::replication::Liveness;
 use crate::repo::config::ClusterIdentity;
 use crate::repo::Repository;
 use crate::store::lease::LeaseHolder;
@@ -70,6 +71,9 @@ pub struct BaseBackupPlan {
     pub server_compression: Option<ServerCompression>,
     /// Ask the server to verify page checksums while reading files.
     pub verify_checksums: bool,
+    /// How long a connection may deliver nothing, once the files stream, before it is taken
+    /// for lost (a stalled network, a server gone without closing it); `None`: forever.
+    pub stall_timeout: Option<Duration>,
 }
 
 /// Where the backup is; for progress reporting.
@@ -248,6 +252,8 @@ async fn run_here(
     let provisional = catalog::new_backup_id(start_time, |_| false);
     let options = backup_options(&plan, &provisional);
     progress.phase(Phase::Checkpoint);
+    crate::failpoint!("base.start", |e| pgwire_repl::Error::ConnectionLost(e)
+        .into());
     let stream = conn.base_backup(&options).await?;
     mark("BASE_BACKUP sent");
     // An early return closes the connection, which ends the backup on the server too.
@@ -303,6 +309,7 @@ async fn run_here(
                 system_id: identity.system_id,
                 server_version,
                 major,
+                stall_timeout: plan.stall_timeout,
             },
         )
         .await?;
@@ -356,6 +363,8 @@ struct Meta {
     system_id: u64,
     server_version: String,
     major: u32,
+    /// See [`BaseBackupPlan::stall_timeout`].
+    stall_timeout: Option<Duration>,
 }
 
 /// Removes what runs that died left behind (only provably dead ones: see
@@ -418,13 +427,18 @@ async fn take(
     let mut end: Option<(Lsn, TimelineId)> = None;
     let mut received: u64 = 0;
     let mut server_progress = false;
+    let mut live = Liveness::new(meta.stall_timeout);
 
     let outcome: Result<(), BaseBackupError> = async {
         loop {
+            // Silence counts while waiting for the server, once the files stream (during the
+            // checkpoint before them a server sends nothing, for as long as it takes).
+            live.heard();
             let ev = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(BaseBackupError::Cancelled),
                 ev = stream.next() => ev?,
+                _ = live.lost(), if start.is_some() => return Err(live.lost_error().into()),
             };
             let Some(ev) = ev else { break };
             match ev {
@@ -441,6 +455,7 @@ async fn take(
                         Arc::clone(repo),
                         id.to_string(),
                         cancel.clone(),
+                        meta.stall_timeout,
                     ));
                 }
                 BaseBackupEvent::Tablespaces(list) => {
@@ -501,6 +516,7 @@ async fn take(
                     }
                     seen.extend(out.seen);
                     archives.push(out.record);
+                    crate::failpoint!("base.archive-stored");
                 }
                 BaseBackupEvent::Progress(done) => {
                     server_progress = true;
@@ -557,12 +573,14 @@ async fn take(
     mark("manifest verified");
     let manifest_file = format!("backup_manifest{}", layout::suffix(repo.codec()));
     let manifest_stored = store_manifest(repo, id, &manifest_file, manifest).await?;
+    crate::failpoint!("base.manifest-stored");
     let wal_outcome = tokio::select! {
         biased;
         _ = user_cancel.cancelled() => return Err(BaseBackupError::Cancelled),
         r = streamer.finish(end_lsn) => r?,
     };
     mark("WAL stored");
+    crate::failpoint!("base.wal-stored");
     let end_time = SystemTime::now();
     let raw_bytes = archives.iter().map(|a| a.raw_bytes).sum();
     let stored_bytes = archives.iter().map(|a| a.stored_bytes).sum::<u64>()

@@ -26,6 +26,7 @@ use super::BaseBackupError;
 use crate::catalog::PartialWal;
 use crate::crc::Crc32c;
 use crate::layout;
+use crate::replication::{Liveness, Silence};
 use crate::repo::Repository;
 use crate::sink::FileSink;
 use crate::wal::archive::{ArchiveFileName, WalArchive};
@@ -85,7 +86,9 @@ pub(crate) struct WalStreamer {
 }
 
 impl WalStreamer {
-    /// Starts streaming from the segment holding `start` on `timeline`.
+    /// Starts streaming from the segment holding `start` on `timeline`; a connection silent
+    /// for `stall_timeout` is taken for lost.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         prepared: PreparedStream,
         start: Lsn,
@@ -94,6 +97,7 @@ impl WalStreamer {
         repo: Arc<Repository>,
         backup_id: String,
         cancel: CancellationToken,
+        stall_timeout: Option<Duration>,
     ) -> WalStreamer {
         let (end_tx, end_rx) = watch::channel(None);
         let stop = cancel.clone();
@@ -107,6 +111,7 @@ impl WalStreamer {
                 backup_id,
                 end_rx,
                 cancel.clone(),
+                stall_timeout,
             )
             .await;
             if result.is_err() {
@@ -160,6 +165,7 @@ async fn stream(
     backup_id: String,
     mut end_rx: watch::Receiver<Option<Lsn>>,
     cancel: CancellationToken,
+    stall_timeout: Option<Duration>,
 ) -> Result<WalOutcome, BaseBackupError> {
     let PreparedStream { mut conn, slot } = prepared;
     let mut history_files = Vec::new();
@@ -191,89 +197,103 @@ async fn stream(
     // Every way out of the stream goes past the writer: it must have let go of its files
     // before the caller may remove the unfinished backup.
     let streamed: Result<(Lsn, Option<Lsn>), BaseBackupError> = async {
-        let wtx = wtx;
-        let mut stream = conn
-            .start_replication(Some(&slot), first, Some(timeline))
-            .await?;
-        let mut pos = first;
-        let mut end: Option<Lsn> = None;
-        let mut tail_deadline: Option<tokio::time::Instant> = None;
-        let mut status_timer = tokio::time::interval(Duration::from_secs(10));
-        let status = |pos: Lsn, reply: bool| StandbyStatusUpdate {
-            write: pos,
-            flush: Lsn::INVALID,
-            apply: Lsn::INVALID,
-            send_time: PgTimestamp::now(),
-            reply_requested: reply,
-        };
-        loop {
-            if let Some(e) = end {
-                if pos >= e {
-                    // The segment holding the backup's last WAL byte is complete once the stream
-                    // reaches its end, or has gone past it: other sessions (autovacuum after a
-                    // bulk load) keep writing WAL, and waiting for an exact boundary then
-                    // cost the whole SEGMENT_TAIL_WAIT.
-                    let end_segment_done =
-                        Lsn(e.0.saturating_sub(1)).segment_start(seg_bytes).0 + seg_bytes;
-                    let deadline = *tail_deadline
-                        .get_or_insert_with(|| tokio::time::Instant::now() + SEGMENT_TAIL_WAIT);
-                    if pos.0 >= end_segment_done {
-                        super::mark("WAL: end segment complete");
-                        break;
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        super::mark("WAL: gave up waiting for the end segment's tail");
-                        break;
-                    }
+    let wtx = wtx;
+    let mut stream = conn
+        .start_replication(Some(&slot), first, Some(timeline))
+        .await?;
+    let mut pos = first;
+    let mut end: Option<Lsn> = None;
+    let mut tail_deadline: Option<tokio::time::Instant> = None;
+    let mut status_timer = tokio::time::interval(Duration::from_secs(10));
+    let mut live = Liveness::new(stall_timeout);
+    let status = |pos: Lsn, reply: bool| StandbyStatusUpdate {
+        write: pos,
+        flush: Lsn::INVALID,
+        apply: Lsn::INVALID,
+        send_time: PgTimestamp::now(),
+        reply_requested: reply,
+    };
+    loop {
+        if let Some(e) = end {
+            if pos >= e {
+                // The segment holding the backup's last WAL byte is complete once the stream
+                // reaches its end, or has gone past it: other sessions (autovacuum after a
+                // bulk load) keep writing WAL, and waiting for an exact boundary then
+                // cost the whole SEGMENT_TAIL_WAIT.
+                let end_segment_done =
+                    Lsn(e.0.saturating_sub(1)).segment_start(seg_bytes).0 + seg_bytes;
+                let deadline = *tail_deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + SEGMENT_TAIL_WAIT);
+                if pos.0 >= end_segment_done {
+                    super::mark("WAL: end segment complete");
+                    break;
                 }
-            }
-            let sleep_until = tail_deadline
-                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return Err(BaseBackupError::Cancelled),
-                changed = end_rx.changed(), if end.is_none() => {
-                    if changed.is_err() {
-                        return Err(BaseBackupError::Cancelled);
-                    }
-                    end = *end_rx.borrow();
-                    if end.is_some_and(|e| pos >= e) {
-                        // Ask for a keepalive so the rest of the segment, if flushed, comes now.
-                        stream.send_status(status(pos, true)).await?;
-                    }
-                }
-                _ = status_timer.tick() => stream.send_status(status(pos, false)).await?,
-                _ = tokio::time::sleep_until(sleep_until) => {}
-                ev = stream.next() => match ev? {
-                    Some(ReplicationEvent::XLogData(x)) => {
-                        if x.wal_start != pos {
-                            return Err(BaseBackupError::Internal(format!(
-                                "WAL stream jumped from {pos} to {}", x.wal_start
-                            )));
-                        }
-                        pos = Lsn(pos.0 + x.data.len() as u64);
-                        if wtx.send(WalMsg::Data(x.data)).is_err() {
-                            break; // the writer failed: its error is collected below
-                        }
-                    }
-                    Some(ReplicationEvent::Keepalive(k)) => {
-                        if k.reply_requested {
-                            stream.send_status(status(pos, false)).await?;
-                        }
-                    }
-                    Some(ReplicationEvent::EndOfTimeline { next_timeline, next_start }) => {
-                        return Err(BaseBackupError::TimelineChanged {
-                            from: timeline,
-                            to: next_timeline,
-                            at: next_start,
-                        });
-                    }
-                    Some(ReplicationEvent::ServerShutdown | ReplicationEvent::Stopped) | None => {
-                        return Err(BaseBackupError::WalStreamEnded { at: pos });
-                    }
+                if tokio::time::Instant::now() >= deadline {
+                    super::mark("WAL: gave up waiting for the end segment's tail");
+                    break;
                 }
             }
         }
+        let sleep_until = tail_deadline
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(BaseBackupError::Cancelled),
+            changed = end_rx.changed(), if end.is_none() => {
+                if changed.is_err() {
+                    return Err(BaseBackupError::Cancelled);
+                }
+                end = *end_rx.borrow();
+                if end.is_some_and(|e| pos >= e) {
+                    // Ask for a keepalive so the rest of the segment, if flushed, comes now.
+                    stream.send_status(status(pos, true)).await?;
+                }
+            }
+            _ = status_timer.tick() => {
+                crate::failpoint!("base.wal-status", |e| pgwire_repl::Error::ConnectionLost(e).into());
+                stream.send_status(status(pos, false)).await?;
+            }
+            _ = tokio::time::sleep_until(sleep_until) => {}
+            silence = live.silence() => match silence {
+                Silence::Ping => {
+                    stream.send_status(status(pos, true)).await?;
+                    live.pinged();
+                }
+                Silence::Lost => return Err(live.lost_error().into()),
+            },
+            ev = stream.next() => match ev? {
+                Some(ReplicationEvent::XLogData(x)) => {
+                    if x.wal_start != pos {
+                        return Err(BaseBackupError::Internal(format!(
+                            "WAL stream jumped from {pos} to {}", x.wal_start
+                        )));
+                    }
+                    pos = Lsn(pos.0 + x.data.len() as u64);
+                    if wtx.send(WalMsg::Data(x.data)).is_err() {
+                        break; // the writer failed: its error is collected below
+                    }
+                    // Heard, and the wait for a slow disk is not the server's silence.
+                    live.heard();
+                }
+                Some(ReplicationEvent::Keepalive(k)) => {
+                    live.heard();
+                    if k.reply_requested {
+                        stream.send_status(status(pos, false)).await?;
+                    }
+                }
+                Some(ReplicationEvent::EndOfTimeline { next_timeline, next_start }) => {
+                    return Err(BaseBackupError::TimelineChanged {
+                        from: timeline,
+                        to: next_timeline,
+                        at: next_start,
+                    });
+                }
+                Some(ReplicationEvent::ServerShutdown | ReplicationEvent::Stopped) | None => {
+                    return Err(BaseBackupError::WalStreamEnded { at: pos });
+                }
+            }
+        }
+    }
         let _ = wtx.send(WalMsg::Finish);
         drop(wtx);
         // Stop streaming politely; the temporary slot goes with the connection.

@@ -75,6 +75,9 @@ pub struct ReceiveOptions {
     pub synchronous: bool,
     /// How often to send a status update without being asked.
     pub status_interval: Duration,
+    /// How long the connection may deliver nothing before it is taken for lost and
+    /// reconnected (a ping goes out after half of it); `None`: forever.
+    pub stall_timeout: Option<Duration>,
     /// Retry after a lost connection or server restart (otherwise return the error).
     pub reconnect: bool,
     /// Counters for monitoring (`receive-wal --metrics-listen`), updated as WAL arrives.

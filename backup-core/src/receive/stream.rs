@@ -11,6 +11,7 @@ use super::position::Start;
 use super::state::StreamState;
 use super::timeline::TimelineEnd;
 use super::{ReceiveError, Receiver};
+use crate::replication::{Liveness, Silence};
 
 /// Most bytes gathered from the socket before they are written out.
 const BATCH_BYTES: usize = 8 << 20;
@@ -27,6 +28,9 @@ impl Receiver {
             writer,
         } = start;
         let slot = self.options.slot.clone();
+        crate::failpoint!("receive.start-replication", |e| {
+            pgwire_repl::Error::ConnectionLost(e).into()
+        });
         let mut stream = match conn
             .start_replication(slot.as_deref(), lsn, Some(timeline))
             .await
@@ -47,6 +51,7 @@ impl Receiver {
         let mut timer = tokio::time::interval(self.options.status_interval);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         timer.tick().await;
+        let mut live = Liveness::new(self.options.stall_timeout);
         loop {
             let first = tokio::select! {
                 biased;
@@ -60,8 +65,19 @@ impl Receiver {
                     self.note(&st);
                     continue;
                 }
+                silence = live.silence() => {
+                    if silence == Silence::Lost {
+                        st.sync()?;
+                        self.flushed = Some((timeline, st.flushed()));
+                        return Err(live.lost_error().into());
+                    }
+                    st.report(&mut stream, true, true).await?;
+                    live.pinged();
+                    continue;
+                }
                 ev = stream.next() => ev,
             };
+            live.heard();
             let mut batch: Vec<Bytes> = Vec::new();
             let mut batch_len = 0usize;
             let mut reply = false;
@@ -120,6 +136,8 @@ impl Receiver {
                 None => {
                     st.report(&mut stream, false, reply || self.options.synchronous)
                         .await?;
+                    // Back to waiting: the time our disk took is not the server's silence.
+                    live.heard();
                 }
                 Some(ReplicationEvent::EndOfTimeline {
                     next_timeline,

@@ -237,6 +237,13 @@ pub trait Store: Send + Sync + fmt::Debug {
         Ok(names.len())
     }
 
+    /// Removes what writes whose writer died (killed mid-write) left behind anywhere in the
+    /// repository, never touching a write in progress; returns how many objects went.
+    /// Backends whose uncommitted writes leave nothing behind have nothing to do.
+    fn remove_abandoned_temporaries(&self) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
     /// Some entry of the repository's root, if it has any (for `init`, which wants an empty
     /// place); creates the root where that is a thing (a local directory).
     fn prepare_root(&self) -> Result<Option<String>, StoreError>;

@@ -35,6 +35,8 @@ pub async fn run(args: BaseArgs) -> anyhow::Result<()> {
                 classified(Failure::Usage, anyhow::anyhow!("--server-compression: {e}"))
             })?,
         verify_checksums: !args.no_verify_checksums,
+        stall_timeout: (args.stall_timeout > 0)
+            .then(|| std::time::Duration::from_secs(args.stall_timeout)),
     };
     let cancel = crate::signals::install().context("installing signal handlers")?;
     let reporter = Arc::new(Reporter::new(!args.no_progress, "base backup"));

@@ -55,6 +55,7 @@ pub async fn run(args: ReceiveWalArgs) -> anyhow::Result<()> {
         create_slot: args.create_slot,
         synchronous: args.synchronous,
         status_interval: Duration::from_secs(args.status_interval),
+        stall_timeout: (args.stall_timeout > 0).then(|| Duration::from_secs(args.stall_timeout)),
         reconnect: !args.no_reconnect,
         metrics,
     };
@@ -96,7 +97,8 @@ fn failure_of(e: &ReceiveError) -> Failure {
             _ => Failure::Connection,
         },
         ReceiveError::Repo(r) => crate::exit::classify_repo(r),
-        ReceiveError::TimelineBehind { .. } | ReceiveError::Archive(_) => Failure::Repository,
+        ReceiveError::TimelineBehind { .. } => Failure::Repository,
+        ReceiveError::Archive(a) => archive_exit(a),
         ReceiveError::Store(s)
         | ReceiveError::Partial(backup_core::receive::PartialError::Store(s)) => {
             crate::exit::classify_store(s)
@@ -109,5 +111,22 @@ fn failure_of(e: &ReceiveError) -> Failure {
         | ReceiveError::Protocol(_)
         | ReceiveError::ServerShutdown => Failure::Server,
         ReceiveError::Internal(_) => Failure::Other,
+    }
+}
+
+/// Storing a completed segment failed: writing it is local I/O (a full disk is exit 7, as
+/// for `archive-push`, not a repository problem); conflicting or foreign WAL is the
+/// repository's.
+fn archive_exit(e: &backup_core::wal::archive::WalArchiveError) -> Failure {
+    use backup_core::wal::archive::WalArchiveError as W;
+    match e {
+        W::Repo(r) => crate::exit::classify_repo(r),
+        W::Store(s)
+        | W::Sink {
+            source: backup_core::SinkError::Store(s),
+            ..
+        } => crate::exit::classify_store(s),
+        W::Sink { .. } | W::Fs(_) | W::Source { .. } => Failure::LocalIo,
+        _ => Failure::Repository,
     }
 }

@@ -2,12 +2,14 @@
 #![allow(dead_code)]
 
 pub mod archiving;
+pub mod faults;
 pub mod openmetrics;
 pub mod proxy;
 pub mod receiver;
 pub mod restored;
 pub mod setup;
 pub mod standby;
+pub mod tmpfs;
 pub mod wal;
 
 use integration::Cluster;
