@@ -2,6 +2,8 @@
 
 # PostgreSQL majors the tests run against (override: PGSTREAM_TEST_MAJORS=16 just test).
 majors := env_var_or_default("PGSTREAM_TEST_MAJORS", "13,14,15,16,17,18")
+# The server `just soak` runs against.
+soak_major := env_var_or_default("PGSTREAM_SOAK_MAJOR", "18")
 
 default:
     @just --list
@@ -14,9 +16,13 @@ build:
 install-postgres:
     bash scripts/install-postgres.sh {{replace(majors, ",", " ")}}
 
-# Test-only dependencies: the Python reference decryptor (docs/format.md) uses `cryptography`.
+# Test-only dependencies: the Python reference decryptor (docs/format.md) uses `cryptography`;
+# the metrics tests parse with `prometheus_client`'s OpenMetrics parser; the unit files are
+# checked with `systemd-analyze` (Debian's systemd package).
 test-deps:
     python3 -c "import cryptography" 2>/dev/null || python3 -m pip install --quiet cryptography
+    python3 -c "import prometheus_client" 2>/dev/null || python3 -m pip install --quiet prometheus_client
+    command -v systemd-analyze >/dev/null || (apt-get update -qq && apt-get install -y -qq systemd)
 
 # The whole test suite: installs PostgreSQL 13-18 if needed, then unit and end-to-end tests on every major.
 test: install-postgres test-deps
@@ -26,6 +32,15 @@ test: install-postgres test-deps
 test-major major: test-deps
     bash scripts/install-postgres.sh {{major}}
     PGSTREAM_TEST_MAJORS={{major}} cargo nextest run --workspace --no-fail-fast --profile ci
+
+# KILLS times (default 100) at random moments under a commit load, then every acknowledged commit
+# is checked after a restore. Figures: target/soak-report.txt (docs/RELIABILITY.md keeps them);
+# PGSTREAM_SOAK_SEED=N repeats a run's moments, PGSTREAM_SOAK_MAJOR picks the server (18).
+# Soak, outside CI (docs/RELIABILITY.md): kill -9 of receive-wal --synchronous under commit load.
+soak kills="100": test-deps
+    bash scripts/install-postgres.sh {{soak_major}}
+    PGSTREAM_TEST_MAJORS={{soak_major}} PGSTREAM_SOAK_KILLS={{kills}} PGSTREAM_SOAK_REPORT={{justfile_directory()}}/target/soak-report.txt cargo nextest run -p integration --test receive_wal_kill9 --profile soak --no-capture
+    @cat {{justfile_directory()}}/target/soak-report.txt
 
 # Formatting and lints, as CI checks them.
 lint:

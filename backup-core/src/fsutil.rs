@@ -103,6 +103,7 @@ pub fn remove_durably(path: &Path) -> Result<(), FsError> {
 
 /// Writes `bytes` to `path` durably with the given mode, replacing any existing file atomically.
 pub fn write_file_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FsError> {
+    crate::failpoint!("fsutil.write-file", |e| FsError::new("writing", path, e));
     let mut f = DurableFile::create_with_mode(path, mode)?;
     f.write_all(bytes)
         .map_err(|e| FsError::new("writing", f.temp_path(), e))?;
@@ -111,6 +112,7 @@ pub fn write_file_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Fs
 
 /// Like [`write_file_durably`], but fails with `AlreadyExists` if `path` exists.
 pub fn write_new_file_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FsError> {
+    crate::failpoint!("fsutil.write-file", |e| FsError::new("writing", path, e));
     let mut f = DurableFile::create_with_mode(path, mode)?;
     f.write_all(bytes)
         .map_err(|e| FsError::new("writing", f.temp_path(), e))?;
@@ -118,7 +120,9 @@ pub fn write_new_file_durably(path: &Path, bytes: &[u8], mode: u32) -> Result<()
 }
 
 /// A file being written under a temporary name. `commit` makes it durable and visible under its
-/// final name; dropping it uncommitted removes the temporary file.
+/// final name; dropping it uncommitted removes the temporary file. The writer holds a shared
+/// `flock` on it until then, so a temporary file nobody holds was left by a writer that died
+/// (see `store::local`, which removes those).
 #[derive(Debug)]
 pub struct DurableFile {
     file: Option<File>,
@@ -154,6 +158,9 @@ impl DurableFile {
             .mode(PRIVATE_FILE_MODE)
             .open(&temp)
             .map_err(|e| FsError::new("creating", &temp, e))?;
+        // Dropped with the descriptor, so a killed writer's file is free.
+        file.lock_shared()
+            .map_err(|e| FsError::new("locking", &temp, e))?;
         let mut df = DurableFile {
             file: Some(file),
             temp,
@@ -191,15 +198,18 @@ impl DurableFile {
 
     /// fsyncs the data, moves it to its final name and fsyncs the directory.
     pub fn commit(mut self, replace: Replace) -> Result<(), FsError> {
+        crate::failpoint!("fsutil.commit", |e| FsError::new("fsyncing", &self.temp, e));
         let file = self.file.take().expect("file present until commit or drop");
         file.sync_all()
             .map_err(|e| FsError::new("fsyncing", &self.temp, e))?;
-        drop(file);
+        // Still open (and locked) while renamed: the temporary name is never free for a
+        // cleaner to take while this writer lives.
         let result = match replace {
             Replace::Allow => fs::rename(&self.temp, &self.dest)
                 .map_err(|e| FsError::new("renaming into place", &self.dest, e)),
             Replace::Refuse => self.link_no_clobber(),
         };
+        drop(file);
         if result.is_err() {
             // Leave nothing behind; the caller sees the error for the destination.
             let _ = fs::remove_file(&self.temp);

@@ -33,6 +33,7 @@ pub mod repo;
 pub mod restore;
 pub mod sink;
 pub mod store;
+pub mod tablespace;
 pub mod tarwalk;
 #[cfg(test)]
 mod test_support;

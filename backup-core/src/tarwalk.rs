@@ -66,6 +66,11 @@ pub enum TarError {
          {MAX_EXTENDED_HEADER} bytes"
     )]
     ExtendedHeaderTooLarge { offset: u64, size: u64 },
+    #[error(
+        "tar header at byte {offset}: member size of {size} bytes overflows when padded to \
+         512-byte blocks; the archive is corrupt"
+    )]
+    SizeOverflow { offset: u64, size: u64 },
     #[error("tar header at byte {offset}: unsafe member path {path} (absolute, or with '..')")]
     UnsafePath { offset: u64, path: BackupPath },
     #[error("tar archive truncated after {offset} bytes: {what}")]
@@ -397,9 +402,14 @@ impl TarWalker {
             t => EntryKind::Other { typeflag: t },
         };
         let pad = padding(size);
+        // A corrupt or hostile size field (base-256 or pax) can be up to 2^64-1.
+        let padded = size.checked_add(pad).ok_or(TarError::SizeOverflow {
+            offset: self.header_offset,
+            size,
+        })?;
         let Some(path) = self.normalize(&name)? else {
             // The archive root itself ("./"): nothing to record.
-            self.state = skip(size + pad);
+            self.state = skip(padded);
             return self.advance();
         };
         let file = SeenFile {
@@ -419,7 +429,7 @@ impl TarWalker {
             };
         } else {
             self.seen.push(file);
-            self.state = skip(size + pad);
+            self.state = skip(padded);
         }
         self.advance()
     }

@@ -14,8 +14,34 @@ pub struct Cli {
     #[arg(long, global = true, env = "PGSTREAM_LOG", default_value = "info")]
     pub log_level: String,
 
+    /// Log lines as text (colours only on a terminal) or as JSON objects, one a line, with
+    /// the backup id, LSN and timeline as fields. Also read from PGSTREAM_LOG_FORMAT.
+    #[arg(long, global = true, env = "PGSTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// The configuration file. Default: /etc/pgstream/pgstream.toml when it exists. Also read
+    /// from PGSTREAM_CONFIG.
+    #[arg(
+        long = "config",
+        global = true,
+        env = "PGSTREAM_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config_file: Option<PathBuf>,
+
+    /// Apply the settings of this cluster's section of the configuration file
+    /// ([cluster.NAME]). Also read from PGSTREAM_CLUSTER.
+    #[arg(long, global = true, env = "PGSTREAM_CLUSTER", value_name = "NAME")]
+    pub cluster: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -63,6 +89,17 @@ pub enum Command {
     /// The main job on a throwaway local cluster: receive-wal, a base backup under load and a
     /// point-in-time drill, with a report. Needs only the PostgreSQL server binaries.
     Demo(crate::cmd::demo::DemoArgs),
+    /// The configuration file: `config show` prints the settings a command would use and
+    /// where each comes from (flag, environment, file and line, default).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print every setting the configuration file can hold, resolved (flags, then environment,
+    /// then the file, then the default), with where each value comes from. Secrets are masked.
+    Show,
 }
 
 /// Where the repository is and how to unlock it.
@@ -88,7 +125,7 @@ pub struct InitArgs {
     #[arg(long, value_enum, default_value_t = EncryptionArg::Aes256Gcm)]
     pub encryption: EncryptionArg,
 
-    /// Compression: lz4, zstd[:LEVEL] (1-19), gzip[:LEVEL] (1-9) or none.
+    /// Compression: lz4, zstd[:LEVEL] (1-11), gzip[:LEVEL] (1-9) or none.
     #[arg(long, default_value = "lz4", value_name = "METHOD[:LEVEL]")]
     pub compression: String,
 }
@@ -165,6 +202,12 @@ pub struct BaseArgs {
     /// Do not ask the server to verify page checksums while it reads the files.
     #[arg(long)]
     pub no_verify_checksums: bool,
+
+    /// Seconds a connection may deliver nothing, once the files stream, before the backup
+    /// fails as a lost connection (a stalled network, a server gone without closing the
+    /// connection). 0: wait forever.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub stall_timeout: u64,
 
     /// Print a JSON summary of the backup on stdout.
     #[arg(long)]
@@ -274,8 +317,23 @@ pub struct RecoveryTargetArgs {
 
     /// Whether recovery stops just after (on, the default) or just before the target
     /// (time, LSN and xid targets).
-    #[arg(long, value_name = "on|off", value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(long, value_name = "on|off", value_parser = on_off())]
     pub target_inclusive: Option<bool>,
+}
+
+/// PostgreSQL's spelling of a boolean setting (`on`, `off`), as docs/cli.md shows it; `true`,
+/// `false`, `yes`, `no`, `1` and `0` are accepted too, as the server accepts them.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    #[value(alias = "true", alias = "yes", alias = "1")]
+    On,
+    #[value(alias = "false", alias = "no", alias = "0")]
+    Off,
+}
+
+fn on_off() -> impl clap::builder::TypedValueParser<Value = bool> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::EnumValueParser::<OnOff>::new().map(|v| v == OnOff::On)
 }
 
 #[derive(Args, Debug)]
@@ -381,9 +439,20 @@ pub struct ReceiveWalArgs {
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub status_interval: u64,
 
+    /// Seconds the connection may deliver nothing before it is taken for lost and
+    /// reconnected (a stalled network, a server gone without closing the connection); the
+    /// server is asked for a reply after half of it. 0: wait forever.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub stall_timeout: u64,
+
     /// Exit on a lost connection instead of reconnecting.
     #[arg(long)]
     pub no_reconnect: bool,
+
+    /// Serve OpenMetrics (received, flushed and archived LSN, lag, segments archived,
+    /// reconnects, errors) over HTTP at this address, e.g. 127.0.0.1:9187 (GET /metrics).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -399,6 +468,11 @@ pub struct VerifyArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+
+    /// Also write the report as JSON to this file (durably, replaced; mode 0644), for
+    /// `status --verify-report`.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -431,9 +505,37 @@ pub struct StatusArgs {
     #[arg(long, default_value = "1h", value_name = "AGE", value_parser = crate::cmd::parse_duration)]
     pub crit_wal_age: std::time::Duration,
 
-    /// Print the report as JSON on stdout.
-    #[arg(long)]
+    /// Print the report as JSON on stdout (the same as --format json).
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+
+    /// text, json, or openmetrics (for node_exporter's textfile collector; exits 0 whenever
+    /// the report was written, the health being in the metrics).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<StatusFormat>,
+
+    /// Write the report to this file instead of stdout, atomically (a temporary file renamed
+    /// over it, mode 0644), as node_exporter's textfile collector needs.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Also report the last verify: the JSON report `pgstream verify --report FILE` wrote
+    /// (CRITICAL when it found problems, WARNING when there is none yet).
+    #[arg(long, value_name = "FILE")]
+    pub verify_report: Option<PathBuf>,
+
+    /// Also report the last restore drill: the JSON report `pgstream drill --json --report
+    /// FILE` wrote (CRITICAL when it failed, WARNING when there is none yet).
+    #[arg(long, value_name = "FILE")]
+    pub drill_report: Option<PathBuf>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Text,
+    Json,
+    #[value(name = "openmetrics")]
+    OpenMetrics,
 }
 
 #[derive(Args, Debug)]
@@ -456,4 +558,63 @@ pub struct CheckArgs {
     /// version (17+), summarize_wal and how long WAL summaries are kept.
     #[arg(long)]
     pub incremental: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    fn help(sub: &str) -> String {
+        let mut cmd = super::Cli::command();
+        cmd.build();
+        cmd.find_subcommand_mut(sub)
+            .unwrap()
+            .render_long_help()
+            .to_string()
+    }
+
+    #[test]
+    fn target_inclusive_help_says_on_off_as_the_docs_do() {
+        let text = help("restore");
+        let line = text
+            .split("--target-inclusive")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .unwrap();
+        assert!(line.contains("possible values: on, off"), "{line}");
+        assert!(!line.contains("true, false"), "{line}");
+        let parse = |v: &str| {
+            super::Cli::try_parse_from(
+                ["pgstream", "restore", "--repo", "r", "--to", "t"]
+                    .into_iter()
+                    .chain(["--target-inclusive", v]),
+            )
+            .map(|c| match c.command {
+                super::Command::Restore(r) => r.target.target_inclusive,
+                _ => unreachable!(),
+            })
+        };
+        assert_eq!(parse("on").unwrap(), Some(true));
+        assert_eq!(parse("off").unwrap(), Some(false));
+        assert_eq!(parse("false").unwrap(), Some(false));
+        assert!(parse("maybe").is_err());
+        let docs = include_str!("../../docs/cli.md");
+        assert!(
+            docs.contains("--target-inclusive on|off"),
+            "docs/cli.md changed its spelling"
+        );
+    }
+
+    #[test]
+    fn init_help_names_the_zstd_levels_accepted() {
+        let max = backup_core::compress::MAX_ZSTD_LEVEL;
+        let text = help("init");
+        assert!(text.contains(&format!("zstd[:LEVEL] (1-{max})")), "{text}");
+        assert!(format!("zstd:{max}")
+            .parse::<backup_core::Compression>()
+            .is_ok());
+        assert!(format!("zstd:{}", max + 1)
+            .parse::<backup_core::Compression>()
+            .is_err());
+    }
 }

@@ -28,6 +28,9 @@ pub enum Failure {
     Verification = 6,
     /// A local I/O error: disk full, permissions, a missing directory.
     LocalIo = 7,
+    /// The object store refused or could not be reached (credentials, bucket, region,
+    /// endpoint), after retries.
+    Storage = 8,
     /// `drill`: the restore, recovery or a check failed (the report says which).
     DrillFailed = 11,
     /// `demo`: a step failed (the message names it).
@@ -60,7 +63,11 @@ impl std::fmt::Display for Classified {
 /// repeated (`{:#}` would print "lost: closed unexpectedly: closed unexpectedly").
 pub fn message(err: &anyhow::Error) -> String {
     let mut text = String::new();
+    let hint = hint(err);
     for cause in err.chain() {
+        if hint.as_ref().is_some_and(|h| cause.to_string() == *h) {
+            continue;
+        }
         let part = cause.to_string();
         if text.is_empty() {
             text = part;
@@ -73,6 +80,90 @@ pub fn message(err: &anyhow::Error) -> String {
 }
 
 impl std::error::Error for Classified {}
+
+/// What to do about an error, printed under it (`pgstream: hint: ...`); carried in the chain.
+#[derive(Debug)]
+pub struct Hint(pub String);
+
+impl std::fmt::Display for Hint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Hint {}
+
+/// The hint attached to `err`, if any.
+pub fn hint(err: &anyhow::Error) -> Option<String> {
+    // anyhow finds a context type through every layer of context.
+    err.downcast_ref::<Hint>().map(|h| h.0.clone())
+}
+
+/// The server errors in `err` as (SQLSTATE, message), every host's when all refused.
+fn server_errors(err: &anyhow::Error) -> Vec<(String, String)> {
+    fn client(e: &pgwire_repl::Error, out: &mut Vec<(String, String)>) {
+        match e {
+            pgwire_repl::Error::AllHostsFailed(all) => all.iter().for_each(|e| client(e, out)),
+            e => out.extend(
+                e.as_db_error()
+                    .map(|db| (db.code.clone(), db.message.clone())),
+            ),
+        }
+    }
+    let mut out = Vec::new();
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<pgwire_repl::Error>() {
+            client(e, &mut out);
+        }
+        if let Some(BaseBackupError::Client(e)) = cause.downcast_ref::<BaseBackupError>() {
+            client(e, &mut out);
+        }
+        if let Some(backup_core::receive::ReceiveError::Client(e)) =
+            cause.downcast_ref::<backup_core::receive::ReceiveError>()
+        {
+            client(e, &mut out);
+        }
+    }
+    out
+}
+
+/// For a walsender refused to a role without REPLICATION: the fix that `pgstream check`
+/// prints. Only SQLSTATE 42501 about starting a WAL sender ("permission denied to start WAL
+/// sender", before 16 "must be superuser or replication role to start walsender"); 42501 is
+/// also a file the server cannot read, which no ALTER ROLE fixes.
+pub fn replication_role_hint(err: anyhow::Error, role: &str) -> anyhow::Error {
+    let walsender_refused = server_errors(&err).iter().any(|(code, message)| {
+        let m = message.to_ascii_lowercase();
+        code == "42501" && (m.contains("wal sender") || m.contains("walsender"))
+    });
+    if !walsender_refused {
+        return err;
+    }
+    err.context(Hint(format!(
+        "the role needs the REPLICATION attribute; as a superuser run: {} \
+         (pgstream check --source ... lists every problem with its fix)",
+        alter_role_replication(role)
+    )))
+}
+
+/// `ALTER ROLE name WITH REPLICATION;`, the name quoted when it needs to be.
+pub fn alter_role_replication(role: &str) -> String {
+    format!("ALTER ROLE {} WITH REPLICATION;", quote_ident(role))
+}
+
+/// An SQL identifier, double-quoted unless it is lower-case letters, digits and underscores.
+pub fn quote_ident(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit();
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
 
 /// Attaches an exit code to an error.
 pub fn classified(failure: Failure, error: impl Into<anyhow::Error>) -> anyhow::Error {
@@ -142,7 +233,8 @@ fn classify_base(e: &BaseBackupError) -> Failure {
         B::UnsupportedServer { .. }
         | B::DifferentClusters { .. }
         | B::TimelineChanged { .. }
-        | B::WalStreamEnded { .. } => Failure::Server,
+        | B::WalStreamEnded { .. }
+        | B::UnsafeTablespace { .. } => Failure::Server,
         B::Incremental(i) => classify_incremental(i),
         B::Cancelled => Failure::Interrupted,
         // Stands in for the opening error, which `pgstream base` reports instead.
@@ -178,7 +270,10 @@ fn classify_restore(e: &RestoreError) -> Failure {
         R::Catalog(c) => classify_catalog(c),
         R::Repo(r) => classify_repo(r),
         R::Fs(_) => Failure::LocalIo,
-        R::TargetNotEmpty { .. } | R::UnknownTablespace { .. } => Failure::Usage,
+        R::TargetNotEmpty { .. } | R::UnknownTablespace { .. } | R::UnsafeTablespaceMap { .. } => {
+            Failure::Usage
+        }
+        R::UnsafeRecordedTablespace { .. } => Failure::Verification,
         R::Read { source, .. } => match FileError::from_io(source) {
             Some(f) => classify_file(f),
             None => Failure::Verification,
@@ -207,6 +302,7 @@ fn classify_chain(e: &ChainRestoreError) -> Failure {
         | C::Label { .. }
         | C::Incremental { .. }
         | C::Refused { .. }
+        | C::UnsafeLink { .. }
         | C::Missing { .. } => Failure::Verification,
         C::Read { source, .. } => match FileError::from_io(source) {
             Some(f) => classify_file(f),
@@ -246,6 +342,7 @@ pub(crate) fn classify_store(e: &StoreError) -> Failure {
         | StoreError::Unsupported { .. }
         | StoreError::Unavailable { .. } => Failure::Usage,
         StoreError::Io { .. } => Failure::LocalIo,
+        StoreError::Remote { .. } => Failure::Storage,
     }
 }
 
@@ -326,6 +423,37 @@ mod tests {
         );
         let e = classified(Failure::Usage, anyhow::anyhow!("bad flag")).context("parsing");
         assert_eq!(message(&e), "parsing: bad flag");
+    }
+
+    #[test]
+    fn base_refused_for_a_role_without_replication_hints_alter_role() {
+        let refused = pgwire_repl::Error::Server(Box::new(pgwire_repl::DbError {
+            severity: "FATAL".into(),
+            code: "42501".into(),
+            message: "permission denied to start WAL sender".into(),
+            ..pgwire_repl::DbError::default()
+        }));
+        let e = anyhow::Error::new(BaseBackupError::Client(refused)).context("base backup failed");
+        let e = replication_role_hint(e, "Plain");
+        assert_eq!(
+            hint(&e)
+                .as_deref()
+                .map(|h| h.contains("ALTER ROLE \"Plain\" WITH REPLICATION;")),
+            Some(true)
+        );
+        assert!(!message(&e).contains("ALTER ROLE"), "{}", message(&e));
+        assert_eq!(classify(&e), Failure::Server);
+        let other = replication_role_hint(anyhow::anyhow!("disk full"), "plain");
+        assert!(hint(&other).is_none());
+        // 42501 for a file the server cannot read: no ALTER ROLE hint.
+        let unreadable = pgwire_repl::Error::Server(Box::new(pgwire_repl::DbError {
+            severity: "ERROR".into(),
+            code: "42501".into(),
+            message: "could not open file \"./x\": Permission denied".into(),
+            ..pgwire_repl::DbError::default()
+        }));
+        let e = replication_role_hint(anyhow::Error::new(BaseBackupError::Client(unreadable)), "p");
+        assert!(hint(&e).is_none());
     }
 
     #[test]

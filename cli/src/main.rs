@@ -1,20 +1,58 @@
 //! The `pgstream` command: parse, resolve settings, call backup-core, print, exit codes.
 
+// First: its print!/println!/eprint!/eprintln! shadow std's in every module after it.
+#[macro_use]
+mod stdout;
+
 mod args;
 mod cmd;
+mod config;
+mod core_dumps;
 mod exit;
+mod logging;
+mod metrics;
 mod progress;
 mod signals;
+mod suggest;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory as _, FromArgMatches as _};
 
 fn main() -> ExitCode {
-    let cli = match args::Cli::try_parse() {
+    // Before anything that may read a passphrase or unwrap the data key.
+    let core_dumps = core_dumps::disable();
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    // The configuration file decides the parser's defaults, so it is read first; a bad file
+    // stops every command, naming the file, line and key.
+    let loaded = match config::load(config::Selection::from_args(&argv)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("pgstream: error: {e}");
+            return exit::Failure::Usage.code();
+        }
+    };
+    let command = match config::apply(args::Cli::command(), &loaded) {
         Ok(c) => c,
         Err(e) => {
-            let _ = e.print();
+            eprintln!("pgstream: error: {e}");
+            return exit::Failure::Usage.code();
+        }
+    };
+    let parsed = command
+        .try_get_matches_from(&argv)
+        .and_then(|m| args::Cli::from_arg_matches(&m).map(|cli| (m, cli)));
+    let (matches, cli) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            let e = suggest::other_tools(e);
+            // --help and --version go to stdout, which may be a closed pipe.
+            if let Err(io) = e.print() {
+                if !e.use_stderr() && stdout::is_closed_pipe(&io) {
+                    return ExitCode::from(stdout::CLOSED_PIPE);
+                }
+            }
             return if e.use_stderr() {
                 exit::Failure::Usage.code()
             } else {
@@ -22,11 +60,21 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging(&cli.log_level);
+    logging::init(&cli.log_level, cli.log_format);
+    if let Err((step, e)) = core_dumps {
+        // Lowering a limit and clearing the flag are always allowed; should either fail, say so.
+        tracing::warn!(
+            "could not disable core dumps ({step}: {e}); a crash could write key material to disk"
+        );
+    }
     // Only a binary built with the `failpoints` feature (the test suite's) has any.
     if let Err(e) = backup_core::failpoint::configure_from_env() {
         eprintln!("pgstream: error: {e}");
         return exit::Failure::Usage.code();
+    }
+    if let args::Command::Config(args::ConfigCommand::Show) = &cli.command {
+        print!("{}", config::show::render(&matches, &loaded));
+        return ExitCode::SUCCESS;
     }
     // receive-wal is one stream, one write and fsync per batch: on a single-threaded runtime
     // the thread that waits in epoll is the one that writes, fsyncs and replies, with no
@@ -47,19 +95,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let failure = exit::classify(&e);
-            eprintln!("pgstream: error: {}", exit::message(&e));
+            logging::final_error(&exit::message(&e), exit::hint(&e), failure as u8);
             failure.code()
         }
     }
-}
-
-/// Logs go to stderr, so stdout carries only results (`--json`).
-fn init_logging(level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use integration::{cluster, scratch_dir, Cluster};
 use support::proxy::Proxy;
+use support::tmpfs::Tmpfs;
 use support::{newest_major, ok, pgstream, pgstream_command, Run};
 
 const PASSPHRASE: &str = "correct horse battery staple";
@@ -352,49 +353,6 @@ fn dropped_connection_mid_backup_fails_cleanly() {
     assert_nothing_complete(&repo, &ctx);
     assert_no_slot_soon(&pg, &ctx);
     next_backup_succeeds(&repo, &pg, &ctx);
-}
-
-/// A tmpfs mounted on a directory, unmounted on drop (even when the test panics).
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    /// `None` when this environment does not allow mounting (not root, no CAP_SYS_ADMIN).
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
-            .arg("tmpfs")
-            .arg(dir)
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            eprintln!(
-                "cannot mount a tmpfs ({}); using RLIMIT_FSIZE only",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            return None;
-        }
-        Some(Tmpfs {
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    fn resize(&self, size: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "remounting the tmpfs");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
-    }
 }
 
 /// About 25 MB of incompressible rows (random bytes), so neither lz4 nor the archive fits.

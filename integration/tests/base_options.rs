@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use integration::{client_tool_major, cluster, scratch_dir, test_majors, Cluster};
-use support::{newest_cluster_and_repo_path, pgstream, pgstream_command, Run};
+use support::{newest_cluster_and_repo_path, pgstream, pgstream_command, s, Run};
 
 const PASSPHRASE: &str = "correct horse battery staple";
 
@@ -350,7 +350,23 @@ fn progress_is_logged_without_a_terminal() {
 fn unencrypted_repository_holds_standard_lz4_frames() {
     let (pg, _scratch, repo) = newest_cluster_and_repo_path();
     init_repo(&repo, &["--encryption", "none", "--compression", "lz4"]);
-    let record = base_json(&repo, &pg, &[], "unencrypted");
+    // Given a passphrase, an unencrypted repository is refused: the caller thinks it encrypted
+    // (a configuration altered to say "unencrypted" must not get plaintext backups).
+    let refused = base_run(&repo, &pg, &[]);
+    assert_eq!(refused.code, 5, "{refused:?}");
+    assert!(
+        refused.stderr.contains("says it is not encrypted"),
+        "{refused:?}"
+    );
+    let conninfo = pg.conninfo("postgres");
+    let run = ok(
+        pgstream(
+            &["base", "--repo", s(&repo), "--source", &conninfo, "--json"],
+            None,
+        ),
+        "unencrypted: base without a passphrase",
+    );
+    let record: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(record["encryption"], "none", "{record}");
     assert_eq!(record["compression"], "lz4", "{record}");
     let id = record["id"].as_str().unwrap();

@@ -75,7 +75,6 @@ fn a_file_url_serves_every_command_and_the_restore_command() {
 #[test]
 fn locations_this_build_cannot_serve_are_refused_clearly() {
     for (repo, says) in [
-        ("s3://bucket/prefix", "no object-store backend"),
         ("gs://bucket/prefix", "unknown scheme"),
         ("file://host/path", "absolute path and no host"),
     ] {
@@ -83,4 +82,25 @@ fn locations_this_build_cannot_serve_are_refused_clearly() {
         assert_eq!(run.code, 2, "{repo}: {run:?}");
         assert!(run.stderr.contains(says), "{repo}: {run:?}");
     }
+}
+
+/// An S3 location with no credentials anywhere (no AWS_* variables, no shared credentials
+/// file): refused before any request, naming where credentials are read from.
+#[test]
+fn s3_location_without_credentials_names_where_they_are_read_from() {
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = support::pgstream_command(&["list", "--repo", "s3://bucket/prefix"], None);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.env("HOME", home.path());
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(8), "{stderr}");
+    assert!(
+        stderr.contains("no S3 credentials") && stderr.contains("AWS_ACCESS_KEY_ID"),
+        "{stderr}"
+    );
 }

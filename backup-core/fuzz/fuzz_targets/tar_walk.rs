@@ -1,5 +1,6 @@
 //! The push-based tar walker: any bytes, pushed in chunks of any size, give members or an
-//! error, never a panic; the first byte picks the chunk size so boundaries vary.
+//! error, never a panic; the first byte picks the chunk size so boundaries vary. Seeds in
+//! corpus/tar_walk (`size-overflow-*`: a member size of 2^64-1, which overflowed when padded).
 #![no_main]
 
 use backup_core::tarwalk::TarWalker;

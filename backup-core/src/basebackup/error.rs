@@ -69,6 +69,18 @@ pub enum BaseBackupError {
     RepositoryNotOpened,
     #[error(transparent)]
     Incremental(#[from] super::incremental::IncrementalError),
+    /// A tablespace location the server reported (its tablespace list, or a `pg_tblspc` link
+    /// in the main archive) that a restore could not safely write to.
+    #[error(
+        "the server reports tablespace {what} at a location pgstream refuses to record (a \
+         restore would write there): {source}; check SELECT oid, spcname, \
+         pg_tablespace_location(oid) FROM pg_tablespace on the server"
+    )]
+    UnsafeTablespace {
+        what: String,
+        #[source]
+        source: crate::tablespace::UnsafeLocation,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -20,13 +20,14 @@ mod error;
 pub mod incremental;
 mod manifest;
 mod open;
+mod tablespaces;
 mod walstream;
 
 pub use error::BaseBackupError;
 pub use incremental::{IncrementalError, IncrementalPlan, Parent};
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use pgwire_repl::basebackup::options::{
     Checkpoint, Manifest as ManifestOption, ManifestChecksums, ServerCompression,
@@ -38,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::{self, lifecycle, BackupRecord, BackupStatus, Catalog};
 use crate::layout;
+use crate::replication::Liveness;
 use crate::repo::Repository;
 use crate::store::lease::LeaseHolder;
 use crate::store::{delete_prefix, RepoLocation};
@@ -73,6 +75,9 @@ pub struct BaseBackupPlan {
     pub verify_checksums: bool,
     /// An incremental backup (PostgreSQL 17+), or a policy choosing one; `None`: full.
     pub incremental: Option<IncrementalPlan>,
+    /// How long a connection may deliver nothing, once the files stream, before it is taken
+    /// for lost (a stalled network, a server gone without closing it); `None`: forever.
+    pub stall_timeout: Option<Duration>,
 }
 
 /// Where the backup is; for progress reporting.
@@ -293,6 +298,7 @@ async fn run_here(
                 system_id: identity.system_id,
                 server_version,
                 major,
+                stall_timeout: plan.stall_timeout,
             },
         )
         .await
@@ -351,6 +357,8 @@ struct Meta {
     system_id: u64,
     server_version: String,
     major: u32,
+    /// See [`BaseBackupPlan::stall_timeout`].
+    stall_timeout: Option<Duration>,
 }
 
 /// Removes what runs that died left behind (only provably dead ones: see
@@ -414,13 +422,18 @@ async fn take(
     let mut end: Option<(Lsn, TimelineId)> = None;
     let mut received: u64 = 0;
     let mut server_progress = false;
+    let mut live = Liveness::new(meta.stall_timeout);
 
     let outcome: Result<(), BaseBackupError> = async {
         loop {
+            // Silence counts while waiting for the server, once the files stream (during the
+            // checkpoint before them a server sends nothing, for as long as it takes).
+            live.heard();
             let ev = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(BaseBackupError::Cancelled),
                 ev = stream.next() => ev?,
+                _ = live.lost(), if start.is_some() => return Err(live.lost_error().into()),
             };
             let Some(ev) = ev else { break };
             match ev {
@@ -437,9 +450,11 @@ async fn take(
                         Arc::clone(repo),
                         id.to_string(),
                         cancel.clone(),
+                        meta.stall_timeout,
                     ));
                 }
                 BaseBackupEvent::Tablespaces(list) => {
+                    tablespaces::check_server_list(&list)?;
                     let total: Option<u64> =
                         list.iter().map(|t| t.size_kb.map(|k| k * 1024)).sum();
                     progress.phase(Phase::Streaming { total });
@@ -449,6 +464,7 @@ async fn take(
                     let tablespace = match tablespace_location {
                         None => None,
                         Some(location) => {
+                            tablespaces::check(format!("of archive {name}"), &location)?;
                             let oid = tablespaces
                                 .iter()
                                 .find(|t| t.location.as_deref() == Some(location.as_str()))
@@ -490,8 +506,12 @@ async fn take(
                     let out = writer.finish().await?;
                     mark("archive durable and walked");
                     tracing::info!(archive = %out.record.name, bytes = out.record.raw_bytes, files = out.seen.len(), "archive stored");
+                    if out.record.tablespace_oid.is_none() {
+                        tablespaces::check_links(&out.seen)?;
+                    }
                     seen.extend(out.seen);
                     archives.push(out.record);
+                    crate::failpoint!("base.archive-stored");
                 }
                 BaseBackupEvent::Progress(done) => {
                     server_progress = true;
@@ -548,12 +568,14 @@ async fn take(
     mark("manifest verified");
     let manifest_file = format!("backup_manifest{}", layout::suffix(repo.codec()));
     let manifest_stored = store_manifest(repo, id, &manifest_file, manifest).await?;
+    crate::failpoint!("base.manifest-stored");
     let wal_outcome = tokio::select! {
         biased;
         _ = user_cancel.cancelled() => return Err(BaseBackupError::Cancelled),
         r = streamer.finish(end_lsn) => r?,
     };
     mark("WAL stored");
+    crate::failpoint!("base.wal-stored");
     let end_time = SystemTime::now();
     let raw_bytes = archives.iter().map(|a| a.raw_bytes).sum();
     let stored_bytes = archives.iter().map(|a| a.stored_bytes).sum::<u64>()

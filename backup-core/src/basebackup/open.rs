@@ -45,11 +45,15 @@ pub(super) async fn start<'c>(
                 r = incremental::prepare(conn, &repo, identity, major, inc) => r?,
             };
             options.incremental = of.is_some();
+            crate::failpoint!("base.start", |e| pgwire_repl::Error::ConnectionLost(e)
+                .into());
             let stream = conn.base_backup(options).await?;
             mark("BASE_BACKUP sent");
             Ok((stream, repo, of))
         }
         None => {
+            crate::failpoint!("base.start", |e| pgwire_repl::Error::ConnectionLost(e)
+                .into());
             let stream = conn.base_backup(options).await?;
             mark("BASE_BACKUP sent");
             // An early return closes the connection, which ends the backup on the server too.

@@ -8,6 +8,7 @@
 //! backup as `<segment>.partial`, so the backup restores on its own.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,7 @@ use super::BaseBackupError;
 use crate::catalog::PartialWal;
 use crate::crc::Crc32c;
 use crate::layout;
+use crate::replication::{Liveness, Silence};
 use crate::repo::Repository;
 use crate::sink::FileSink;
 use crate::wal::archive::{ArchiveFileName, WalArchive};
@@ -79,11 +81,14 @@ pub(crate) async fn prepare(
 /// The running streamer.
 pub(crate) struct WalStreamer {
     end_tx: watch::Sender<Option<Lsn>>,
+    stop: CancellationToken,
     task: JoinHandle<Result<WalOutcome, BaseBackupError>>,
 }
 
 impl WalStreamer {
-    /// Starts streaming from the segment holding `start` on `timeline`.
+    /// Starts streaming from the segment holding `start` on `timeline`; a connection silent
+    /// for `stall_timeout` is taken for lost.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         prepared: PreparedStream,
         start: Lsn,
@@ -92,8 +97,10 @@ impl WalStreamer {
         repo: Arc<Repository>,
         backup_id: String,
         cancel: CancellationToken,
+        stall_timeout: Option<Duration>,
     ) -> WalStreamer {
         let (end_tx, end_rx) = watch::channel(None);
+        let stop = cancel.clone();
         let task = tokio::spawn(async move {
             let result = stream(
                 prepared,
@@ -104,6 +111,7 @@ impl WalStreamer {
                 backup_id,
                 end_rx,
                 cancel.clone(),
+                stall_timeout,
             )
             .await;
             if result.is_err() {
@@ -112,7 +120,7 @@ impl WalStreamer {
             }
             result
         });
-        WalStreamer { end_tx, task }
+        WalStreamer { end_tx, stop, task }
     }
 
     /// Tells the streamer where the backup ended and waits until that WAL is stored.
@@ -138,9 +146,11 @@ impl WalStreamer {
         }
     }
 
-    /// Stops the streamer without waiting for it to finish its work.
+    /// Stops the streamer without letting it finish its work, and returns once its writer has
+    /// let go of every file (so that what it wrote can be removed: a writer still draining its
+    /// queue used to create a segment after the unfinished backup had been removed).
     pub async fn abort(self) {
-        self.task.abort();
+        self.stop.cancel();
         let _ = self.task.await;
     }
 }
@@ -155,6 +165,7 @@ async fn stream(
     backup_id: String,
     mut end_rx: watch::Receiver<Option<Lsn>>,
     cancel: CancellationToken,
+    stall_timeout: Option<Duration>,
 ) -> Result<WalOutcome, BaseBackupError> {
     let PreparedStream { mut conn, slot } = prepared;
     let mut history_files = Vec::new();
@@ -172,13 +183,21 @@ async fn stream(
     let seg_bytes = seg_size.bytes();
     let first = start.segment_start(seg_bytes);
     let (wtx, wrx) = sync_channel::<WalMsg>(32);
+    let abandoned = Arc::new(AtomicBool::new(false));
     let writer = {
         let repo = Arc::clone(&repo);
         let backup_id = backup_id.clone();
+        let abandoned = Arc::clone(&abandoned);
         tokio::task::spawn_blocking(move || {
-            write_wal(&repo, &backup_id, timeline, seg_size, first, wrx)
+            write_wal(
+                &repo, &backup_id, timeline, seg_size, first, wrx, &abandoned,
+            )
         })
     };
+    // Every way out of the stream goes past the writer: it must have let go of its files
+    // before the caller may remove the unfinished backup.
+    let streamed: Result<(Lsn, Option<Lsn>), BaseBackupError> = async {
+    let wtx = wtx;
     let mut stream = conn
         .start_replication(Some(&slot), first, Some(timeline))
         .await?;
@@ -186,6 +205,7 @@ async fn stream(
     let mut end: Option<Lsn> = None;
     let mut tail_deadline: Option<tokio::time::Instant> = None;
     let mut status_timer = tokio::time::interval(Duration::from_secs(10));
+    let mut live = Liveness::new(stall_timeout);
     let status = |pos: Lsn, reply: bool| StandbyStatusUpdate {
         write: pos,
         flush: Lsn::INVALID,
@@ -229,8 +249,18 @@ async fn stream(
                     stream.send_status(status(pos, true)).await?;
                 }
             }
-            _ = status_timer.tick() => stream.send_status(status(pos, false)).await?,
+            _ = status_timer.tick() => {
+                crate::failpoint!("base.wal-status", |e| pgwire_repl::Error::ConnectionLost(e).into());
+                stream.send_status(status(pos, false)).await?;
+            }
             _ = tokio::time::sleep_until(sleep_until) => {}
+            silence = live.silence() => match silence {
+                Silence::Ping => {
+                    stream.send_status(status(pos, true)).await?;
+                    live.pinged();
+                }
+                Silence::Lost => return Err(live.lost_error().into()),
+            },
             ev = stream.next() => match ev? {
                 Some(ReplicationEvent::XLogData(x)) => {
                     if x.wal_start != pos {
@@ -242,8 +272,11 @@ async fn stream(
                     if wtx.send(WalMsg::Data(x.data)).is_err() {
                         break; // the writer failed: its error is collected below
                     }
+                    // Heard, and the wait for a slow disk is not the server's silence.
+                    live.heard();
                 }
                 Some(ReplicationEvent::Keepalive(k)) => {
+                    live.heard();
                     if k.reply_requested {
                         stream.send_status(status(pos, false)).await?;
                     }
@@ -261,12 +294,23 @@ async fn stream(
             }
         }
     }
-    let _ = wtx.send(WalMsg::Finish);
-    drop(wtx);
-    // Stop streaming politely; the temporary slot goes with the connection.
-    crate::replication::stop_politely(&mut stream).await;
-    drop(stream);
-    conn.close().await;
+        let _ = wtx.send(WalMsg::Finish);
+        drop(wtx);
+        // Stop streaming politely; the temporary slot goes with the connection.
+        crate::replication::stop_politely(&mut stream).await;
+        drop(stream);
+        conn.close().await;
+        Ok((pos, end))
+    }
+    .await;
+    let (pos, end) = match streamed {
+        Ok(v) => v,
+        Err(e) => {
+            abandoned.store(true, Ordering::Relaxed);
+            let _ = writer.await;
+            return Err(e);
+        }
+    };
     let mut outcome = writer
         .await
         .map_err(|e| BaseBackupError::Internal(format!("WAL writer failed: {e}")))??;
@@ -301,12 +345,17 @@ fn write_wal(
     seg_size: WalSegmentSize,
     first: Lsn,
     rx: Receiver<WalMsg>,
+    abandoned: &AtomicBool,
 ) -> Result<WalOutcome, BaseBackupError> {
     let mut outcome = WalOutcome::default();
     let seg_bytes = seg_size.bytes();
     let mut next_name = SegmentName::from_lsn(timeline, first, seg_size);
     let mut open: Option<OpenSegment> = None;
     for msg in rx {
+        if abandoned.load(Ordering::Relaxed) {
+            // The backup failed: what is still queued is not worth writing.
+            return Ok(outcome);
+        }
         let mut data = match msg {
             WalMsg::Data(d) => d,
             WalMsg::Finish => {

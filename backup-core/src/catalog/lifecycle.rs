@@ -261,6 +261,7 @@ pub fn delete_backup(store: &dyn Store, id: &str, purpose: &str) -> Result<(), C
             other => other.into(),
         })?;
     store.delete(&[Catalog::record_name(id)])?;
+    crate::failpoint!("expire.record-deleted");
     delete_prefix(store, &Catalog::prefix(id))?;
     Ok(())
 }

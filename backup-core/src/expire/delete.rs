@@ -18,6 +18,21 @@ pub(super) fn leftovers(repo: &Repository) -> Result<(), ExpireError> {
     Ok(())
 }
 
+/// Removes the temporary files writers killed mid-write left (a WAL segment being stored, a
+/// config being rewritten); a failure is only worth a warning.
+pub(super) fn abandoned_temporaries(repo: &Repository) {
+    match repo.store().remove_abandoned_temporaries() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            files = n,
+            "removed temporary files that killed writers left"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not remove temporary files killed writers left")
+        }
+    }
+}
+
 /// Deletes backup `id`: record first, then its other files.
 pub(super) fn backup(repo: &Repository, id: &str) -> Result<(), ExpireError> {
     lifecycle::delete_backup(repo.store().as_ref(), id, "pgstream expire")?;

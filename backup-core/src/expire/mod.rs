@@ -170,6 +170,9 @@ pub fn expire(repo: &Repository, options: &ExpireOptions) -> Result<ExpireReport
     } else {
         Some(scan::lock(repo, "pgstream expire")?)
     };
+    if !options.dry_run {
+        delete::abandoned_temporaries(repo);
+    }
     let mut report = decide(repo, &catalog, options)?;
     if !options.dry_run {
         apply(repo, &mut report)?;
@@ -289,6 +292,7 @@ fn apply(repo: &Repository, report: &mut ExpireReport) -> Result<(), ExpireError
         report.wal_note = Some(in_progress_note(&started));
         report.delete_files.clear();
     }
+    crate::failpoint!("expire.before-wal");
     delete::wal_files(repo, &report.delete_files)?;
     report.delete_files.clear();
     Ok(())

@@ -12,7 +12,9 @@
 //! [`DurableFile::commit`] fsyncs, renames and fsyncs the directory as for any file. Where the
 //! filesystem refuses O_DIRECT (EINVAL at open or at the first write: tmpfs on older kernels,
 //! some FUSE and network filesystems) the flusher writes through the page cache instead and
-//! flushes every 32 MiB, so the final fsync has little left.
+//! flushes every 32 MiB, so the final fsync has little left. Linux reports a writeback error
+//! once per open file description and then clears it, so the final fsync on the same file
+//! would succeed: a failed periodic flush fails the stream, and the file is never published.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -32,6 +34,9 @@ const BUFFER: usize = 1024 * 1024;
 const BUFFERS: usize = 3;
 /// Without O_DIRECT, the flusher starts writeback every this many bytes.
 const WRITEBACK_STEP: u64 = 32 * 1024 * 1024;
+
+/// How the page-cache fallback flushes: `File::sync_data`, replaced in tests by a failing one.
+type Writeback = fn(&File) -> io::Result<()>;
 
 /// A buffer of [`BUFFER`] bytes whose start is aligned to [`ALIGN`].
 struct AlignedBuf {
@@ -97,7 +102,12 @@ struct Flusher {
 }
 
 impl Flusher {
-    fn start(temp: &Path, plain: File, allow_direct: bool) -> io::Result<Flusher> {
+    fn start(
+        temp: &Path,
+        plain: File,
+        allow_direct: bool,
+        writeback: Writeback,
+    ) -> io::Result<Flusher> {
         let direct = if allow_direct {
             OpenOptions::new()
                 .write(true)
@@ -111,7 +121,7 @@ impl Flusher {
         let (free_tx, free) = sync_channel::<AlignedBuf>(BUFFERS);
         let handle = std::thread::Builder::new()
             .name("direct-write".into())
-            .spawn(move || flush(direct, plain, job_rx, free_tx))?;
+            .spawn(move || flush(direct, plain, writeback, job_rx, free_tx))?;
         Ok(Flusher {
             jobs: Some(jobs),
             free,
@@ -168,6 +178,7 @@ impl Drop for Flusher {
 fn flush(
     mut direct: Option<File>,
     plain: File,
+    writeback: Writeback,
     jobs: Receiver<Job>,
     free: SyncSender<AlignedBuf>,
 ) -> io::Result<()> {
@@ -191,8 +202,11 @@ fn flush(
         plain.write_all_at(job.buf.filled(), job.offset)?;
         unsynced += job.buf.len as u64;
         if unsynced >= WRITEBACK_STEP {
-            // Errors are left to the final fsync, which reports them.
-            let _ = plain.sync_data();
+            // The error is reported here and only here: the final fsync of the same open file
+            // would succeed. Stopping makes the next write and the commit fail with it.
+            writeback(&plain).map_err(|e| {
+                io::Error::new(e.kind(), format!("flushing written data to disk: {e}"))
+            })?;
             unsynced = 0;
         }
         if free.send(job.buf).is_err() {
@@ -212,6 +226,7 @@ pub struct StreamFile {
     /// File offset of `buf`'s first byte.
     offset: u64,
     allow_direct: bool,
+    writeback: Writeback,
 }
 
 impl std::fmt::Debug for StreamFile {
@@ -236,6 +251,7 @@ impl StreamFile {
             offset: 0,
             flusher: None,
             allow_direct,
+            writeback: File::sync_data,
         })
     }
 
@@ -256,6 +272,7 @@ impl StreamFile {
                 self.file.temp_path(),
                 plain,
                 self.allow_direct,
+                self.writeback,
             )?);
         }
         let flusher = self.flusher.as_mut().expect("started above");
@@ -346,6 +363,62 @@ mod tests {
         let mut f = StreamFile::create(&dest).unwrap();
         write_in_pieces(&mut f, &pattern(2 * BUFFER + 10));
         drop(f);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// Regression: the page-cache fallback discarded the result of its periodic fsync, which
+    /// clears the error for the file, so the final fsync succeeded and a damaged file was
+    /// published.
+    #[test]
+    fn page_cache_fallback_writeback_error_fails_commit_and_publishes_nothing() {
+        fn failing_writeback(_: &File) -> io::Result<()> {
+            Err(io::Error::from_raw_os_error(libc::EIO))
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        let mut f = StreamFile::create_with(&dest, false).unwrap();
+        f.writeback = failing_writeback;
+        // Past one writeback step, so the flusher syncs at least once.
+        let data = pattern(WRITEBACK_STEP as usize + 2 * BUFFER + 17);
+        let mut failed = None;
+        for piece in data.chunks(65_551) {
+            if let Err(e) = f.write_all(piece) {
+                failed = Some(e.to_string());
+                break;
+            }
+        }
+        let err = match failed {
+            // Every write fitted before the flusher stopped: the commit must fail instead.
+            None => f.commit(Replace::Refuse).unwrap_err().to_string(),
+            Some(e) => {
+                drop(f);
+                e
+            }
+        };
+        assert!(err.contains("flushing written data to disk"), "{err}");
+        assert!(
+            !dest.exists(),
+            "a file whose writeback failed was published"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// The commit itself fails when the writeback error comes after the last write.
+    #[test]
+    fn page_cache_fallback_writeback_error_after_last_write_fails_commit() {
+        fn failing_writeback(_: &File) -> io::Result<()> {
+            Err(io::Error::from_raw_os_error(libc::EIO))
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        let mut f = StreamFile::create_with(&dest, false).unwrap();
+        f.writeback = failing_writeback;
+        // Exactly one writeback step plus one byte: the last full buffer is handed off (and
+        // synced, failing) by the final write, with the queue not yet full.
+        write_in_pieces(&mut f, &pattern(WRITEBACK_STEP as usize + 1));
+        let err = f.commit(Replace::Refuse).unwrap_err().to_string();
+        assert!(err.contains("flushing written data to disk"), "{err}");
+        assert!(!dest.exists());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 

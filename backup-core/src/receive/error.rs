@@ -101,6 +101,18 @@ impl Receiver {
                     return ReceiveError::SlotMissing { slot: slot.clone() };
                 }
             }
+            // The slot is in use (55006) after we streamed from it: by the walsender of our
+            // own connection that was lost without the server noticing (a stall, a vanished
+            // network path). The server ends it at its wal_sender_timeout, so this is the lost
+            // connection still, and worth retrying. At the first start it is another
+            // receiver's, and an error.
+            if db.code == "55006" && self.flushed.is_some() {
+                return pgwire_repl::Error::ConnectionLost(std::io::Error::other(format!(
+                    "{msg}: the walsender of our previous connection still holds the slot; \
+                     the server ends it at its wal_sender_timeout"
+                )))
+                .into();
+            }
         }
         e.into()
     }

@@ -17,6 +17,7 @@
 //! - A lost connection or a server restart is retried with backoff and jitter; WAL the server
 //!   no longer has is an error naming the gap, never skipped.
 
+pub mod metrics;
 pub mod start;
 
 mod error;
@@ -41,6 +42,7 @@ pub use crate::wal::partial::{
 };
 use crate::wal::WalSegmentSize;
 pub use error::ReceiveError;
+pub use metrics::{MetricsSnapshot, ReceiveMetrics};
 use position::Start;
 use reconnect::wait_to_retry;
 use timeline::TimelineEnd;
@@ -73,8 +75,13 @@ pub struct ReceiveOptions {
     pub synchronous: bool,
     /// How often to send a status update without being asked.
     pub status_interval: Duration,
+    /// How long the connection may deliver nothing before it is taken for lost and
+    /// reconnected (a ping goes out after half of it); `None`: forever.
+    pub stall_timeout: Option<Duration>,
     /// Retry after a lost connection or server restart (otherwise return the error).
     pub reconnect: bool,
+    /// Counters for monitoring (`receive-wal --metrics-listen`), updated as WAL arrives.
+    pub metrics: Option<Arc<ReceiveMetrics>>,
 }
 
 /// The position reached when receive-wal stopped.
@@ -110,6 +117,9 @@ pub async fn run(
         match first_connection(&source).await {
             Ok(first) => break first,
             Err(e) if e.is_transient() && options.reconnect => {
+                if let Some(m) = &options.metrics {
+                    m.reconnect(&e);
+                }
                 attempt += 1;
                 if !wait_to_retry(&e, attempt, &cancel).await {
                     return Ok(None);
@@ -147,6 +157,9 @@ pub async fn run(
         match result {
             Ok(()) => return Ok(summary),
             Err(e) if e.is_transient() && receiver.options.reconnect => {
+                if let Some(m) = &receiver.options.metrics {
+                    m.reconnect(&e);
+                }
                 if receiver.cancel.is_cancelled() {
                     return Ok(summary);
                 }

@@ -83,6 +83,8 @@ impl StreamState {
         if !force && now.1 == self.reported.1 {
             return Ok(());
         }
+        crate::failpoint!("receive.status", |e| pgwire_repl::Error::ConnectionLost(e)
+            .into());
         stream
             .send_status(StandbyStatusUpdate {
                 write: now.0,
@@ -150,6 +152,7 @@ fn complete_segment(repo: &Repository, mut w: PartialWriter) -> Result<(), Recei
     let name = receiving_name(&seg, codec.encryption.is_some());
     let reader = PartialReader::open(repo.store().as_ref(), &name, codec)?;
     store_segment(repo, seg, reader)?;
+    crate::failpoint!("receive.segment-stored");
     repo.store().delete(&[name])?;
     tracing::info!(segment = %seg, "segment archived");
     Ok(())

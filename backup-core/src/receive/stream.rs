@@ -11,6 +11,7 @@ use super::position::Start;
 use super::state::StreamState;
 use super::timeline::TimelineEnd;
 use super::{ReceiveError, Receiver};
+use crate::replication::{Liveness, Silence};
 
 /// Most bytes gathered from the socket before they are written out.
 const BATCH_BYTES: usize = 8 << 20;
@@ -27,6 +28,9 @@ impl Receiver {
             writer,
         } = start;
         let slot = self.options.slot.clone();
+        crate::failpoint!("receive.start-replication", |e| {
+            pgwire_repl::Error::ConnectionLost(e).into()
+        });
         let mut stream = match conn
             .start_replication(slot.as_deref(), lsn, Some(timeline))
             .await
@@ -34,7 +38,7 @@ impl Receiver {
             Ok(s) => s,
             Err(e) => return Err(self.map_start_error(e, lsn, timeline)),
         };
-        tracing::info!(timeline = timeline.0, "streaming from {lsn}");
+        tracing::info!(timeline = timeline.0, %lsn, "streaming from {lsn}");
         let mut st = StreamState {
             repo: Arc::clone(&self.repo),
             seg_size: self.seg_size,
@@ -43,10 +47,11 @@ impl Receiver {
             writer,
             reported: (Lsn(0), Lsn(0)),
         };
-        self.flushed = Some((timeline, st.flushed()));
+        self.note(&st);
         let mut timer = tokio::time::interval(self.options.status_interval);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         timer.tick().await;
+        let mut live = Liveness::new(self.options.stall_timeout);
         loop {
             let first = tokio::select! {
                 biased;
@@ -57,11 +62,22 @@ impl Receiver {
                 _ = timer.tick() => {
                     st.sync()?;
                     st.report(&mut stream, false, true).await?;
-                    self.flushed = Some((timeline, st.flushed()));
+                    self.note(&st);
+                    continue;
+                }
+                silence = live.silence() => {
+                    if silence == Silence::Lost {
+                        st.sync()?;
+                        self.flushed = Some((timeline, st.flushed()));
+                        return Err(live.lost_error().into());
+                    }
+                    st.report(&mut stream, true, true).await?;
+                    live.pinged();
                     continue;
                 }
                 ev = stream.next() => ev,
             };
+            live.heard();
             let mut batch: Vec<Bytes> = Vec::new();
             let mut batch_len = 0usize;
             let mut reply = false;
@@ -72,10 +88,11 @@ impl Receiver {
                     Err(e) => {
                         // Keep what arrived before the error.
                         st.write_and_sync(std::mem::take(&mut batch), true)?;
-                        self.flushed = Some((timeline, st.flushed()));
+                        self.note(&st);
                         return Err(self.map_start_error(e, st.pos, timeline));
                     }
                     Ok(Some(ReplicationEvent::XLogData(x))) => {
+                        self.server_end(x.wal_end);
                         let expected = Lsn(st.pos.0 + batch_len as u64);
                         if x.wal_start != expected {
                             return Err(ReceiveError::Protocol(format!(
@@ -86,7 +103,10 @@ impl Receiver {
                         batch_len += x.data.len();
                         batch.push(x.data);
                     }
-                    Ok(Some(ReplicationEvent::Keepalive(k))) => reply |= k.reply_requested,
+                    Ok(Some(ReplicationEvent::Keepalive(k))) => {
+                        self.server_end(k.wal_end);
+                        reply |= k.reply_requested;
+                    }
                     Ok(Some(other)) => {
                         terminal = Some(other);
                         break;
@@ -111,11 +131,13 @@ impl Receiver {
             }
             let sync = self.options.synchronous || reply || terminal.is_some();
             st.write_and_sync(batch, sync)?;
-            self.flushed = Some((timeline, st.flushed()));
+            self.note(&st);
             match terminal {
                 None => {
                     st.report(&mut stream, false, reply || self.options.synchronous)
                         .await?;
+                    // Back to waiting: the time our disk took is not the server's silence.
+                    live.heard();
                 }
                 Some(ReplicationEvent::EndOfTimeline {
                     next_timeline,
@@ -153,6 +175,21 @@ impl Receiver {
         }
     }
 
+    /// Records the durable position (for the summary and the metrics).
+    fn note(&mut self, st: &StreamState) {
+        self.flushed = Some((st.timeline, st.flushed()));
+        if let Some(m) = &self.options.metrics {
+            m.streamed(st.timeline, st.pos, st.flushed(), self.seg_size.bytes());
+        }
+    }
+
+    /// The server's end of WAL, for the metrics' lag.
+    fn server_end(&self, end: Lsn) {
+        if let Some(m) = &self.options.metrics {
+            m.server_end(end);
+        }
+    }
+
     /// On SIGINT/SIGTERM: fsync, tell the server, stop streaming politely.
     async fn finish(
         &mut self,
@@ -160,7 +197,7 @@ impl Receiver {
         stream: &mut ReplicationStream<'_>,
     ) -> Result<(), ReceiveError> {
         st.sync()?;
-        self.flushed = Some((st.timeline, st.flushed()));
+        self.note(st);
         let _ = st.report(stream, false, true).await;
         tracing::info!(
             "stopping: WAL up to {} on timeline {} is durably archived",

@@ -43,6 +43,13 @@ pub enum ExtractError {
         #[source]
         source: io::Error,
     },
+    #[error("archive {archive}: refusing tablespace link {member:?}: {source}")]
+    UnsafeLink {
+        archive: String,
+        member: String,
+        #[source]
+        source: crate::tablespace::UnsafeLocation,
+    },
 }
 
 /// A tablespace link found in the main archive (`pg_tblspc/<oid>` → location).
@@ -303,6 +310,12 @@ impl Extractor {
             original_target,
         };
         let target = (self.map_tablespace)(&link);
+        // The archive's own target stands when the record does not know the oid.
+        crate::tablespace::check(&target).map_err(|source| ExtractError::UnsafeLink {
+            archive: self.archive.clone(),
+            member: member.to_string(),
+            source,
+        })?;
         self.make_dirs(Path::new("pg_tblspc"))?;
         let path = self.root.join(rel);
         std::os::unix::fs::symlink(&target, &path).map_err(|source| ExtractError::Write {

@@ -25,6 +25,7 @@ use crate::fsutil::{self, FsError};
 use crate::layout;
 use crate::repo::{RepoError, Repository};
 use crate::sink::{open_reader, FileCodec};
+use crate::tablespace::{check as check_location, UnsafeLocation};
 use crate::wal::{SegmentName, WalSegmentSize};
 use extract::{ExtractError, Extractor, TablespaceLink};
 
@@ -83,6 +84,25 @@ pub enum RestoreError {
         old: PathBuf,
         backup: String,
         known: String,
+    },
+    /// A tablespace location in the backup record that a restore must not write to: the record
+    /// was damaged or altered (by someone with write access to the repository).
+    #[error(
+        "backup {backup}: its record names tablespace {oid} at an unsafe location, so it was \
+         damaged or altered; nothing was written: {source}"
+    )]
+    UnsafeRecordedTablespace {
+        backup: String,
+        oid: u32,
+        #[source]
+        source: UnsafeLocation,
+    },
+    #[error("--tablespace-map {}={}: {source}", old.display(), new.display())]
+    UnsafeTablespaceMap {
+        old: PathBuf,
+        new: PathBuf,
+        #[source]
+        source: UnsafeLocation,
     },
     #[error("reading {file}: {source}")]
     Read {
@@ -216,7 +236,8 @@ fn server_family(family: &str) -> Result<Compression, RestoreError> {
     }
 }
 
-/// Where each tablespace goes: mapped, or back to its original location.
+/// Where each tablespace goes: mapped, or back to its original location. Every location, in the
+/// record or the map, is checked first (see [`crate::tablespace`]).
 pub(crate) fn plan_tablespaces(
     record: &BackupRecord,
     map: &BTreeMap<PathBuf, PathBuf>,
@@ -232,6 +253,22 @@ pub(crate) fn plan_tablespaces(
             ))
         })
         .collect();
+    for (oid, location) in &known {
+        check_location(location).map_err(|source| RestoreError::UnsafeRecordedTablespace {
+            backup: record.id.clone(),
+            oid: *oid,
+            source,
+        })?;
+    }
+    for (old, new) in map {
+        for location in [old, new] {
+            check_location(location).map_err(|source| RestoreError::UnsafeTablespaceMap {
+                old: old.clone(),
+                new: new.clone(),
+                source,
+            })?;
+        }
+    }
     for old in map.keys() {
         if !known.iter().any(|(_, loc)| loc == old) {
             return Err(RestoreError::UnknownTablespace {
@@ -502,6 +539,73 @@ fn copy_out(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::ArchiveRecord;
+
+    fn record_with_tablespace(location: &str) -> BackupRecord {
+        let mut record = crate::test_support::backup_record("20240501T120000Z", 2);
+        for (oid, location) in [(Some(16385), Some(location)), (None, None)] {
+            record.archives.push(ArchiveRecord {
+                name: oid.map_or("base.tar".into(), |o| format!("{o}.tar")),
+                file: String::new(),
+                tablespace_oid: oid,
+                tablespace_location: location.map(str::to_string),
+                raw_bytes: 0,
+                stored_bytes: 0,
+                server_compression: None,
+            });
+        }
+        record
+    }
+
+    fn map(old: &str, new: &str) -> BTreeMap<PathBuf, PathBuf> {
+        BTreeMap::from([(PathBuf::from(old), PathBuf::from(new))])
+    }
+
+    /// Regression: a backup record's tablespace location (which someone with write access to
+    /// the repository can change) was where a restore wrote, relative or with `..` alike.
+    #[test]
+    fn unsafe_tablespace_location_in_the_record_is_refused_before_restoring() {
+        let ok = plan_tablespaces(&record_with_tablespace("/srv/ts1"), &BTreeMap::new());
+        assert_eq!(
+            ok.unwrap(),
+            BTreeMap::from([(16385, PathBuf::from("/srv/ts1"))])
+        );
+        for bad in ["srv/ts1", "/srv/../../etc", "/srv/ts1\nx", "/srv/ts\u{0}1"] {
+            let record = record_with_tablespace(bad);
+            // Mapping it elsewhere does not make the record trustworthy.
+            for m in [BTreeMap::new(), map(bad, "/new/ts1")] {
+                match plan_tablespaces(&record, &m) {
+                    Err(e @ RestoreError::UnsafeRecordedTablespace { oid: 16385, .. }) => {
+                        let msg = e.to_string();
+                        assert!(msg.contains(&format!("{bad:?}")), "{msg}");
+                        assert!(msg.contains("20240501T120000Z"), "{msg}");
+                    }
+                    other => panic!("{bad:?}: expected a refusal, got {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// Regression: `--tablespace-map OLD=NEW` took a NEW with `..` components.
+    #[test]
+    fn unsafe_tablespace_map_location_is_refused() {
+        let record = record_with_tablespace("/srv/ts1");
+        let ok = plan_tablespaces(&record, &map("/srv/ts1", "/new/ts1")).unwrap();
+        assert_eq!(ok[&16385], PathBuf::from("/new/ts1"));
+        for (old, new) in [
+            ("/srv/ts1", "/new/../../etc"),
+            ("/srv/ts1", "new/ts1"),
+            ("/srv/ts1", "/new/ts\n1"),
+            ("/srv/../srv/ts1", "/new/ts1"),
+        ] {
+            match plan_tablespaces(&record, &map(old, new)) {
+                Err(e @ RestoreError::UnsafeTablespaceMap { .. }) => {
+                    assert!(e.to_string().starts_with("--tablespace-map"), "{e}");
+                }
+                other => panic!("{old}={new}: expected a refusal, got {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn channel_reader_reads_across_hand_offs_and_returns_their_buffers() {

@@ -100,6 +100,16 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Sto
     }
 }
 
+/// The error a failpoint injects into an operation on `path`.
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+fn injected_io(op: &'static str, path: &Path, source: io::Error) -> StoreError {
+    StoreError::Io {
+        op,
+        location: path.display().to_string(),
+        source,
+    }
+}
+
 struct LocalWriter {
     file: StreamFile,
 }
@@ -115,6 +125,11 @@ impl Write for LocalWriter {
 
 impl ObjectWriter for LocalWriter {
     fn commit(self: Box<Self>, mode: PutMode) -> Result<(), StoreError> {
+        crate::failpoint!("store.commit", |e| injected_io(
+            "committing",
+            self.file.temp_path(),
+            e
+        ));
         let replace = match mode {
             PutMode::Create => Replace::Refuse,
             PutMode::Replace => Replace::Allow,
@@ -130,18 +145,38 @@ struct LocalAppend {
 
 impl AppendFile for LocalAppend {
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), StoreError> {
+        crate::failpoint!("store.write", |e| injected_io(
+            "writing",
+            self.file.path(),
+            e
+        ));
         self.file.write_all_at(buf, offset).map_err(from_fs)
     }
     fn set_len(&self, len: u64) -> Result<(), StoreError> {
         self.file.set_len(len).map_err(from_fs)
     }
     fn sync_data(&self) -> Result<(), StoreError> {
+        crate::failpoint!("store.sync", |e| injected_io(
+            "fsyncing",
+            self.file.path(),
+            e
+        ));
         self.file.sync_data().map_err(from_fs)
     }
     fn sync_all(&self) -> Result<(), StoreError> {
+        crate::failpoint!("store.sync", |e| injected_io(
+            "fsyncing",
+            self.file.path(),
+            e
+        ));
         self.file.sync_all().map_err(from_fs)
     }
     fn publish(&mut self) -> Result<(), StoreError> {
+        crate::failpoint!("store.publish", |e| injected_io(
+            "publishing",
+            self.file.path(),
+            e
+        ));
         self.file.publish().map_err(from_fs)
     }
     fn describe(&self) -> String {
@@ -160,6 +195,7 @@ impl Store for LocalStore {
 
     fn put(&self, name: &str, bytes: &[u8], mode: PutMode) -> Result<(), StoreError> {
         let path = self.path(name)?;
+        crate::failpoint!("store.put", |e| injected_io("writing", &path, e));
         self.with_parents(&path, || match mode {
             PutMode::Create => fsutil::write_new_file_durably(&path, bytes, PRIVATE_FILE_MODE),
             PutMode::Replace => fsutil::write_file_durably(&path, bytes, PRIVATE_FILE_MODE),
@@ -264,6 +300,7 @@ impl Store for LocalStore {
     }
 
     fn delete(&self, names: &[String]) -> Result<(), StoreError> {
+        crate::failpoint!("store.delete", |e| injected_io("removing", &self.root, e));
         let mut dirs = std::collections::BTreeSet::new();
         let mut result = Ok(());
         for name in names {
@@ -324,6 +361,38 @@ impl Store for LocalStore {
         Ok(names.len())
     }
 
+    fn remove_abandoned_temporaries(&self) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        let mut dirs = vec![self.root.clone()];
+        while let Some(dir) = dirs.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("listing", &dir)(e)),
+            };
+            let mut here = 0;
+            for entry in entries {
+                let entry = entry.map_err(io_err("listing", &dir))?;
+                let Ok(kind) = entry.file_type() else {
+                    continue; // gone meanwhile
+                };
+                if kind.is_dir() {
+                    dirs.push(entry.path());
+                } else if kind.is_file()
+                    && entry.file_name().to_string_lossy().contains(".tmp.")
+                    && remove_if_abandoned(&entry.path())?
+                {
+                    here += 1;
+                }
+            }
+            if here > 0 {
+                fsutil::fsync_dir(&dir).map_err(from_fs)?;
+                removed += here;
+            }
+        }
+        Ok(removed)
+    }
+
     fn prepare_root(&self) -> Result<Option<String>, StoreError> {
         match fs::read_dir(&self.root) {
             Ok(mut entries) => match entries.next() {
@@ -354,6 +423,7 @@ impl Store for LocalStore {
     ) -> Result<Box<dyn LeaseGuard>, StoreError> {
         lease::check_lease_name(name)?;
         let path = self.path(&lease::lease_object(name))?;
+        crate::failpoint!("store.lease", |e| injected_io("locking", &path, e));
         self.parents(&path)?;
         // A reader of the lease (read_lease) holds a shared lock for an instant: a few tries
         // tell it from a holder.
@@ -428,6 +498,40 @@ impl Store for LocalStore {
     }
 }
 
+/// An unlocked temporary file older than this was left by a writer that died. Writers lock
+/// theirs from right after creating them until they commit or drop them
+/// ([`fsutil::DurableFile`]); the age covers that instant, and writers of older pgstream
+/// versions, which did not lock but wrote continuously.
+const ABANDONED_AFTER: Duration = Duration::from_secs(3600);
+
+/// Removes the temporary file `path` if no writer holds it (a writer killed -9 lets go of its
+/// lock with its descriptor) and it is older than [`ABANDONED_AFTER`]; whether it went.
+fn remove_if_abandoned(path: &Path) -> Result<bool, StoreError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err("opening", path)(e)),
+    };
+    let age = file
+        .metadata()
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.elapsed().ok());
+    if age.is_none_or(|a| a < ABANDONED_AFTER) {
+        return Ok(false);
+    }
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => return Ok(false), // its writer lives
+        Err(fs::TryLockError::Error(e)) => return Err(io_err("locking", path)(e)),
+    }
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err("removing", path)(e)),
+    }
+}
+
 /// Removes the temporary files (`.tmp.` names) under `dir`, then `dir` and the directories
 /// below it that are left empty; whether `dir` went.
 fn remove_temporaries_and_empty_dirs(dir: &Path) -> Result<bool, StoreError> {
@@ -491,6 +595,49 @@ impl Drop for LocalLease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A temporary file whose writer died is removed once old; a live writer's never is,
+    /// however old, and a recent unlocked one neither.
+    #[test]
+    fn abandoned_temporaries_go_and_live_writes_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let old = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
+        let mut live = store.create("wal/0000000100000000/live").unwrap();
+        live.write_all(b"still being written").unwrap();
+        let shard = dir.path().join("wal/0000000100000000");
+        let live_temp = std::fs::read_dir(&shard)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        File::options()
+            .write(true)
+            .open(&live_temp)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let dead = shard.join("dead.lz4.enc.tmp.0123456789abcdef");
+        std::fs::write(&dead, b"a killed writer's").unwrap();
+        File::options()
+            .write(true)
+            .open(&dead)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let recent = dir.path().join("pgstream.repo.tmp.0123456789abcdef");
+        std::fs::write(&recent, b"just written").unwrap();
+        assert_eq!(store.remove_abandoned_temporaries().unwrap(), 1);
+        assert!(!dead.exists());
+        assert!(live_temp.exists() && recent.exists());
+        live.commit(PutMode::Create).unwrap();
+        assert_eq!(
+            store.list("wal/").unwrap().len(),
+            1,
+            "the live write committed"
+        );
+    }
 
     /// Another process (flock(1)) holds the lease, then dies: the lease is live, then free.
     #[test]

@@ -18,6 +18,7 @@ pub mod lease;
 pub mod local;
 pub mod location;
 pub mod mem;
+pub mod s3;
 
 #[cfg(test)]
 mod contract;
@@ -103,6 +104,16 @@ pub enum StoreError {
         /// Who holds it.
         holder: Box<LeaseInfo>,
     },
+    /// The object store refused a request or could not be reached, after its retries.
+    #[error("{op} {location}: {detail}")]
+    Remote {
+        /// What was being done.
+        op: &'static str,
+        /// Where.
+        location: String,
+        /// What the store (or the network) said, and what to check.
+        detail: String,
+    },
     /// No backend serves this location in this build.
     #[error("{location}: {reason}")]
     Unavailable {
@@ -144,6 +155,7 @@ impl StoreError {
             StoreError::Io { source, .. } => source.kind(),
             StoreError::BadName { .. } | StoreError::TooLarge { .. } => io::ErrorKind::InvalidInput,
             StoreError::LeaseHeld { .. } => io::ErrorKind::WouldBlock,
+            StoreError::Remote { .. } => io::ErrorKind::Other,
             StoreError::Unsupported { .. } | StoreError::Unavailable { .. } => {
                 io::ErrorKind::Unsupported
             }
@@ -223,6 +235,13 @@ pub trait Store: Send + Sync + fmt::Debug {
         let names: Vec<String> = self.list(prefix)?.into_iter().map(|o| o.name).collect();
         self.delete(&names)?;
         Ok(names.len())
+    }
+
+    /// Removes what writes whose writer died (killed mid-write) left behind anywhere in the
+    /// repository, never touching a write in progress; returns how many objects went.
+    /// Backends whose uncommitted writes leave nothing behind have nothing to do.
+    fn remove_abandoned_temporaries(&self) -> Result<usize, StoreError> {
+        Ok(0)
     }
 
     /// Some entry of the repository's root, if it has any (for `init`, which wants an empty
@@ -305,10 +324,7 @@ pub fn get_if_exists(
 pub fn open(location: &RepoLocation) -> Result<SharedStore, StoreError> {
     match location {
         RepoLocation::Local(path) => Ok(Arc::new(local::LocalStore::new(path))),
-        RepoLocation::S3 { .. } => Err(StoreError::Unavailable {
-            location: location.to_string(),
-            reason: "this pgstream has no object-store backend; use a directory",
-        }),
+        RepoLocation::S3 { .. } => Ok(Arc::new(s3::S3Store::from_env(location)?)),
         RepoLocation::Memory(_) => Err(StoreError::Unavailable {
             location: location.to_string(),
             reason: "in-memory repositories exist only inside tests",

@@ -85,3 +85,100 @@ fn poisoned_after_an_error() {
     assert_eq!(w.push(&[0; 1024]), Err(TarError::Poisoned));
     assert_eq!(w.finish(), Err(TarError::Poisoned));
 }
+
+/// One header block whose size field is `size` (12 bytes, octal or base-256), then `pax`
+/// size override if any, and the end-of-archive blocks.
+fn archive_with_size_field(kind: tar::EntryType, size: [u8; 12], pax: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Some(pax_size) = pax {
+        let body = format!("size={pax_size}\n");
+        let record = format!("{} {body}", body.len() + 3);
+        assert_eq!(record.len(), body.len() + 3, "record length has two digits");
+        let mut h = tar::Header::new_ustar();
+        h.set_path("PaxHeaders/x").unwrap();
+        h.set_entry_type(tar::EntryType::XHeader);
+        h.set_size(record.len() as u64);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        let mut data = record.into_bytes();
+        data.resize(512, 0);
+        out.extend_from_slice(&data);
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_path("base/1/member").unwrap();
+    h.set_entry_type(kind);
+    h.as_gnu_mut().unwrap().size = size;
+    h.set_cksum();
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(&[0; 1024]);
+    out
+}
+
+/// Regression: a member size near 2^64 overflowed `size + pad` (a panic with overflow checks,
+/// a wrong skip without): the walker refuses it with a clear error instead.
+#[test]
+fn tar_member_size_overflow_is_refused() {
+    let mut max256 = [0xFFu8; 12];
+    max256[..4].copy_from_slice(&[0x80, 0, 0, 0]);
+    assert_eq!(number(&max256, "size", 0), Ok(u64::MAX));
+    let mut near256 = max256;
+    near256[11] = 0xF0; // 2^64 - 16: still overflows once padded
+    let cases = [
+        (tar::EntryType::Regular, max256, None),
+        (tar::EntryType::Directory, max256, None),
+        (tar::EntryType::Symlink, near256, None),
+        (
+            tar::EntryType::Regular,
+            *b"00000000000\0",
+            Some("18446744073709551615"),
+        ),
+        (
+            tar::EntryType::Directory,
+            *b"00000000000\0",
+            Some("18446744073709551601"),
+        ),
+    ];
+    for (kind, field, pax) in cases {
+        let archive = archive_with_size_field(kind, field, pax);
+        let mut w = TarWalker::new();
+        let e = w.push(&archive).unwrap_err();
+        assert!(
+            matches!(e, TarError::SizeOverflow { .. }),
+            "{kind:?} {pax:?}: {e}"
+        );
+        assert!(e.to_string().contains("overflows"), "{e}");
+    }
+    // The largest octal size (12 digits, 64 GiB - 1) is fine: padded without overflow, and the
+    // archive is then simply truncated.
+    let archive = archive_with_size_field(tar::EntryType::Directory, *b"777777777777", None);
+    let mut w = TarWalker::new();
+    w.push(&archive).unwrap();
+    assert!(matches!(w.finish(), Err(TarError::Truncated { .. })));
+}
+
+/// The fuzz target's seeds for the size overflow (backup-core/fuzz/corpus/tar_walk), walked as
+/// the target walks them: refused, no panic.
+#[test]
+fn tar_member_size_overflow_fuzz_seeds_are_refused() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/tar_walk");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("size-overflow") {
+            continue;
+        }
+        let data = std::fs::read(&path).unwrap();
+        let (&chunk, rest) = data.split_first().unwrap();
+        let mut w = TarWalker::new();
+        let e = rest
+            .chunks(usize::from(chunk).max(1))
+            .find_map(|piece| w.push(piece).err());
+        assert!(
+            matches!(e, Some(TarError::SizeOverflow { .. })),
+            "{name}: {e:?}"
+        );
+        n += 1;
+    }
+    assert_eq!(n, 2, "seeds in {}", dir.display());
+}

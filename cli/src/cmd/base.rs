@@ -37,6 +37,14 @@ pub async fn run(args: BaseArgs) -> anyhow::Result<()> {
     }
     reporter.done();
     let record = result?;
+    tracing::info!(
+        backup_id = %record.id,
+        start_lsn = %record.start_lsn,
+        end_lsn = %record.end_lsn,
+        timeline = record.end_timeline,
+        "backup {} stored and verified",
+        record.id
+    );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&record)?);
     } else {
@@ -120,6 +128,8 @@ fn plan(args: &BaseArgs) -> anyhow::Result<BaseBackupPlan> {
             })?,
         verify_checksums: !args.no_verify_checksums,
         incremental,
+        stall_timeout: (args.stall_timeout > 0)
+            .then(|| std::time::Duration::from_secs(args.stall_timeout)),
     })
 }
 
@@ -162,7 +172,11 @@ async fn take(
                 opening.await.context("opening the repository")??;
             }
             reporter.done();
-            return Err(e).context("base backup failed");
+            let role = plan.source.effective_user();
+            return Err(crate::exit::replication_role_hint(
+                anyhow::Error::new(e).context("base backup failed"),
+                &role,
+            ));
         }
     };
     // BASE_BACKUP goes out before the repository is open; when opening then fails, the
@@ -202,12 +216,28 @@ pub fn source_config(source: &str) -> anyhow::Result<Config> {
             ),
         ));
     }
-    Config::from_str_with_process_env(source)
+    Config::parse_with_env(source, &env_with_connect_timeout)
         .map_err(|e| classified(Failure::Usage, anyhow::anyhow!("--source: {e}")))
 }
 
+/// Seconds allowed for connecting (TCP, TLS and authentication, per host) when neither the
+/// conninfo nor PGCONNECT_TIMEOUT sets connect_timeout. libpq waits forever by default; a
+/// backup run from cron must not hang on a host that accepts the connection but never answers.
+/// `connect_timeout=0` still means no limit.
+pub const DEFAULT_CONNECT_TIMEOUT_SECONDS: u64 = 30;
+
+/// The process environment, with PGCONNECT_TIMEOUT defaulting to
+/// [`DEFAULT_CONNECT_TIMEOUT_SECONDS`] (the conninfo's own setting still wins).
+fn env_with_connect_timeout(name: &str) -> Option<String> {
+    let value = std::env::var(name).ok();
+    if name == "PGCONNECT_TIMEOUT" && value.as_deref().is_none_or(str::is_empty) {
+        return Some(DEFAULT_CONNECT_TIMEOUT_SECONDS.to_string());
+    }
+    value
+}
+
 /// `500` (kB/s), `500k`, `20M`: the server's MAX_RATE in kB/s.
-fn parse_rate(s: &str) -> Result<u32, String> {
+pub(crate) fn parse_rate(s: &str) -> Result<u32, String> {
     let s = s.trim();
     let (num, mult) = match s.chars().last() {
         Some('k' | 'K') => (&s[..s.len() - 1], 1),
@@ -222,7 +252,7 @@ fn parse_rate(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("{s:?} is outside 32 kB/s .. 1024 MB/s"))
 }
 
-fn parse_server_compression(s: &str) -> Result<ServerCompression, String> {
+pub(crate) fn parse_server_compression(s: &str) -> Result<ServerCompression, String> {
     let (method, detail) = match s.split_once(':') {
         Some((m, d)) => (m, Some(d.to_string())),
         None => (s, None),
@@ -275,6 +305,25 @@ mod tests {
             "{text}"
         );
         assert!(source_config("postgresql://u:pw@db/").is_err());
+    }
+
+    #[test]
+    fn connect_timeout_default_applies_unless_the_conninfo_sets_one() {
+        let c = source_config("host=db1 user=backup").unwrap();
+        // The test process has no PGCONNECT_TIMEOUT of its own (nextest runs one per process;
+        // the CI environment does not set it).
+        if std::env::var_os("PGCONNECT_TIMEOUT").is_none() {
+            assert_eq!(
+                c.connect_timeout,
+                Some(std::time::Duration::from_secs(
+                    DEFAULT_CONNECT_TIMEOUT_SECONDS
+                ))
+            );
+        }
+        let c = source_config("host=db1 user=backup connect_timeout=5").unwrap();
+        assert_eq!(c.connect_timeout, Some(std::time::Duration::from_secs(5)));
+        let c = source_config("host=db1 user=backup connect_timeout=0").unwrap();
+        assert_eq!(c.connect_timeout, None);
     }
 
     #[test]

@@ -56,6 +56,8 @@ impl Report {
 /// The server's view of us and its settings, from the ordinary connection.
 struct ServerFacts {
     version_num: i64,
+    /// `server_version`, as the server spells it (`15.18`, `18.1 (Debian 18.1-1)`).
+    version: String,
     role: String,
     rolreplication: bool,
     rolsuper: bool,
@@ -66,9 +68,7 @@ struct ServerFacts {
 pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
     let mut config = super::base::source_config(&args.source)?;
     config.replication = ReplicationMode::Off;
-    let mut conn = Connection::connect(&config)
-        .await
-        .with_context(|| format!("connecting to {}", config.redacted()))?;
+    let mut conn = connect_for_sql(&config).await?;
     let facts = server_facts(&mut conn).await;
     let slot = match (&facts, &args.slot) {
         (Ok(_), Some(name)) => Some(slot_state(&mut conn, name).await),
@@ -121,7 +121,8 @@ fn print(report: &Report) {
 
 async fn server_facts(conn: &mut Connection) -> anyhow::Result<ServerFacts> {
     const SQL: &str = "SELECT current_setting('server_version_num'), r.rolname, \
-         r.rolreplication, r.rolsuper, host(inet_client_addr()) \
+         r.rolreplication, r.rolsuper, host(inet_client_addr()), \
+         current_setting('server_version') \
          FROM pg_roles r WHERE r.rolname = current_user";
     let rs = conn
         .simple_query(SQL)
@@ -142,6 +143,7 @@ async fn server_facts(conn: &mut Connection) -> anyhow::Result<ServerFacts> {
     let rolreplication = text(2).as_deref() == Some("t");
     let rolsuper = text(3).as_deref() == Some("t");
     let client_addr = text(4);
+    let version = text(5).unwrap_or_default();
     // Settings a role cannot read (archive_command without pg_read_all_settings) are absent.
     const SETTINGS: &str = "SELECT name, setting FROM pg_settings WHERE name IN \
          ('wal_level', 'max_wal_senders', 'max_replication_slots', 'archive_mode', \
@@ -161,12 +163,47 @@ async fn server_facts(conn: &mut Connection) -> anyhow::Result<ServerFacts> {
     }
     Ok(ServerFacts {
         version_num,
+        version,
         role,
         rolreplication,
         rolsuper,
         client_addr,
         settings,
     })
+}
+
+/// The ordinary connection for the checks' SQL. A role without a database of its own name
+/// (the default dbname) is common for a backup role: then `postgres` is used, as the SQL
+/// reads only cluster-wide catalogs and settings.
+async fn connect_for_sql(config: &pgwire_repl::config::Config) -> anyhow::Result<Connection> {
+    let first = Connection::connect(config).await;
+    let e = match first {
+        Ok(c) => return Ok(c),
+        Err(e) => e,
+    };
+    if config.dbname.is_some() || e.code() != Some(SQLSTATE_INVALID_CATALOG_NAME) {
+        return Err(e).with_context(|| format!("connecting to {}", config.redacted()));
+    }
+    let mut fallback = config.clone();
+    fallback.dbname = Some("postgres".to_string());
+    tracing::info!(
+        "database {} does not exist; checking through dbname=postgres",
+        config.effective_dbname()
+    );
+    Connection::connect(&fallback)
+        .await
+        .with_context(|| format!("connecting to {}", fallback.redacted()))
+}
+
+/// `database "x" does not exist`.
+const SQLSTATE_INVALID_CATALOG_NAME: &str = "3D000";
+
+/// `PostgreSQL 15.18 (150018)`: the release as people know it, and the number.
+fn server_version_text(facts: &ServerFacts) -> String {
+    if facts.version.is_empty() {
+        return format!("server_version_num {}", facts.version_num);
+    }
+    format!("PostgreSQL {} ({})", facts.version, facts.version_num)
 }
 
 /// `ALTER SYSTEM SET name = value;` followed by how to apply it.
@@ -188,7 +225,7 @@ fn problem_owned(report: &mut Report, what: &str, text: String, fix: &[String]) 
 
 fn check_settings(facts: &ServerFacts, report: &mut Report) {
     if facts.version_num >= 130000 {
-        report.ok("server version", format!("{}", facts.version_num));
+        report.ok("server version", server_version_text(facts));
     } else {
         report.problem(
             "server version",
@@ -241,7 +278,7 @@ fn check_settings(facts: &ServerFacts, report: &mut Report) {
 }
 
 fn alter_role_fix(role: &str) -> String {
-    format!("ALTER ROLE {} WITH REPLICATION;", quote_ident(role))
+    crate::exit::alter_role_replication(role)
 }
 
 fn check_role(facts: &ServerFacts, report: &mut Report) {
@@ -503,18 +540,7 @@ fn check_archiving(facts: &ServerFacts, report: &mut Report) {
     }
 }
 
-fn quote_ident(name: &str) -> String {
-    let plain = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        && !name.as_bytes()[0].is_ascii_digit();
-    if plain {
-        name.to_string()
-    } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
-    }
-}
+use crate::exit::quote_ident;
 
 fn sql_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))

@@ -39,8 +39,9 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
     if repo.aead().is_some() {
         println!("keep the passphrase safe: without it nothing in this repository can be read");
     } else {
-        eprintln!(
-            "warning: the repository is not encrypted; anyone who can read it can read the backups"
+        crate::logging::notice(
+            "warning",
+            "the repository is not encrypted; anyone who can read it can read the backups",
         );
     }
     Ok(())

@@ -111,7 +111,7 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
             serde_json::to_string_pretty(&json::listing(&listing))?
         );
         if !listing.wal.contents_read {
-            eprintln!("note: {NEEDS_PASSPHRASE}");
+            crate::logging::notice("note", NEEDS_PASSPHRASE);
         }
     } else {
         print!("{}", text::listing(&listing));

@@ -13,12 +13,14 @@ mod receive_wal;
 mod rekey;
 mod restore;
 mod status;
+mod status_reports;
 mod switch_wal;
 mod upgrade;
 mod verify;
 mod wal_fetch;
 
 pub use base::human_bytes;
+pub(crate) use base::{parse_rate, parse_server_compression};
 pub use status::parse_duration;
 
 use crate::args::Command;
@@ -44,6 +46,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Keep(a) => keep::run(a).await,
         Command::Drill(a) => drill::run(a).await,
         Command::Demo(a) => demo::run(a).await,
+        // Answered in main, which has the parsed matches and the file.
+        Command::Config(_) => Ok(()),
     }
 }
 

@@ -11,7 +11,7 @@ use pgwire_repl::config::ReplicationMode;
 use pgwire_repl::Connection;
 use serde_json::{json, Map, Value};
 
-use crate::args::StatusArgs;
+use crate::args::{StatusArgs, StatusFormat};
 
 /// A check's outcome, in rising order of severity (the overall status is the worst one).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -85,11 +85,53 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let mut report = Report::default();
     let now = SystemTime::now();
     repository(&args, now, &mut report);
+    if let Some(path) = &args.verify_report {
+        last_run(
+            "verify",
+            super::status_reports::verify(path),
+            now,
+            &mut report,
+        );
+    }
+    if let Some(path) = &args.drill_report {
+        last_run(
+            "drill",
+            super::status_reports::drill(path),
+            now,
+            &mut report,
+        );
+    }
     if let Some(source) = &args.source {
         server(source, args.slot.as_deref(), &mut report).await;
     }
     let overall = report.overall();
-    if args.json {
+    let format = match (args.format, args.json) {
+        (Some(f), _) => f,
+        (None, true) => StatusFormat::Json,
+        (None, false) => StatusFormat::Text,
+    };
+    if format == StatusFormat::OpenMetrics {
+        let checks: Vec<crate::metrics::status::Check<'_>> = report
+            .items
+            .iter()
+            .map(|i| crate::metrics::status::Check {
+                name: i.name,
+                code: i.level.exit_code(),
+                data: &i.data,
+            })
+            .collect();
+        let text = crate::metrics::status::render(
+            &args.repo.to_string(),
+            overall.exit_code(),
+            &checks,
+            now,
+        );
+        write_out(args.output.as_deref(), &text)?;
+        // The health is in the metrics: a textfile timer fails only when it could not write.
+        return Ok(());
+    }
+    let mut out = String::new();
+    if format == StatusFormat::Json {
         let checks: Vec<Value> = report
             .items
             .iter()
@@ -102,24 +144,85 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
                 Value::Object(o)
             })
             .collect();
-        let out = json!({
+        let json = json!({
             "status": overall.name(),
             "exit_code": overall.exit_code(),
             "repo": args.repo.to_string(),
             "checks": checks,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        out = format!("{}\n", serde_json::to_string_pretty(&json)?);
     } else {
-        println!("pgstream status {}: {}", overall.name(), args.repo);
+        out.push_str(&format!(
+            "pgstream status {}: {}\n",
+            overall.name(),
+            args.repo
+        ));
         for i in &report.items {
-            println!("{:<8} {}: {}", i.level.name(), i.name, i.message);
+            out.push_str(&format!(
+                "{:<8} {}: {}\n",
+                i.level.name(),
+                i.name,
+                i.message
+            ));
         }
     }
-    let _ = std::io::stdout().flush();
+    write_out(args.output.as_deref(), &out)?;
     if overall != Level::Ok {
         std::process::exit(overall.exit_code());
     }
     Ok(())
+}
+
+/// Prints `text`, or with `--output` replaces the file atomically (node_exporter's textfile
+/// collector must never read half a file), readable by the collector.
+fn write_out(output: Option<&std::path::Path>, text: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    match output {
+        None => {
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+            Ok(())
+        }
+        Some(path) => backup_core::fsutil::write_file_durably(path, text.as_bytes(), 0o644)
+            .with_context(|| format!("writing the report to {}", path.display())),
+    }
+}
+
+/// The verify or drill check, from its last report.
+fn last_run(
+    name: &'static str,
+    result: Result<super::status_reports::LastRun, super::status_reports::Missing>,
+    now: SystemTime,
+    report: &mut Report,
+) {
+    use super::status_reports::Missing;
+    let run = match result {
+        Ok(r) => r,
+        Err(Missing::NotYet(why)) => {
+            report.add(name, Level::Warning, why);
+            return;
+        }
+        Err(Missing::Unreadable(why)) => {
+            report.add(name, Level::Unknown, why);
+            return;
+        }
+    };
+    let a = age(now, run.at);
+    let level = if run.passed {
+        Level::Ok
+    } else {
+        Level::Critical
+    };
+    report
+        .add(name, level, format!("{}, {} ago", run.summary, human(a)))
+        .with("passed", run.passed)
+        .with("last_run_age_seconds", a.as_secs())
+        .with(
+            "last_run_time",
+            humantime::format_rfc3339_seconds(run.at).to_string(),
+        )
+        .with("problems", run.problems)
+        .with("recovery_seconds", run.recovery_seconds);
 }
 
 fn age(now: SystemTime, then: SystemTime) -> Duration {
@@ -272,7 +375,13 @@ fn backups(
         .with("count", list.len())
         .with("newest_backup", newest.id.clone())
         .with("newest_backup_end_time", newest.end_time.clone())
-        .with("newest_backup_age_seconds", a.as_secs());
+        .with("newest_backup_age_seconds", a.as_secs())
+        .with("newest_backup_bytes", newest.raw_bytes)
+        .with("newest_backup_stored_bytes", newest.stored_bytes)
+        .with(
+            "oldest_backup_end_time",
+            list.first().map(|b| b.end_time.clone()),
+        );
 }
 
 fn wal(

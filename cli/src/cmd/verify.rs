@@ -18,6 +18,11 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     } else {
         print_human(&report);
     }
+    if let Some(path) = &args.report {
+        let json = format!("{}\n", serde_json::to_string_pretty(&report)?);
+        backup_core::fsutil::write_file_durably(path, json.as_bytes(), 0o644)
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+    }
     if report.ok() {
         return Ok(());
     }

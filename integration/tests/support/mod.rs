@@ -2,12 +2,15 @@
 #![allow(dead_code)]
 
 pub mod archiving;
+pub mod faults;
 pub mod incremental;
+pub mod openmetrics;
 pub mod proxy;
 pub mod receiver;
 pub mod restored;
 pub mod setup;
 pub mod standby;
+pub mod tmpfs;
 pub mod wal;
 
 use integration::Cluster;
@@ -170,6 +173,7 @@ pub fn pgstream(args: &[&str], passphrase: Option<&str>) -> Run {
             cmd.env_remove(&k);
         }
     }
+    no_config_file(&mut cmd);
     if let Some(p) = passphrase {
         cmd.env("PGSTREAM_PASSPHRASE", p);
     }
@@ -191,10 +195,17 @@ pub fn pgstream_command(args: &[&str], passphrase: Option<&str>) -> std::process
             cmd.env_remove(&k);
         }
     }
+    no_config_file(&mut cmd);
     if let Some(p) = passphrase {
         cmd.env("PGSTREAM_PASSPHRASE", p);
     }
     cmd
+}
+
+/// An empty configuration file, so that a /etc/pgstream/pgstream.toml on the machine (its
+/// top-level keys apply to every command) never changes what a test runs.
+pub fn no_config_file(cmd: &mut std::process::Command) {
+    cmd.env("PGSTREAM_CONFIG", "/dev/null");
 }
 
 /// The newest of the majors under test, for tests whose subject does not depend on the version.

@@ -70,6 +70,7 @@ impl Setup {
                 cmd.env_remove(&k);
             }
         }
+        super::no_config_file(&mut cmd);
         server_user().apply(&mut cmd);
         let out = cmd.output().expect("running pgstream");
         Run {

@@ -40,6 +40,9 @@ pub enum AuthError {
     /// A malformed or inconsistent authentication message from the server.
     #[error("invalid authentication message from the server: {reason}")]
     InvalidServerMessage { reason: String },
+    /// The server asked for more PBKDF2 iterations than [`scram::MAX_ITERATIONS`].
+    #[error("the server asked for {iterations} SCRAM iterations, more than pgstream computes (at most {max}; PostgreSQL's default is 4096): on the server, lower scram_iterations and set the role's password again", max = scram::MAX_ITERATIONS)]
+    ScramIterationsTooHigh { iterations: u32 },
     /// The server ended the SCRAM exchange with `e=<reason>`.
     #[error("error received from server in SCRAM exchange: {reason}")]
     ServerError { reason: String },

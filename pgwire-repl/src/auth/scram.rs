@@ -1,7 +1,9 @@
 //! SCRAM-SHA-256 and SCRAM-SHA-256-PLUS client (RFC 5802, RFC 7677), as PostgreSQL speaks it.
 //!
 //! Written here rather than taken from postgres-protocol because that one refuses iteration
-//! counts above 100 000, while PostgreSQL 16+ lets `scram_iterations` go up to INT_MAX.
+//! counts above 100 000, while PostgreSQL 16+ lets `scram_iterations` go up to INT_MAX. It
+//! does bound them, at [`MAX_ITERATIONS`]: the server picks the count before it has proved
+//! anything, so a hostile one could otherwise make us spin for minutes per connection.
 //! The user name is sent in the startup packet, so `n=` stays empty (auth-scram.c).
 
 use std::cell::Cell;
@@ -16,6 +18,9 @@ use super::{AuthError, SCRAM_SHA_256, SCRAM_SHA_256_PLUS};
 
 /// Bytes of client nonce entropy (libpq's SCRAM_RAW_NONCE_LEN).
 const RAW_NONCE_LEN: usize = 18;
+/// The most PBKDF2 iterations computed for a server (about a few seconds of CPU); PostgreSQL's
+/// default `scram_iterations` is 4096. A server asking for more is refused before computing.
+pub const MAX_ITERATIONS: u32 = 10_000_000;
 /// Length of a SHA-256 output: SaltedPassword, keys, proofs and signatures.
 const KEY_LEN: usize = 32;
 
@@ -120,8 +125,8 @@ impl ScramClient {
 
     /// Parses server-first (`r=…,s=…,i=…`) and returns client-final (`c=…,r=…,p=…`).
     ///
-    /// CPU-heavy: PBKDF2 runs `i` HMAC iterations (up to i32::MAX, minutes of CPU), so call
-    /// this on a blocking thread (`tokio::task::spawn_blocking`), never on the reactor.
+    /// CPU-heavy: PBKDF2 runs `i` HMAC iterations (up to [`MAX_ITERATIONS`], seconds of CPU), so
+    /// call this on a blocking thread (`tokio::task::spawn_blocking`), never on the reactor.
     pub fn handle_server_first(&mut self, server_first: &[u8]) -> Result<Vec<u8>, AuthError> {
         if !matches!(self.state, State::Initial) {
             return Err(AuthError::invalid(
@@ -294,6 +299,9 @@ fn parse_server_first(msg: &str) -> Result<(&str, Vec<u8>, u32), AuthError> {
             )))
         }
     };
+    if iterations > MAX_ITERATIONS {
+        return Err(AuthError::ScramIterationsTooHigh { iterations });
+    }
     Ok((nonce, salt, iterations))
 }
 

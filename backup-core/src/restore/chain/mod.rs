@@ -90,6 +90,13 @@ pub enum ChainRestoreError {
     },
     #[error("{file} is in the manifest of backup {backup} but in none of the chain's archives")]
     Missing { backup: String, file: String },
+    #[error("archive {archive}: refusing tablespace link {member:?}: {source}")]
+    UnsafeLink {
+        archive: String,
+        member: String,
+        #[source]
+        source: crate::tablespace::UnsafeLocation,
+    },
     #[error(transparent)]
     Fs(#[from] FsError),
 }
@@ -107,6 +114,15 @@ impl From<ExtractError> for ChainRestoreError {
                 archive,
                 member,
                 reason,
+            },
+            ExtractError::UnsafeLink {
+                archive,
+                member,
+                source,
+            } => ChainRestoreError::UnsafeLink {
+                archive,
+                member,
+                source,
             },
         }
     }

@@ -127,6 +127,7 @@ fn helper(rx: &Mutex<Receiver<Job>>, error: &Mutex<Option<ExtractError>>) {
             Job::File(file, path) => (file.sync_all(), path),
             Job::Dir(path) => (File::open(&path).and_then(|d| d.sync_all()), path),
         };
+        let result = crate::failpoint::io("restore.fsync").map_or(result, Err);
         if let Err(source) = result {
             if let Ok(mut first) = error.lock() {
                 first.get_or_insert(ExtractError::Write { path, source });

@@ -164,3 +164,26 @@ fn truncated_archive_is_an_error() {
         "{err}"
     );
 }
+
+/// Regression: a `pg_tblspc/<oid>` link whose oid the record does not know kept the archive's
+/// own target, relative or with `..` alike.
+#[test]
+fn unsafe_tablespace_link_in_the_archive_is_refused() {
+    for target in ["../../etc", "/srv/ts/../../etc", "relative"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = tar_with(|b| {
+            raw_entry(b, "pg_tblspc/16390", tar::EntryType::Symlink, target);
+        });
+        let mut x = Extractor::new(dir.path(), "base.tar", no_map());
+        match x.unpack(&data[..]) {
+            Err(e @ ExtractError::UnsafeLink { .. }) => {
+                assert!(e.to_string().contains(&format!("{target:?}")), "{e}");
+            }
+            other => panic!("{target}: expected a refusal, got {other:?}"),
+        }
+        assert!(
+            fs::symlink_metadata(dir.path().join("pg_tblspc/16390")).is_err(),
+            "{target}: the link was made"
+        );
+    }
+}

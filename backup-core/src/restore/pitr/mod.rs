@@ -157,6 +157,7 @@ pub fn run(repo: &Repository, plan: &PitrPlan) -> Result<PitrSummary, PitrError>
                 .into(),
         ));
     }
+    let restore_command = restore_command(repo, recovery)?;
     let (record, history) = choose_backup(repo, &catalog, plan.backup.as_deref(), recovery)?;
     check_force_safe(repo, plan, Some(&record))?;
     let window = window::compute(repo, &record, &history)?;
@@ -174,7 +175,6 @@ pub fn run(repo: &Repository, plan: &PitrPlan) -> Result<PitrSummary, PitrError>
     } else {
         0
     };
-    let restore_command = restore_command(repo, recovery);
     write_settings(&plan.target, &record, recovery, &restore_command)?;
     fsutil::write_new_file_durably(&plan.target.join("recovery.signal"), b"", 0o600)?;
     Ok(PitrSummary {
@@ -191,16 +191,18 @@ pub fn run(repo: &Repository, plan: &PitrPlan) -> Result<PitrSummary, PitrError>
 
 /// The backup [`run`] would restore for `plan`, for callers that must know it first (a drill
 /// maps every tablespace of it into its scratch directory). Passing its id as `plan.backup`
-/// then restores exactly this backup.
+/// then restores exactly this backup. Its tablespace locations are checked here already.
 pub fn chosen_backup(repo: &Repository, plan: &PitrPlan) -> Result<BackupRecord, PitrError> {
     let catalog = repo.catalog();
-    match &plan.recovery {
-        None => Ok(catalog.resolve(plan.backup.as_deref().unwrap_or("latest"))?),
+    let record = match &plan.recovery {
+        None => catalog.resolve(plan.backup.as_deref().unwrap_or("latest"))?,
         Some(recovery) => {
             check_recovery_options(recovery)?;
-            Ok(choose_backup(repo, &catalog, plan.backup.as_deref(), recovery)?.0)
+            choose_backup(repo, &catalog, plan.backup.as_deref(), recovery)?.0
         }
-    }
+    };
+    super::plan_tablespaces(&record, &plan.tablespace_map)?;
+    Ok(record)
 }
 
 fn restore_plan(plan: &PitrPlan, backup: &str, wal: WalPlacement) -> RestorePlan {

@@ -21,22 +21,46 @@ pub fn conf_quote(s: &str) -> String {
     format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
-pub(super) fn restore_command(repo: &Repository, r: &Recovery) -> String {
+/// One path in restore_command, `what` naming where it comes from: `%` doubled (the server
+/// replaces `%f`, `%p`, `%r` and `%%` in the whole command, quotes or not), then quoted for the
+/// shell. Refused when the command could not carry it intact: a newline (a postgresql.conf string
+/// cannot hold one) or bytes that are not UTF-8.
+fn command_arg(what: &str, path: &Path) -> Result<String, PitrError> {
+    let refuse = |why: &str| {
+        PitrError::Invalid(format!(
+            "{what} {path:?} {why}: restore_command in postgresql.auto.conf cannot carry it; \
+             use a path without it, or --copy-wal (then no restore_command runs); nothing was \
+             written"
+        ))
+    };
+    let text = path.to_str().ok_or_else(|| refuse("is not valid UTF-8"))?;
+    if text.contains(['\n', '\r']) {
+        return Err(refuse("contains a line break"));
+    }
+    Ok(shell_quote(&text.replace('%', "%%")))
+}
+
+/// The restore_command for `r`; refused (before anything is written) when a path in it cannot
+/// be carried (see [`command_arg`]).
+pub(super) fn restore_command(repo: &Repository, r: &Recovery) -> Result<String, PitrError> {
     if r.copy_wal {
         // Every segment is in pg_wal/; a failing command makes the server read it from there.
-        return "false".into();
+        return Ok("false".into());
     }
     // The server runs the command in its data directory: a relative path would not reach us.
-    let location = repo.location().absolute().to_string();
+    let location = repo.location().absolute();
+    let location = match location.local_path() {
+        Some(dir) => command_arg("the repository", dir)?,
+        None => command_arg("the repository", Path::new(&location.to_string()))?,
+    };
     let mut cmd = format!(
-        "{} wal-fetch --repo {}",
-        shell_quote(&r.program.to_string_lossy()),
-        shell_quote(&location)
+        "{} wal-fetch --repo {location}",
+        command_arg("the pgstream executable", &r.program)?,
     );
     if let Some(p) = &r.passphrase_file {
         cmd.push_str(&format!(
             " --passphrase-file {}",
-            shell_quote(&p.to_string_lossy())
+            command_arg("--passphrase-file", p)?
         ));
     }
     let spool = r
@@ -45,10 +69,10 @@ pub(super) fn restore_command(repo: &Repository, r: &Recovery) -> String {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL_DIR));
     cmd.push_str(&format!(
         " --spool-dir {}",
-        shell_quote(&spool.to_string_lossy())
+        command_arg("--spool-dir", &spool)?
     ));
     cmd.push_str(" %f %p");
-    cmd
+    Ok(cmd)
 }
 
 /// Settings that would conflict with ours: commented out in the restored postgresql.auto.conf
@@ -150,6 +174,7 @@ pub(super) fn write_settings(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::Encryption;
     use pgwire_repl::Lsn;
 
     #[test]
@@ -160,6 +185,123 @@ mod tests {
         assert!(is_recovery_setting("restore_command='x'"));
         assert!(!is_recovery_setting("# restore_command = 'x'"));
         assert!(!is_recovery_setting("shared_buffers = 1MB"));
+    }
+
+    fn recovery_with(passphrase_file: &str, spool_dir: Option<&str>) -> Recovery {
+        Recovery {
+            target: RecoveryTarget::Latest,
+            action: None,
+            timeline: TargetTimeline::Latest,
+            inclusive: true,
+            copy_wal: false,
+            passphrase_file: Some(PathBuf::from(passphrase_file)),
+            program: PathBuf::from("/opt/pg%stream/bin/pgstream"),
+            spool_dir: spool_dir.map(PathBuf::from),
+        }
+    }
+
+    /// What PostgreSQL does to restore_command before running it (percentrepl.c): `%%` → `%`,
+    /// `%f`, `%p`, `%r` → their values; then what /bin/sh makes of the quoted words.
+    fn as_the_server_runs_it(cmd: &str) -> Vec<String> {
+        let mut expanded = String::new();
+        let mut chars = cmd.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                expanded.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('%') => expanded.push('%'),
+                Some('f') => expanded.push_str("000000010000000000000001"),
+                Some('p') => expanded.push_str("pg_wal/RECOVERYXLOG"),
+                Some('r') => expanded.push_str("000000010000000000000000"),
+                other => panic!("{cmd}: unexpected placeholder %{other:?}"),
+            }
+        }
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "for a in {expanded}; do printf '%s\\0' \"$a\"; done"
+            ))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{expanded}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_terminator('\0')
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Regression: a `%` in the repository location, the passphrase file or any other path of
+    /// restore_command was written as is, and the server replaced it (`repo%f` became
+    /// `repo000000010000000000000001`).
+    #[test]
+    fn percent_in_restore_command_paths_is_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo_dir = dir.path().join("repo%f 100%");
+        let repo = crate::test_support::test_repo(&repo_dir, Encryption::None, None);
+        let r = recovery_with("/etc/pg%p/pass%%phrase", Some("/spool/%r"));
+        let cmd = restore_command(&repo, &r).unwrap();
+        let repo_text = repo_dir
+            .canonicalize()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            as_the_server_runs_it(&cmd),
+            vec![
+                "/opt/pg%stream/bin/pgstream",
+                "wal-fetch",
+                "--repo",
+                &repo_text,
+                "--passphrase-file",
+                "/etc/pg%p/pass%%phrase",
+                "--spool-dir",
+                "/spool/%r",
+                "000000010000000000000001",
+                "pg_wal/RECOVERYXLOG",
+            ]
+        );
+    }
+
+    /// Regression: a newline in a path of restore_command was written into postgresql.auto.conf,
+    /// which cannot carry one in a string; now refused, naming the path and what to do.
+    #[test]
+    fn newline_in_restore_command_paths_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = crate::test_support::test_repo(&dir.path().join("repo"), Encryption::None, None);
+        let bad_repo =
+            crate::test_support::test_repo(&dir.path().join("re\npo"), Encryption::None, None);
+        for (repo, r, what) in [
+            (&bad_repo, recovery_with("/pass", None), "the repository"),
+            (
+                &repo,
+                recovery_with("/pass\nphrase", None),
+                "--passphrase-file",
+            ),
+            (
+                &repo,
+                recovery_with("/pass", Some("/spool\r")),
+                "--spool-dir",
+            ),
+        ] {
+            match restore_command(repo, &r) {
+                Err(PitrError::Invalid(msg)) => {
+                    assert!(msg.starts_with(what), "{msg}");
+                    assert!(
+                        msg.contains("line break") && msg.contains("--copy-wal"),
+                        "{msg}"
+                    );
+                }
+                other => panic!("{what}: expected a refusal, got {other:?}"),
+            }
+        }
+        // With --copy-wal no command runs, and no path has to be carried.
+        let mut r = recovery_with("/pass\nphrase", None);
+        r.copy_wal = true;
+        assert_eq!(restore_command(&repo, &r).unwrap(), "false");
     }
 
     /// The restored postgresql.auto.conf for `target` and `action`, the source's being `existing`.

@@ -60,6 +60,7 @@ impl WalArchive<'_> {
         check.finish()?;
         match sink.finish() {
             Ok(_) => {
+                crate::failpoint!("wal-archive.stored");
                 tracing::debug!(file = %name, stored = %stored, "stored in the WAL archive");
                 Ok(StoreOutcome::Stored)
             }

@@ -247,8 +247,7 @@ fn server_first_validation() {
     assert!(invalid_reason(first_reply("r=abcd,i=4096,s=c2FsdA==")).contains("\"s=\""));
     assert!(invalid_reason(first_reply("m=ext,r=abcd,s=c2FsdA==,i=1")).contains("mandatory"));
     assert!(invalid_reason(first_reply("r=abcd,s=c2FsdA==")).contains("\"i=\""));
-    // i32::MAX itself is accepted by the parser (not run here: it would take minutes).
-    assert!(parse_server_first("r=abcd,s=c2FsdA==,i=2147483647").is_ok());
+    assert!(parse_server_first(&format!("r=abcd,s=c2FsdA==,i={MAX_ITERATIONS}")).is_ok());
 
     let mut client = ScramClient::new_for_test("", "pw", "abc", ChannelBindingChoice::Unsupported);
     assert!(client.handle_server_first(b"r=abcd,s=c2FsdA==,i=1").is_ok());
@@ -332,5 +331,23 @@ fn authentication_ok_after_exchange() {
             matches!(e, AuthError::ChannelBindingRequired { .. }),
             "{e:?}"
         );
+    }
+}
+
+/// Regression: a hostile server could ask for up to INT_MAX PBKDF2 iterations (minutes of CPU
+/// per connection attempt); above MAX_ITERATIONS it is refused before anything is computed.
+#[test]
+fn scram_iteration_count_above_the_bound_is_refused_before_computing() {
+    for i in [MAX_ITERATIONS + 1, 2_000_000_000, i32::MAX as u32] {
+        let started = std::time::Instant::now();
+        let err = first_reply(&format!("r=abcd,s=c2FsdA==,i={i}")).unwrap_err();
+        assert_eq!(err, AuthError::ScramIterationsTooHigh { iterations: i });
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&i.to_string()) && msg.contains("scram_iterations"),
+            "{msg}"
+        );
+        // Refused, not computed: 10 million iterations alone take seconds.
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 }
