@@ -48,11 +48,12 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
 
 # Benchmarks against pg_basebackup / pg_receivewal on throwaway clusters (base backup, restore, restore
-# drill, WAL streaming); results go to docs/BENCHMARKS.md. `target/release/bench --drill-only`: the drill alone.
+# drill, incremental backups on PostgreSQL 18, WAL streaming); results go to docs/BENCHMARKS.md.
+# `target/release/bench --drill-only` / `--incremental-only`: one of them alone.
 bench *ARGS:
     command -v /usr/bin/time >/dev/null || apt-get install -y time
     command -v /usr/bin/lz4 >/dev/null || apt-get install -y lz4
-    bash scripts/install-postgres.sh 16
+    bash scripts/install-postgres.sh 16 18
     cargo build --release -p pgstream-cli -p integration
     target/release/bench {{ARGS}}
     target/release/bench_wal

@@ -18,6 +18,9 @@ use crate::crypto::{self, metamac};
 use crate::repo::SealKey;
 use crate::store::{PutMode, Store, StoreError};
 
+pub mod chain;
+pub use chain::{ChainError, IncrementalOf};
+
 /// Version of the backup record format.
 pub const RECORD_FORMAT: u32 = 1;
 /// Name of the record inside a backup's prefix.
@@ -115,6 +118,9 @@ pub struct BackupRecord {
     pub partial_wal_file: Option<PartialWal>,
     /// Timeline history files the backup needs (timelines above 1), in `wal/`.
     pub history_files: Vec<String>,
+    /// For an incremental backup (PostgreSQL 17+): the backup it is relative to (chain.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<IncrementalOf>,
     /// SHA-256 (hex) of the record serialized without `checksum` and `mac`: catches damage,
     /// checked on every read.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -129,6 +129,7 @@ pub(crate) fn backup_record(id: &str, start_segno: u64) -> BackupRecord {
         wal_segments: vec![format!("0000000100000000{start_segno:08X}")],
         partial_wal_file: None,
         history_files: vec![],
+        incremental: None,
         checksum: None,
         mac: None,
         key_id: None,

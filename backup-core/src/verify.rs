@@ -26,6 +26,8 @@ use crate::tarwalk::TarWalker;
 use crate::wal::partial::PartialReader;
 use crate::wal::{SegmentCheck, SegmentName, SegmentValidator, TimelineHistory, WalSegmentSize};
 
+mod chain;
+
 const BUFFER: usize = 256 << 10;
 /// Timeline history files are small; archive-push refuses larger ones.
 const MAX_HISTORY: u64 = 1 << 20;
@@ -107,7 +109,8 @@ impl VerifyReport {
 pub fn verify(repo: &Repository, only: Option<&str>) -> Result<VerifyReport, VerifyError> {
     let catalog = repo.catalog();
     let ids: Vec<String> = match only {
-        Some(id) => vec![catalog.resolve(id)?.id],
+        // An incremental backup is verified with its chain: it is restored with it.
+        Some(id) => chain::with_ancestors(&catalog, &catalog.resolve(id)?),
         None => catalog.ids()?,
     };
     let index = WalIndex::scan(repo)?;
@@ -134,6 +137,7 @@ pub fn verify(repo: &Repository, only: Option<&str>) -> Result<VerifyReport, Ver
             problems,
         });
     }
+    chain::check_chains(repo, &catalog, &mut backups);
     let gaps: Vec<Gap> = gaps.into_values().collect();
     let mut bad_files = index.bad;
     // File errors start with the absolute path; `file` already names it.

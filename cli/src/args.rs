@@ -216,6 +216,22 @@ pub struct BaseArgs {
     /// Never show a progress bar, even on a terminal (log lines instead).
     #[arg(long)]
     pub no_progress: bool,
+
+    /// Take an incremental backup (PostgreSQL 17+, with summarize_wal = on): only the blocks
+    /// changed since the parent backup (--from). Restore rebuilds full files from the chain.
+    #[arg(long)]
+    pub incremental: bool,
+
+    /// The parent of an incremental backup: a backup id, or latest (the default).
+    #[arg(long, value_name = "ID|latest", requires = "incremental")]
+    pub from: Option<String>,
+
+    /// Schedule policy for a daily job: an incremental backup of the newest backup, but a full
+    /// one when there is none yet, when the newest chain's full backup started more than
+    /// DURATION ago (7d: a full backup weekly), or when the newest backup cannot be a parent
+    /// (another timeline, a broken chain, WAL summaries gone).
+    #[arg(long, value_name = "DURATION", conflicts_with_all = ["incremental", "from"])]
+    pub full_every: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -537,6 +553,11 @@ pub struct CheckArgs {
     /// archive_command.
     #[arg(long)]
     pub archive_push: bool,
+
+    /// Incremental backups are taken (`base --incremental`, `--full-every`): check the
+    /// version (17+), summarize_wal and how long WAL summaries are kept.
+    #[arg(long)]
+    pub incremental: bool,
 }
 
 #[cfg(test)]

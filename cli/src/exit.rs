@@ -3,8 +3,9 @@
 
 use std::process::ExitCode;
 
-use backup_core::basebackup::BaseBackupError;
-use backup_core::catalog::CatalogError;
+use backup_core::basebackup::{BaseBackupError, IncrementalError};
+use backup_core::catalog::{CatalogError, ChainError};
+use backup_core::restore::chain::ChainRestoreError;
 use backup_core::restore::RestoreError;
 use backup_core::store::StoreError;
 use backup_core::verify::VerifyError;
@@ -234,10 +235,32 @@ fn classify_base(e: &BaseBackupError) -> Failure {
         | B::TimelineChanged { .. }
         | B::WalStreamEnded { .. }
         | B::UnsafeTablespace { .. } => Failure::Server,
+        B::Incremental(i) => classify_incremental(i),
         B::Cancelled => Failure::Interrupted,
         // Stands in for the opening error, which `pgstream base` reports instead.
         B::RepositoryNotOpened => Failure::Repository,
         B::Internal(_) => Failure::Other,
+    }
+}
+
+/// The server cannot (version, settings, summaries, its history): 4. The repository cannot
+/// (no parent, a broken chain, another cluster's backup): 5.
+fn classify_incremental(e: &IncrementalError) -> Failure {
+    use IncrementalError as I;
+    match e {
+        I::ServerTooOld { .. }
+        | I::SummarizeWalOff
+        | I::SummariesMissing { .. }
+        | I::ParentRefused { .. }
+        | I::ParentOtherTimeline { .. }
+        | I::Geometry { .. } => Failure::Server,
+        I::NoBackups
+        | I::ParentMissing { .. }
+        | I::ParentChain(_)
+        | I::ParentOtherCluster { .. }
+        | I::ParentOtherMajor { .. } => Failure::Repository,
+        I::ParentUnreadable { source, .. } => classify_catalog(source),
+        I::ParentManifest { .. } => Failure::Verification,
     }
 }
 
@@ -260,7 +283,32 @@ fn classify_restore(e: &RestoreError) -> Failure {
             _ => Failure::Verification,
         },
         R::WalSize { .. } => Failure::Verification,
+        R::Chain(c) => classify_chain(c),
         R::Internal(_) => Failure::Other,
+    }
+}
+
+/// A parent that is gone, or a record that does not fit: the repository (5). Files that do
+/// not fit the chain or do not read: verification (6). Writing: local I/O (7).
+fn classify_chain(e: &ChainRestoreError) -> Failure {
+    use ChainRestoreError as C;
+    match e {
+        C::Chain(ChainError::UnreadableParent { source, .. }) => classify_catalog(source),
+        C::Chain(_) | C::Record { .. } => Failure::Repository,
+        C::Catalog(c) => classify_catalog(c),
+        C::WrongParent { .. }
+        | C::Manifest { .. }
+        | C::Broken { .. }
+        | C::Label { .. }
+        | C::Incremental { .. }
+        | C::Refused { .. }
+        | C::UnsafeLink { .. }
+        | C::Missing { .. } => Failure::Verification,
+        C::Read { source, .. } => match FileError::from_io(source) {
+            Some(f) => classify_file(f),
+            None => Failure::Verification,
+        },
+        C::Write { .. } | C::Fs(_) => Failure::LocalIo,
     }
 }
 

@@ -1,5 +1,10 @@
 //! The simple replication commands: IDENTIFY_SYSTEM, TIMELINE_HISTORY, slot management, and
 //! wal_segment_size. Each checks the shape of its answer and names the command in errors.
+//! UPLOAD_MANIFEST, a copy-in, is in [`upload_manifest`].
+
+pub mod upload_manifest;
+
+pub use upload_manifest::{ManifestUpload, UploadExchange};
 
 use bytes::Bytes;
 

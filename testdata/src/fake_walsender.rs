@@ -327,6 +327,7 @@ impl Conn {
                 | Step::ExpectStandbyStatus(_)
                 | Step::ExpectHotStandbyFeedback
                 | Step::ExpectCopyDone
+                | Step::ExpectCopyIn(_)
                 | Step::ExpectCopyFail
                 | Step::ExpectTerminate
                 | Step::ShutdownWhenCaughtUp { .. }
@@ -450,6 +451,29 @@ impl Conn {
                 }
                 other => Err(format!("expected CopyDone, got {}", other.describe())),
             },
+            Step::ExpectCopyIn(expected) => {
+                let mut got = Vec::new();
+                loop {
+                    match self.next("CopyData or CopyDone", false).await? {
+                        FrontendMessage::CopyData(p) => got.extend_from_slice(&p),
+                        FrontendMessage::CopyDone => break,
+                        other => {
+                            return Err(format!(
+                                "expected CopyData or CopyDone, got {}",
+                                other.describe()
+                            ))
+                        }
+                    }
+                }
+                match expected {
+                    Some(want) if *want != got => Err(format!(
+                        "the copy-in held {} bytes, not the {} expected (or different ones)",
+                        got.len(),
+                        want.len()
+                    )),
+                    _ => Ok(()),
+                }
+            }
             Step::ExpectCopyFail => match self.next("CopyFail", false).await? {
                 FrontendMessage::CopyFail(_) => {
                     self.copy_both = false;

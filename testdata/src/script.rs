@@ -53,6 +53,9 @@ pub(crate) enum Step {
     ExpectStandbyStatus(Option<StatusCheck>),
     ExpectHotStandbyFeedback,
     ExpectCopyDone,
+    /// CopyData messages up to CopyDone (a copy-in such as UPLOAD_MANIFEST's); the payloads,
+    /// concatenated, must equal the bytes given when there are some.
+    ExpectCopyIn(Option<Vec<u8>>),
     ExpectCopyFail,
     ExpectTerminate,
     ShutdownWhenCaughtUp {
@@ -76,6 +79,7 @@ impl Step {
             }
             Step::ExpectHotStandbyFeedback => "HotStandbyFeedback".to_owned(),
             Step::ExpectCopyDone => "CopyDone".to_owned(),
+            Step::ExpectCopyIn(_) => "CopyData up to CopyDone".to_owned(),
             Step::ExpectCopyFail => "CopyFail".to_owned(),
             Step::ExpectTerminate => "Terminate".to_owned(),
             Step::ShutdownWhenCaughtUp { sent_ptr } => {
@@ -347,6 +351,21 @@ impl Script {
     /// Expects CopyDone from the client; this ends the client's half of the copy.
     pub fn expect_copy_done(self) -> Self {
         self.push(Step::ExpectCopyDone)
+    }
+
+    /// CopyInResponse `G`: the client sends a copy-in next (UPLOAD_MANIFEST).
+    pub fn start_copy_in(self) -> Self {
+        self.send(
+            "CopyInResponse",
+            wire::copy_in_response(),
+            CopyEffect::Unchanged,
+        )
+    }
+
+    /// Expects CopyData messages up to the client's CopyDone; with `Some(bytes)`, their
+    /// payloads concatenated must be exactly `bytes` (the transcript keeps each message).
+    pub fn expect_copy_in(self, expected: Option<&[u8]>) -> Self {
+        self.push(Step::ExpectCopyIn(expected.map(<[u8]>::to_vec)))
     }
 
     /// Expects CopyFail from the client.

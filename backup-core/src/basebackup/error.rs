@@ -67,6 +67,8 @@ pub enum BaseBackupError {
     /// The caller could not open the repository ([`run_opening`]); it reports why.
     #[error("the repository could not be opened")]
     RepositoryNotOpened,
+    #[error(transparent)]
+    Incremental(#[from] super::incremental::IncrementalError),
     /// A tablespace location the server reported (its tablespace list, or a `pg_tblspc` link
     /// in the main archive) that a restore could not safely write to.
     #[error(

@@ -17,11 +17,14 @@
 
 mod archive;
 mod error;
+pub mod incremental;
 mod manifest;
+mod open;
 mod tablespaces;
 mod walstream;
 
 pub use error::BaseBackupError;
+pub use incremental::{IncrementalError, IncrementalPlan, Parent};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -37,7 +40,6 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::{self, lifecycle, BackupRecord, BackupStatus, Catalog};
 use crate::layout;
 use crate::replication::Liveness;
-use crate::repo::config::ClusterIdentity;
 use crate::repo::Repository;
 use crate::store::lease::LeaseHolder;
 use crate::store::{delete_prefix, RepoLocation};
@@ -71,6 +73,8 @@ pub struct BaseBackupPlan {
     pub server_compression: Option<ServerCompression>,
     /// Ask the server to verify page checksums while reading files.
     pub verify_checksums: bool,
+    /// An incremental backup (PostgreSQL 17+), or a policy choosing one; `None`: full.
+    pub incremental: Option<IncrementalPlan>,
     /// How long a connection may deliver nothing, once the files stream, before it is taken
     /// for lost (a stalled network, a server gone without closing it); `None`: forever.
     pub stall_timeout: Option<Duration>,
@@ -250,32 +254,17 @@ async fn run_here(
     // before the repository is open); the id itself is claimed once it is, and a run started
     // in the same second gets a suffix.
     let provisional = catalog::new_backup_id(start_time, |_| false);
-    let options = backup_options(&plan, &provisional);
+    let mut options = backup_options(&plan, &provisional);
     progress.phase(Phase::Checkpoint);
-    crate::failpoint!("base.start", |e| pgwire_repl::Error::ConnectionLost(e)
-        .into());
-    let stream = conn.base_backup(&options).await?;
-    mark("BASE_BACKUP sent");
-    // An early return closes the connection, which ends the backup on the server too.
-    let mut repo = tokio::select! {
-        biased;
-        _ = cancel.cancelled() => return Err(BaseBackupError::Cancelled),
-        r = opening => r.ok_or(BaseBackupError::RepositoryNotOpened)?,
-    };
-    mark("repository open");
-    if repo.location() != &location {
-        return Err(BaseBackupError::Internal(format!(
-            "the repository opened is {}, not {location}",
-            repo.location()
-        )));
-    }
-    repo.bind_cluster(ClusterIdentity {
-        system_identifier: identity.system_id,
-        major,
-        wal_segment_size: seg_bytes as u32,
-    })?;
-    let repo = Arc::new(repo);
-    mark("repository bound");
+    let (stream, repo, incremental_of) = open::start(
+        &mut conn,
+        &mut options,
+        opening,
+        &cancel,
+        &location,
+        (&identity, major, seg_bytes, plan.incremental.as_ref()),
+    )
+    .await?;
     let claim = {
         let repo = Arc::clone(&repo);
         tokio::task::spawn_blocking(move || {
@@ -312,8 +301,13 @@ async fn run_here(
                 stall_timeout: plan.stall_timeout,
             },
         )
-        .await?;
+        .await
+        .map_err(|e| match &incremental_of {
+            Some(of) => incremental::explain(e, &of.parent),
+            None => e,
+        })?;
         let mut record = record;
+        record.incremental = incremental_of.clone();
         record.seal(repo.sealing_key())?;
         crate::failpoint!("base.before-record");
         // The lease must still be ours (on object stores it can be lost to an expiry).
@@ -395,6 +389,7 @@ fn backup_options(plan: &BaseBackupPlan, id: &str) -> BaseBackupOptions {
         manifest: ManifestOption::Yes,
         manifest_checksums: ManifestChecksums::Crc32c,
         server_compression: plan.server_compression.clone(),
+        incremental: false,
     }
 }
 
@@ -617,6 +612,7 @@ async fn take(
         wal_segments: wal_outcome.segments,
         partial_wal_file: wal_outcome.partial,
         history_files: wal_outcome.history_files,
+        incremental: None,
         checksum: None,
         mac: None,
         key_id: None,

@@ -13,6 +13,7 @@
 //! read and authenticated: what such a backup or timeline needs would be a guess. While a
 //! backup is being written no WAL is deleted, because its start is not yet recorded.
 
+mod chain;
 mod delete;
 mod error;
 pub mod pin;
@@ -51,6 +52,9 @@ pub struct KeptEntry {
     pub id: String,
     pub end_time: String,
     pub reasons: Vec<KeepReason>,
+    /// The kept incremental backups whose chains need this backup.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub needed_by: Vec<String>,
 }
 
 /// A backup that is (or, in a dry run, would be) deleted.
@@ -203,12 +207,14 @@ fn decide(
             pinned,
         });
     }
-    let reasons = policy::select(&candidates, &options.policy, options.now);
+    let mut reasons = policy::select(&candidates, &options.policy, options.now);
+    let mut needed_by = chain::protect_chains(&records, &mut reasons).into_iter();
 
     let mut kept = Vec::new();
     let mut kept_wal = Vec::new();
     let mut expired = Vec::new();
     for (record, reasons) in records.iter().zip(reasons) {
+        let needed_by = needed_by.next().unwrap_or_default();
         if reasons.is_empty() {
             expired.push(ExpiredBackup {
                 id: record.id.clone(),
@@ -223,6 +229,7 @@ fn decide(
                 id: record.id.clone(),
                 end_time: record.end_time.clone(),
                 reasons,
+                needed_by,
             });
         }
     }

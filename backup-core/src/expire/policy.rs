@@ -55,6 +55,8 @@ pub enum KeepReason {
     BeforeWindow,
     /// Pinned with `pgstream keep`.
     Pinned,
+    /// A kept incremental backup is restored with it (its chain: expire/chain.rs).
+    Chain,
 }
 
 impl KeepReason {
@@ -65,6 +67,7 @@ impl KeepReason {
             KeepReason::KeepWithin => "keep-within",
             KeepReason::BeforeWindow => "newest before the keep-within window",
             KeepReason::Pinned => "pinned",
+            KeepReason::Chain => "needed by a kept incremental backup",
         }
     }
 }

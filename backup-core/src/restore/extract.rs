@@ -16,7 +16,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-mod syncer;
+pub(crate) mod syncer;
 use syncer::Syncer;
 
 /// Bytes copied per read/write of a member's content (std's `io::copy` moves 8 KiB at a time).

@@ -5,7 +5,9 @@
 //! by a bounded channel, so they overlap. Nothing outside the target directory and the
 //! tablespace locations is touched, and those must be empty: a restore never overwrites.
 
+pub mod chain;
 pub mod extract;
+pub mod incremental_file;
 pub mod last_commit;
 pub mod pitr;
 pub mod window;
@@ -110,6 +112,8 @@ pub enum RestoreError {
     },
     #[error(transparent)]
     Extract(#[from] ExtractError),
+    #[error(transparent)]
+    Chain(#[from] chain::ChainRestoreError),
     #[error("{file} holds {got} bytes of WAL segment {segment}, expected {expected}")]
     WalSize {
         file: String,
@@ -145,6 +149,9 @@ pub fn run(repo: &Repository, plan: &RestorePlan) -> Result<RestoreSummary, Rest
     }
     let span = tracing::info_span!("restore", backup_id = %record.id);
     let _enter = span.enter();
+    if record.is_incremental() {
+        return chain::run(repo, plan, record, tablespaces, started);
+    }
     let mut files = 0;
     let mut bytes = 0;
     // Tablespaces first, so the links in base.tar point at directories that exist.

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use backup_core::basebackup::{self, BaseBackupPlan, Progress as _};
+use backup_core::basebackup::{
+    self, BaseBackupPlan, IncrementalError, IncrementalPlan, Parent, Progress as _,
+};
+use backup_core::catalog::BackupRecord;
 use pgwire_repl::basebackup::options::{Checkpoint, CompressionMethod, ServerCompression};
 use pgwire_repl::Config;
 
@@ -12,8 +15,97 @@ use crate::exit::{classified, Failure};
 use crate::progress::Reporter;
 
 pub async fn run(args: BaseArgs) -> anyhow::Result<()> {
+    let plan = plan(&args)?;
+    let cancel = crate::signals::install().context("installing signal handlers")?;
+    let reporter = Arc::new(Reporter::new(!args.no_progress, "base backup"));
+    let mut result = take(&args, plan.clone(), cancel.clone(), reporter.clone()).await;
+    let policy = plan
+        .incremental
+        .as_ref()
+        .is_some_and(|i| i.full_if_older_than.is_some());
+    if policy && summaries_missing(&result) {
+        // Only the server knows its summaries no longer reach the parent; a full backup is
+        // what the policy answers that with.
+        if let Err(e) = &result {
+            tracing::warn!("{}; taking a full backup instead", crate::exit::message(e));
+        }
+        let full = BaseBackupPlan {
+            incremental: None,
+            ..plan
+        };
+        result = take(&args, full, cancel, reporter.clone()).await;
+    }
+    reporter.done();
+    let record = result?;
+    tracing::info!(
+        backup_id = %record.id,
+        start_lsn = %record.start_lsn,
+        end_lsn = %record.end_lsn,
+        timeline = record.end_timeline,
+        "backup {} stored and verified",
+        record.id
+    );
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&record)?);
+    } else {
+        let kind = match &record.incremental {
+            Some(i) => format!(
+                "incremental backup {} (of {}, chain of {} from full backup {})",
+                record.id, i.parent, i.depth, i.full
+            ),
+            None => format!("backup {}", record.id),
+        };
+        println!(
+            "{kind} complete: {} of data in {} archive(s), stored as {} ({} {}), {} files verified against the server's manifest, WAL {}..{} on timeline {}, {:.1} s",
+            human_bytes(record.raw_bytes),
+            record.archives.len(),
+            human_bytes(record.stored_bytes),
+            record.compression,
+            record.encryption,
+            record.files_verified,
+            record.start_lsn,
+            record.end_lsn,
+            record.end_timeline,
+            record.duration_seconds
+        );
+    }
+    Ok(())
+}
+
+fn summaries_missing(result: &anyhow::Result<BackupRecord>) -> bool {
+    let Err(e) = result else { return false };
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<basebackup::BaseBackupError>(),
+            Some(basebackup::BaseBackupError::Incremental(
+                IncrementalError::SummariesMissing { .. }
+            ))
+        )
+    })
+}
+
+/// The plan `args` ask for, checked before anything connects.
+fn plan(args: &BaseArgs) -> anyhow::Result<BaseBackupPlan> {
     let source = source_config(&args.source)?;
-    let plan = BaseBackupPlan {
+    let incremental = if let Some(d) = &args.full_every {
+        let every = super::parse_duration(d)
+            .map_err(|e| classified(Failure::Usage, anyhow::anyhow!("--full-every: {e}")))?;
+        Some(IncrementalPlan {
+            parent: Parent::Latest,
+            full_if_older_than: Some(every),
+        })
+    } else if args.incremental {
+        Some(IncrementalPlan {
+            parent: match args.from.as_deref() {
+                None | Some("latest") => Parent::Latest,
+                Some(id) => Parent::Id(id.to_string()),
+            },
+            full_if_older_than: None,
+        })
+    } else {
+        None
+    };
+    Ok(BaseBackupPlan {
         source,
         label: args.label.clone(),
         checkpoint: match args.checkpoint {
@@ -35,11 +127,19 @@ pub async fn run(args: BaseArgs) -> anyhow::Result<()> {
                 classified(Failure::Usage, anyhow::anyhow!("--server-compression: {e}"))
             })?,
         verify_checksums: !args.no_verify_checksums,
+        incremental,
         stall_timeout: (args.stall_timeout > 0)
             .then(|| std::time::Duration::from_secs(args.stall_timeout)),
-    };
-    let cancel = crate::signals::install().context("installing signal handlers")?;
-    let reporter = Arc::new(Reporter::new(!args.no_progress, "base backup"));
+    })
+}
+
+/// One backup as `plan` says; the reporter is left for the caller to finish.
+async fn take(
+    args: &BaseArgs,
+    plan: BaseBackupPlan,
+    cancel: tokio_util::sync::CancellationToken,
+    reporter: Arc<Reporter>,
+) -> anyhow::Result<BackupRecord> {
     // Unlocking the repository (scrypt, ~0.1 s of CPU) overlaps with connecting, reserving
     // WAL and the server's checkpoint; a repository problem is still the one reported when
     // both fail.
@@ -94,42 +194,13 @@ pub async fn run(args: BaseArgs) -> anyhow::Result<()> {
         }),
     };
     let dir = args.repo.repo.clone();
-    let result =
-        basebackup::run_opening(dir, repo, plan, connected, cancel, reporter.clone()).await;
-    reporter.done();
+    let result = basebackup::run_opening(dir, repo, plan, connected, cancel, reporter).await;
     if let Err(basebackup::BaseBackupError::RepositoryNotOpened) = result {
         if let Ok(e) = open_error.try_recv() {
             return Err(e);
         }
     }
-    let record = result.context("base backup failed")?;
-    tracing::info!(
-        backup_id = %record.id,
-        start_lsn = %record.start_lsn,
-        end_lsn = %record.end_lsn,
-        timeline = record.end_timeline,
-        "backup {} stored and verified",
-        record.id
-    );
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&record)?);
-    } else {
-        println!(
-            "backup {} complete: {} of data in {} archive(s), stored as {} ({} {}), {} files verified against the server's manifest, WAL {}..{} on timeline {}, {:.1} s",
-            record.id,
-            human_bytes(record.raw_bytes),
-            record.archives.len(),
-            human_bytes(record.stored_bytes),
-            record.compression,
-            record.encryption,
-            record.files_verified,
-            record.start_lsn,
-            record.end_lsn,
-            record.end_timeline,
-            record.duration_seconds
-        );
-    }
-    Ok(())
+    result.context("base backup failed")
 }
 
 /// Parses `--source`, refusing a password on the command line (other users can read argv).

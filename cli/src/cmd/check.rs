@@ -9,6 +9,8 @@ use pgwire_repl::Connection;
 
 use crate::args::CheckArgs;
 
+mod incremental;
+
 /// Exit code when the check ran and found problems (docs/cli.md).
 pub const PROBLEMS_FOUND: i32 = 10;
 
@@ -87,6 +89,9 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<()> {
     if args.archive_push {
         check_archiving(&facts, &mut report);
     }
+    if args.incremental {
+        incremental::check_incremental(&facts, &mut report);
+    }
     print(&report);
     if report.problems() > 0 {
         let _ = std::io::stdout().flush();
@@ -142,7 +147,7 @@ async fn server_facts(conn: &mut Connection) -> anyhow::Result<ServerFacts> {
     // Settings a role cannot read (archive_command without pg_read_all_settings) are absent.
     const SETTINGS: &str = "SELECT name, setting FROM pg_settings WHERE name IN \
          ('wal_level', 'max_wal_senders', 'max_replication_slots', 'archive_mode', \
-          'archive_command', 'archive_library')";
+          'archive_command', 'archive_library', 'summarize_wal', 'wal_summary_keep_time')";
     let rs = conn
         .simple_query(SETTINGS)
         .await

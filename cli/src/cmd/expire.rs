@@ -121,7 +121,15 @@ fn print_human(r: &ExpireReport) {
         println!("{would} backups/{l} (left unfinished by a run that died)");
     }
     for k in &r.kept {
-        let reasons: Vec<&str> = k.reasons.iter().map(|r| r.as_str()).collect();
+        let needed = format!("needed by incremental {}", k.needed_by.join(", "));
+        let reasons: Vec<&str> = k
+            .reasons
+            .iter()
+            .map(|r| match r {
+                backup_core::expire::KeepReason::Chain => needed.as_str(),
+                other => other.as_str(),
+            })
+            .collect();
         println!(
             "keep    backup {}  ended {}  ({})",
             k.id,

@@ -6,6 +6,7 @@
 //! are shown when PGSTREAM_PASSPHRASE or --passphrase-file is given, and a note says so when
 //! neither is. A passphrase that is given but wrong is an error (exit 5), not a silent fallback.
 
+mod chain;
 mod json;
 mod text;
 
@@ -26,6 +27,8 @@ use crate::exit::{classified, Failure};
 struct Listed {
     record: BackupRecord,
     pinned: bool,
+    /// For an incremental backup: its chain.
+    chain: Option<chain::ChainInfo>,
     /// With each window's last archived commit or abort. `None`: not computed (encrypted
     /// repository, no passphrase).
     windows: Option<Vec<(Window, Option<XactRecord>)>>,
@@ -73,7 +76,11 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
     let wal = coverage::wal_coverage(dir, repo.as_ref()).map_err(cli_error)?;
     let mut backups = Vec::new();
     let mut last_commits = LastCommits::default();
-    for record in records {
+    let chains: Vec<_> = records
+        .iter()
+        .map(|r| chain::chain_info(&records, r))
+        .collect();
+    for (record, chain) in records.into_iter().zip(chains) {
         let windows = match &repo {
             Some(r) => {
                 let mut ws = Vec::new();
@@ -87,6 +94,7 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
         };
         backups.push(Listed {
             pinned: pinned(dir, repo.as_ref(), &record.id)?,
+            chain,
             record,
             windows,
         });

@@ -3,6 +3,7 @@
 
 pub mod archiving;
 pub mod faults;
+pub mod incremental;
 pub mod openmetrics;
 pub mod proxy;
 pub mod receiver;

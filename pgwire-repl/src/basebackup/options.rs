@@ -18,6 +18,8 @@ pub const MAX_RATE_MIN_KB: u32 = 32;
 pub const MAX_RATE_MAX_KB: u32 = 1_048_576;
 /// The longest label the server accepts (MAXPGPATH), in bytes.
 pub const MAX_LABEL_BYTES: usize = 1024;
+/// The first server with incremental backups (`UPLOAD_MANIFEST`, `BASE_BACKUP (INCREMENTAL)`).
+pub const MIN_INCREMENTAL_MAJOR: u32 = 17;
 
 /// How the server runs the backup's starting checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -143,6 +145,11 @@ pub struct BaseBackupOptions {
     pub manifest_checksums: ManifestChecksums,
     /// v15+ only.
     pub server_compression: Option<ServerCompression>,
+    /// INCREMENTAL (v17+): relation files changed since the backup whose manifest was
+    /// uploaded on this connection (`Connection::upload_manifest`) arrive as
+    /// `INCREMENTAL.<name>`. The server refuses it without that upload or with
+    /// `summarize_wal = off`.
+    pub incremental: bool,
 }
 
 impl Default for BaseBackupOptions {
@@ -159,6 +166,7 @@ impl Default for BaseBackupOptions {
             manifest: Manifest::Yes,
             manifest_checksums: ManifestChecksums::Crc32c,
             server_compression: None,
+            incremental: false,
         }
     }
 }
@@ -195,6 +203,11 @@ pub enum BaseBackupOptionsError {
     CompressionDetail(#[source] QuoteError),
     #[error("the compression detail is empty; leave it unset for the method's default level")]
     EmptyCompressionDetail,
+    #[error(
+        "incremental backups need PostgreSQL {MIN_INCREMENTAL_MAJOR} or later; the server is \
+         {server_major}: take a full backup"
+    )]
+    IncrementalUnsupported { server_major: u32 },
 }
 
 /// Whether BASE_BACKUP on this server sends one CopyOut of `n`/`d`/`p`/`m` messages (v15+)
@@ -217,6 +230,9 @@ impl BaseBackupOptions {
         }
         if self.server_compression.is_some() && !uses_new_protocol(server_major) {
             return Err(E::ServerCompressionUnsupported { server_major });
+        }
+        if self.incremental && server_major < MIN_INCREMENTAL_MAJOR {
+            return Err(E::IncrementalUnsupported { server_major });
         }
         if let Some(kb) = self.max_rate_kb {
             if !(MAX_RATE_MIN_KB..=MAX_RATE_MAX_KB).contains(&kb) {
@@ -288,6 +304,7 @@ impl BaseBackupOptions {
             opts.push(format!("MANIFEST_CHECKSUMS '{}'", self.manifest_checksums));
         }
         opts.push("TARGET 'client'".to_string());
+        push_if(&mut opts, self.incremental, "INCREMENTAL");
         if let Some((method, detail)) = compression {
             opts.push(format!("COMPRESSION '{}'", method.as_str()));
             if let Some(d) = detail {

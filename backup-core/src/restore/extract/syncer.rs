@@ -31,7 +31,7 @@ type Shared = Arc<Mutex<Option<ExtractError>>>;
 
 /// The helpers and the first error any of them met. Threads start with the first job.
 #[derive(Default)]
-pub(super) struct Syncer {
+pub(crate) struct Syncer {
     tx: Option<SyncSender<Job>>,
     helpers: Vec<JoinHandle<()>>,
     error: Shared,

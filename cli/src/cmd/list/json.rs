@@ -41,6 +41,14 @@ fn backup(b: &Listed) -> Value {
         "system_identifier": r.system_identifier,
         "wal_segment_size": r.wal_segment_size,
         "pinned": b.pinned,
+        "incremental": b.chain.as_ref().map(|c| json!({
+            "parent": c.parent,
+            "full": c.full,
+            "depth": c.depth,
+            "chain": c.ids,
+            "chain_stored_bytes": c.stored_bytes,
+            "missing": c.missing,
+        })),
         "windows": b.windows.as_ref().map(|ws| {
             ws.iter().map(|(w, last)| window(w, last.as_ref())).collect::<Vec<_>>()
         }),

@@ -68,6 +68,23 @@ fn backup(out: &mut String, b: &Listed) {
         r.compression,
         r.encryption
     );
+    if let Some(c) = &b.chain {
+        let _ = writeln!(
+            out,
+            "  chain     incremental of {}, backup {} of a chain from full backup {}; a restore reads {} stored: {}",
+            c.parent,
+            c.depth,
+            c.full,
+            human_bytes(c.stored_bytes),
+            c.ids.join(" <- ")
+        );
+        if let Some(m) = &c.missing {
+            let _ = writeln!(
+                out,
+                "  chain     BROKEN: backup {m} is not in the repository; this backup cannot be restored"
+            );
+        }
+    }
     match &b.windows {
         None => {}
         Some(ws) if ws.is_empty() => {

@@ -9,6 +9,7 @@
 //!
 //! Usage: bench [--quick] [--major N] [--scale S] [--noise-mb M] [--runs R] [--out FILE]
 //! [--pgstream PATH] [--no-restore] [--tablespace] [--no-drill | --drill-only] [--drop-caches]
+//! [--no-incremental | --incremental-only] [--incremental-major N]
 //!
 //! `--tablespace` puts each dataset's table in a tablespace, so the tablespace paths of both
 //! tools (an extra archive each, `--tablespace-map` on restore) are exercised too.
@@ -26,6 +27,7 @@ use std::time::Duration;
 use integration::{client_tool, cluster, machine, Cluster};
 
 mod drill;
+mod incremental;
 mod restore;
 mod section;
 use restore::RestoreRow;
@@ -44,6 +46,11 @@ struct Options {
     drill_only: bool,
     /// Empty the page cache first (`--drop-caches`, root only).
     drop_caches: bool,
+    /// The incremental benchmark (incremental.rs): after the others, or alone with
+    /// `--incremental-only`; on `incremental_major` (17+).
+    incremental: bool,
+    incremental_only: bool,
+    incremental_major: u32,
 }
 
 fn parse_args() -> Options {
@@ -59,6 +66,9 @@ fn parse_args() -> Options {
         drill: true,
         drill_only: false,
         drop_caches: false,
+        incremental: true,
+        incremental_only: false,
+        incremental_major: 18,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -79,6 +89,11 @@ fn parse_args() -> Options {
             "--no-drill" => o.drill = false,
             "--drill-only" => o.drill_only = true,
             "--drop-caches" => o.drop_caches = true,
+            "--no-incremental" => o.incremental = false,
+            "--incremental-only" => o.incremental_only = true,
+            "--incremental-major" => {
+                o.incremental_major = value().parse().expect("--incremental-major N")
+            }
             other => panic!("unknown argument {other}"),
         }
     }
@@ -535,6 +550,9 @@ fn main() {
     if o.drill_only {
         return drill::run(&drill_options(&o));
     }
+    if o.incremental_only {
+        return bench_incremental(&o);
+    }
     let mut rows = Vec::new();
     let mut restores = Vec::new();
     let load_before = load_average();
@@ -614,7 +632,29 @@ fn main() {
     if o.drill {
         drill::run(&drill_options(&o));
     }
+    if o.incremental {
+        bench_incremental(&o);
+    }
     eprintln!("bench: wrote {}", o.out.display());
+}
+
+fn bench_incremental(o: &Options) {
+    let load_before = load_average();
+    let memory = integration::memory();
+    let io = incremental::Options {
+        major: o.incremental_major,
+        scale: o.scale,
+        runs: o.runs.min(3),
+        pgstream: &o.pgstream,
+    };
+    let results = incremental::run(&io);
+    let load = format!(
+        "{load_before} / {}; memory at the start: {memory}",
+        load_average()
+    );
+    let section = incremental::report(&io, &results, &machine(), &load);
+    println!("{section}");
+    section::write_section(&o.out, "incremental", &section);
 }
 
 fn drill_options(o: &Options) -> drill::Options<'_> {

@@ -15,6 +15,7 @@ fn all_on() -> BaseBackupOptions {
         manifest: Manifest::Yes,
         manifest_checksums: ManifestChecksums::Crc32c,
         server_compression: None,
+        incremental: false,
     }
 }
 
@@ -31,6 +32,7 @@ fn all_off() -> BaseBackupOptions {
         manifest: Manifest::No,
         manifest_checksums: ManifestChecksums::Crc32c,
         server_compression: None,
+        incremental: false,
     }
 }
 
@@ -282,4 +284,27 @@ fn refusals() {
     assert!(matches!(o.command(13).unwrap_err(), E::LabelLineBreak(_)));
     o.label = "x".repeat(MAX_LABEL_BYTES + 1);
     assert_eq!(o.command(15).unwrap_err(), E::LabelTooLong { len: 1025 });
+}
+
+#[test]
+fn incremental_is_sent_on_17_and_later_and_refused_before() {
+    let o = BaseBackupOptions {
+        incremental: true,
+        ..BaseBackupOptions::default()
+    };
+    for v in [17, 18] {
+        assert_eq!(
+            o.command(v).unwrap(),
+            "BASE_BACKUP (LABEL 'pgstream base backup', PROGRESS, TABLESPACE_MAP, \
+             MANIFEST 'yes', MANIFEST_CHECKSUMS 'CRC32C', TARGET 'client', INCREMENTAL)"
+        );
+    }
+    for v in [13, 14, 15, 16] {
+        let e = o.command(v).unwrap_err();
+        assert_eq!(
+            e,
+            BaseBackupOptionsError::IncrementalUnsupported { server_major: v }
+        );
+        assert!(e.to_string().contains("PostgreSQL 17"), "{e}");
+    }
 }
