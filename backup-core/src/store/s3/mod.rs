@@ -45,7 +45,8 @@ pub const PARTS_IN_FLIGHT: usize = 2;
 /// What the backend shares with its writers, readers and leases.
 pub(crate) struct Inner {
     pub(crate) client: Arc<AmazonS3>,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped (taken out to shut it down without blocking).
+    runtime: Option<tokio::runtime::Runtime>,
     location: RepoLocation,
     prefix: String,
 }
@@ -57,7 +58,7 @@ impl Inner {
         fut: impl Future<Output = T> + Send + 'static,
     ) -> T {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.runtime.spawn(async move {
+        self.rt().spawn(async move {
             let _ = tx.send(fut.await);
         });
         rx.recv()
@@ -69,7 +70,11 @@ impl Inner {
         &self,
         fut: impl Future<Output = T> + Send + 'static,
     ) -> tokio::task::JoinHandle<T> {
-        self.runtime.spawn(fut)
+        self.rt().spawn(fut)
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().expect("the S3 runtime lives as long as the store")
     }
 
     pub(crate) fn key(&self, name: &str) -> ObjPath {
@@ -95,6 +100,18 @@ impl Inner {
                 location,
                 detail: explain(&other),
             },
+        }
+    }
+}
+
+impl Drop for Inner {
+    /// The store may be dropped on a thread of the caller's own runtime, where dropping a
+    /// runtime (which waits for its threads) panics: shut it down without waiting. Nothing is
+    /// left running that matters: every request was waited for, and writers and leases hold
+    /// the `Inner` until they have finished (aborted an upload, released a lease).
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
         }
     }
 }
@@ -207,7 +224,7 @@ impl S3Store {
         Ok(S3Store {
             inner: Arc::new(Inner {
                 client: Arc::new(client),
-                runtime,
+                runtime: Some(runtime),
                 location,
                 prefix,
             }),
