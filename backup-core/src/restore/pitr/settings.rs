@@ -45,13 +45,7 @@ fn command_arg(what: &str, path: &Path) -> Result<String, PitrError> {
 /// runs restore_command without our environment). Never a secret: refused when the
 /// credentials came from environment variables only.
 fn s3_env(location: &crate::store::RepoLocation) -> Result<String, PitrError> {
-    let crate::store::RepoLocation::S3 { bucket, .. } = location else {
-        return Ok(String::new());
-    };
-    let settings = crate::store::s3::settings::resolve(bucket, &|k| std::env::var(k).ok())
-        .map_err(|e| PitrError::Invalid(format!("restore_command for {location}: {e}")))?;
-    let env = settings
-        .command_env()
+    let env = crate::store::s3::settings::command_env_for(location)
         .map_err(|e| PitrError::Invalid(format!("restore_command for {location}: {e}")))?;
     let mut out = String::new();
     for (k, v) in env {

@@ -92,6 +92,25 @@ impl std::fmt::Debug for S3Settings {
     }
 }
 
+/// [`S3Settings::command_env`] for the repository at `location` as this process reaches it
+/// (empty for other kinds of locations).
+pub fn command_env_for(
+    location: &crate::store::RepoLocation,
+) -> Result<Vec<(&'static str, String)>, String> {
+    let crate::store::RepoLocation::S3 { bucket, .. } = location else {
+        return Ok(Vec::new());
+    };
+    resolve(bucket, &|k| std::env::var(k).ok())?.command_env()
+}
+
+/// The variables that carry secrets: a command run on our behalf by another process never
+/// gets them from us.
+pub const SECRET_VARS: [&str; 3] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
+
 /// Reads the settings for `bucket` from `env` (the process environment in production; tests
 /// pass their own) and the shared files it points to.
 pub fn resolve(bucket: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S3Settings, String> {
