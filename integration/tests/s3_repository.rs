@@ -98,8 +98,7 @@ fn base_restore_verify_and_maintenance_on_s3() {
             "{ctx}: {keys:?}"
         );
         assert!(
-            keys.iter()
-                .any(|k| k.contains(&format!("backups/{id}/"))),
+            keys.iter().any(|k| k.contains(&format!("backups/{id}/"))),
             "{ctx}: {keys:?}"
         );
 
@@ -239,7 +238,10 @@ fn a_drill_runs_from_s3() {
     let repo = s3.location("drill");
     let pg = cluster(major).start();
     pg.psql("CREATE TABLE d (x int); INSERT INTO d SELECT generate_series(1, 1000)");
-    ok(setup_run(&setup, &s3, &["init", "--repo", &repo], true), "init");
+    ok(
+        setup_run(&setup, &s3, &["init", "--repo", &repo], true),
+        "init",
+    );
     ok(
         setup_run(
             &setup,
@@ -258,8 +260,14 @@ fn a_drill_runs_from_s3() {
     );
     let scratch = setup.dir("drill-scratch");
     let mut cmd = Command::new(&setup.bin);
-    cmd.args(["drill", "--repo", &repo, "--passphrase-file", s(&setup.pass)])
-        .args(["--scratch", s(&scratch), "--s3-credentials-file", s(&creds)]);
+    cmd.args([
+        "drill",
+        "--repo",
+        &repo,
+        "--passphrase-file",
+        s(&setup.pass),
+    ])
+    .args(["--scratch", s(&scratch), "--s3-credentials-file", s(&creds)]);
     if let Some(user) = support::os_user() {
         cmd.args(["--os-user", &user]);
     }

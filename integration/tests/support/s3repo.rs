@@ -31,6 +31,17 @@ pub fn pgstream_s3(s3: &S3Server, args: &[&str], passphrase: Option<&str>) -> Ru
 /// pgstream as the server user (as archive_command and restore_command run it) from `setup`'s
 /// copy of the binary, with `--passphrase-file` when `pass`, and the S3 environment.
 pub fn setup_run(setup: &Setup, s3: &S3Server, args: &[&str], pass: bool) -> Run {
+    setup_run_env(setup, s3, args, pass, &[])
+}
+
+/// [`setup_run`] with `extra` variables set too.
+pub fn setup_run_env(
+    setup: &Setup,
+    s3: &S3Server,
+    args: &[&str],
+    pass: bool,
+    extra: &[(&str, &str)],
+) -> Run {
     let mut cmd = Command::new(&setup.bin);
     cmd.args(args).current_dir(setup.scratch.path());
     if pass {
@@ -43,7 +54,14 @@ pub fn setup_run(setup: &Setup, s3: &S3Server, args: &[&str], pass: bool) -> Run
     }
     super::no_config_file(&mut cmd);
     server_user().apply(&mut cmd);
-    run_with(s3, cmd)
+    cmd.envs(s3.env());
+    cmd.envs(extra.iter().copied());
+    let out = cmd.output().expect("running pgstream");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// A shared credentials file holding the server's keys as profile `profile`, in `setup`'s

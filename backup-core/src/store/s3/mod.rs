@@ -74,7 +74,9 @@ impl Inner {
     }
 
     fn rt(&self) -> &tokio::runtime::Runtime {
-        self.runtime.as_ref().expect("the S3 runtime lives as long as the store")
+        self.runtime
+            .as_ref()
+            .expect("the S3 runtime lives as long as the store")
     }
 
     pub(crate) fn key(&self, name: &str) -> ObjPath {

@@ -165,48 +165,50 @@ pub fn resolve(bucket: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S3S
     };
     let (access_key_id, secret_access_key, session_token, credentials_from, from_file) =
         match (env_id, env_secret) {
-        (Some(id), Some(secret)) => (
-            id,
-            secret,
-            nonempty("AWS_SESSION_TOKEN"),
-            "the environment (AWS_ACCESS_KEY_ID)".to_string(),
-            None,
-        ),
-        (Some(_), None) | (None, Some(_)) => {
-            return Err("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together".into())
-        }
-        (None, None) => {
-            let section = creds_section.as_ref();
-            let get = |k: &str| section.and_then(|s| s.get(k)).cloned();
-            match (get("aws_access_key_id"), get("aws_secret_access_key")) {
-                (Some(id), Some(secret)) => (
-                    id,
-                    secret,
-                    get("aws_session_token"),
-                    format!(
-                        "profile {profile} of {}",
-                        credentials_file
-                            .as_ref()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_default()
+            (Some(id), Some(secret)) => (
+                id,
+                secret,
+                nonempty("AWS_SESSION_TOKEN"),
+                "the environment (AWS_ACCESS_KEY_ID)".to_string(),
+                None,
+            ),
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(
+                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together".into(),
+                )
+            }
+            (None, None) => {
+                let section = creds_section.as_ref();
+                let get = |k: &str| section.and_then(|s| s.get(k)).cloned();
+                match (get("aws_access_key_id"), get("aws_secret_access_key")) {
+                    (Some(id), Some(secret)) => (
+                        id,
+                        secret,
+                        get("aws_session_token"),
+                        format!(
+                            "profile {profile} of {}",
+                            credentials_file
+                                .as_ref()
+                                .map(|p| p.display().to_string())
+                                .unwrap_or_default()
+                        ),
+                        credentials_file.clone(),
                     ),
-                    credentials_file.clone(),
-                ),
-                _ => {
-                    return Err(format!(
-                        "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                    _ => {
+                        return Err(format!(
+                            "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
                              (and AWS_SESSION_TOKEN for temporary ones), or put them in profile \
                              {profile} of the shared credentials file ({}; AWS_PROFILE and \
                              AWS_SHARED_CREDENTIALS_FILE choose another)",
-                        credentials_file
-                            .as_ref()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_else(|| "~/.aws/credentials".into())
-                    ))
+                            credentials_file
+                                .as_ref()
+                                .map(|p| p.display().to_string())
+                                .unwrap_or_else(|| "~/.aws/credentials".into())
+                        ))
+                    }
                 }
             }
-        }
-    };
+        };
     let from_config = |k: &str| config_section.as_ref().and_then(|s| s.get(k)).cloned();
     let region = nonempty("AWS_REGION")
         .or_else(|| nonempty("AWS_DEFAULT_REGION"))
