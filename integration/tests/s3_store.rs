@@ -23,6 +23,8 @@ fn store(s3: &S3Server, prefix: &str) -> S3Store {
             secret_access_key: s3.secret_key().into(),
             session_token: None,
             credentials_from: "the test".into(),
+            credentials_file: None,
+            profile: "default".into(),
         },
     )
     .expect("an S3 store")
