@@ -170,6 +170,8 @@ fn explain(e: &object_store::Error) -> String {
          profile, and that they may use this bucket)"
     } else if text.contains("error sending request") || text.contains("timed out") {
         "; the endpoint could not be reached (check AWS_ENDPOINT_URL and the network)"
+    } else if text.contains("status code: 5") || text.contains("SlowDown") {
+        "; the store kept failing after every retry (check its health, then run the command again)"
     } else {
         ""
     };
@@ -462,6 +464,8 @@ mod tests {
         );
         assert!(down.contains("could not be reached"), "{down}");
         assert!(!down.contains("credentials"), "{down}");
+        let down = said("Server returned non-2xx status code: 503 Service Unavailable: ");
+        assert!(down.contains("kept failing"), "{down}");
         let bucket = said("404 Not Found: <Error><Code>NoSuchBucket</Code></Error>");
         assert!(bucket.contains("bucket does not exist"), "{bucket}");
     }
