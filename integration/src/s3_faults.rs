@@ -1,7 +1,7 @@
 //! A fault-injecting HTTP proxy in front of an [`S3Server`], for tests that prove the S3
 //! backend's retries: answer `503 SlowDown` or `500 InternalError` instead of the server, close
-//! the connection in the middle of a request body, or stall past the client's timeout, for the
-//! next N requests that match.
+//! the connection in the middle of a request body, stall past the client's timeout, or carry a
+//! request out and lose its answer, for the next N requests that match.
 //!
 //! ```no_run
 //! let s3 = integration::S3Server::start();
@@ -33,6 +33,9 @@ pub enum Fault {
     ResetMidBody,
     /// Reads the request, then answers nothing for this long, then closes.
     Stall(Duration),
+    /// Forwards the request (the server carries it out), then closes the connection without
+    /// the answer: the client cannot tell whether it was done.
+    LoseResponse,
 }
 
 struct Rule {
@@ -219,13 +222,17 @@ fn serve(client: TcpStream, upstream: u16, shared: &Shared) -> std::io::Result<(
         }
         Some(Fault::Stall(d)) => std::thread::sleep(d),
         Some(Fault::ResetMidBody) => unreachable!("handled above"),
-        None => {
+        None | Some(Fault::LoseResponse) => {
             let mut up = TcpStream::connect((Ipv4Addr::LOCALHOST, upstream))?;
             up.write_all(request_line.as_bytes())?;
             up.write_all(b"\r\n")?;
             up.write_all(&head)?;
             up.write_all(&body)?;
-            std::io::copy(&mut up, &mut client)?;
+            if fault.is_some() {
+                std::io::copy(&mut up, &mut std::io::sink())?;
+            } else {
+                std::io::copy(&mut up, &mut client)?;
+            }
         }
     }
     client.shutdown(Shutdown::Both)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::TryStreamExt;
-use object_store::{MultipartUpload, ObjectStore, PutMode as ObjPutMode, PutOptions, PutPayload};
+use object_store::{MultipartUpload, ObjectStore, PutPayload};
 use tokio::task::JoinHandle;
 
 use super::{Inner, PARTS_IN_FLIGHT, PART_SIZE, SINGLE_PUT_MAX};
@@ -85,24 +85,8 @@ impl S3Writer {
             },
         };
         if self.upload.is_none() {
-            let client = Arc::clone(&self.inner.client);
-            let key = self.inner.key(&self.name);
             let payload = std::mem::take(&mut self.buf).freeze();
-            let mode = match mode {
-                PutMode::Create => ObjPutMode::Create,
-                PutMode::Replace => ObjPutMode::Overwrite,
-            };
-            return self
-                .inner
-                .run(async move {
-                    let opts = PutOptions {
-                        mode,
-                        ..PutOptions::default()
-                    };
-                    client.put_opts(&key, payload.into(), opts).await
-                })
-                .map(drop)
-                .map_err(|e| self.inner.error("writing", &self.name, e));
+            return self.inner.put_whole(&self.name, payload, mode);
         }
         if !self.buf.is_empty() {
             let rest = std::mem::take(&mut self.buf).freeze();

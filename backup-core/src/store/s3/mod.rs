@@ -89,6 +89,58 @@ impl Inner {
         }
     }
 
+    /// One PUT of a whole object. A create-only PUT refused because the name is taken (412)
+    /// succeeded when the object holds exactly these bytes: the client retries a request whose
+    /// answer was lost, and the retry then finds the object the first attempt wrote.
+    pub(crate) fn put_whole(
+        &self,
+        name: &str,
+        payload: bytes::Bytes,
+        mode: PutMode,
+    ) -> Result<(), StoreError> {
+        let client = Arc::clone(&self.client);
+        let key = self.key(name);
+        let sent = payload.clone();
+        let obj_mode = match mode {
+            PutMode::Create => ObjPutMode::Create,
+            PutMode::Replace => ObjPutMode::Overwrite,
+        };
+        let put = self.run(async move {
+            let opts = PutOptions {
+                mode: obj_mode,
+                ..PutOptions::default()
+            };
+            client.put_opts(&key, payload.into(), opts).await
+        });
+        match put {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) if self.holds(name, &sent)? => {
+                tracing::debug!(object = name, "a retried create found its own object");
+                Ok(())
+            }
+            Err(e) => Err(self.error("writing", name, e)),
+        }
+    }
+
+    /// Whether object `name` holds exactly `bytes`.
+    fn holds(&self, name: &str, bytes: &bytes::Bytes) -> Result<bool, StoreError> {
+        let client = Arc::clone(&self.client);
+        let key = self.key(name);
+        let len = bytes.len() as u64;
+        let got = self.run(async move {
+            let meta = client.head(&key).await?;
+            if meta.size != len {
+                return Ok(None);
+            }
+            client.get(&key).await?.bytes().await.map(Some)
+        });
+        match got {
+            Ok(stored) => Ok(stored.as_ref() == Some(bytes)),
+            Err(e) if is_missing_object(&e) => Ok(false),
+            Err(e) => Err(self.error("reading", name, e)),
+        }
+    }
+
     /// A HEAD answers 404 without a body, for a missing object and a missing bucket alike: at
     /// the first missing object, ask for the bucket (one listing request) so that a missing
     /// bucket is reported as such rather than as an empty repository.
@@ -305,28 +357,8 @@ impl Store for S3Store {
 
     fn put(&self, name: &str, bytes: &[u8], mode: PutMode) -> Result<(), StoreError> {
         check_name(name)?;
-        let client = Arc::clone(&self.inner.client);
-        let key = self.inner.key(name);
         let payload = bytes::Bytes::copy_from_slice(bytes);
-        let mode = match mode {
-            PutMode::Create => ObjPutMode::Create,
-            PutMode::Replace => ObjPutMode::Overwrite,
-        };
-        self.inner
-            .run(async move {
-                client
-                    .put_opts(
-                        &key,
-                        payload.into(),
-                        PutOptions {
-                            mode,
-                            ..PutOptions::default()
-                        },
-                    )
-                    .await
-            })
-            .map(drop)
-            .map_err(|e| self.inner.error("writing", name, e))
+        self.inner.put_whole(name, payload, mode)
     }
 
     fn create(&self, name: &str) -> Result<Box<dyn ObjectWriter>, StoreError> {
