@@ -175,10 +175,17 @@ fn a_create_whose_answer_was_lost_is_not_refused() {
     assert_eq!(proxy.faults_applied(), 3, "{:#?}", proxy.log());
     assert_eq!(s3.read("lost/a"), b"first");
     assert_eq!(s3.read("lost/b"), b"streamed");
+    // A multipart completion whose answer was lost.
+    proxy.inject("POST", "uploadId", Fault::LoseResponse, 1);
+    let mut w = s.create("big").unwrap();
+    std::io::Write::write_all(&mut w, &vec![3u8; 20 << 20]).unwrap();
+    w.commit(PutMode::Create).unwrap();
+    assert_eq!(s.head("big").unwrap().unwrap().size, 20 << 20);
+    assert_eq!(proxy.faults_applied(), 4, "{:#?}", proxy.log());
     // A renewal (every 10 s) whose answer is lost: the lease is still held.
     proxy.inject("PUT", "locks", Fault::LoseResponse, 1);
     std::thread::sleep(Duration::from_secs(12));
-    assert_eq!(proxy.faults_applied(), 4, "{:#?}", proxy.log());
+    assert_eq!(proxy.faults_applied(), 5, "{:#?}", proxy.log());
     guard.check().unwrap();
     // Other bytes under a taken name are still refused.
     let e = s.put("a", b"other", PutMode::Create).unwrap_err();

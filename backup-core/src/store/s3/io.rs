@@ -22,6 +22,8 @@ pub(crate) struct S3Writer {
     buf: BytesMut,
     upload: Option<Box<dyn MultipartUpload>>,
     inflight: VecDeque<JoinHandle<object_store::Result<()>>>,
+    /// Bytes written so far.
+    written: u64,
 }
 
 impl S3Writer {
@@ -32,6 +34,7 @@ impl S3Writer {
             buf: BytesMut::new(),
             upload: None,
             inflight: VecDeque::new(),
+            written: 0,
         }
     }
 
@@ -116,6 +119,12 @@ impl S3Writer {
         });
         match done {
             (_, Ok(_)) => Ok(()),
+            // The completion was done but its answer lost, and the retry found no upload:
+            // the object is there, whole (it was absent just before, for a create).
+            (_, Err(e)) if self.completed_anyway() => {
+                tracing::debug!(object = %self.name, "a retried completion found its object: {e}");
+                Ok(())
+            }
             (upload, Err(e)) => {
                 self.upload = Some(upload);
                 Err(self.inner.error("completing the upload of", &self.name, e))
@@ -124,9 +133,21 @@ impl S3Writer {
     }
 }
 
+impl S3Writer {
+    fn completed_anyway(&self) -> bool {
+        let client = Arc::clone(&self.inner.client);
+        let key = self.inner.key(&self.name);
+        let written = self.written;
+        self.inner
+            .run(async move { client.head(&key).await })
+            .is_ok_and(|m| m.size == written)
+    }
+}
+
 impl Write for S3Writer {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.buf.extend_from_slice(data);
+        self.written += data.len() as u64;
         if self.upload.is_none() && self.buf.len() > SINGLE_PUT_MAX {
             self.start_multipart()?;
         }
