@@ -191,3 +191,40 @@ fn a_create_whose_answer_was_lost_is_not_refused() {
     let e = s.put("a", b"other", PutMode::Create).unwrap_err();
     assert!(e.is_already_exists(), "{e}");
 }
+
+/// Objects are read in 16 MiB ranged requests of one version: a window that fails is retried,
+/// and an object replaced in the middle of a read fails the read instead of mixing versions.
+#[test]
+fn reads_are_windows_of_one_version() {
+    let s3 = S3Server::start();
+    let proxy = FaultProxy::start(&s3);
+    let s = store_at(&s3, &proxy.endpoint(), "windows");
+    let len = (40 << 20) + 7;
+    let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+    s.put("obj", &data, PutMode::Create).unwrap();
+    // The second window's first attempt fails.
+    let mut r = s.open("obj").unwrap();
+    let mut first = vec![0u8; 1 << 20];
+    std::io::Read::read_exact(&mut r, &mut first).unwrap();
+    proxy.inject("GET", "", Fault::InternalError, 1);
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut r, &mut rest).unwrap();
+    first.extend(rest);
+    assert!(first == data, "the object read back differs");
+    let gets = proxy
+        .log()
+        .iter()
+        .filter(|l| l.starts_with("GET") && l.ends_with("forwarded"))
+        .count();
+    assert_eq!(gets, 3, "{:#?}", proxy.log());
+    assert_eq!(proxy.faults_applied(), 1, "{:#?}", proxy.log());
+
+    // Replaced between two windows: the read fails.
+    let mut r = s.open("obj").unwrap();
+    let mut head = vec![0u8; 1 << 20];
+    std::io::Read::read_exact(&mut r, &mut head).unwrap();
+    s.put("obj", &vec![9u8; len], PutMode::Replace).unwrap();
+    let mut rest = Vec::new();
+    let e = std::io::Read::read_to_end(&mut r, &mut rest).unwrap_err();
+    assert!(e.to_string().contains("was replaced"), "{e}");
+}
