@@ -10,7 +10,7 @@
 //!   client, so a create-only multipart object checks the name just before completing; only
 //!   objects written under a lease (a backup's files) or whose content is fixed by their name
 //!   (WAL) are that large, so a racing writer would write the same bytes (docs/format.md §9).
-//! - Reads stream, in ranged requests of [`io::READ_WINDOW`] bytes, all of the version
+//! - Reads stream, in ranged requests of 16 MiB (`io::READ_WINDOW`), all of the version
 //!   (ETag) the first saw: each request finishes within the client's timeout, which covers a
 //!   whole response body, however large the object.
 //! - Leases are objects with an expiry, renewed in the background (see [`lease`]).
