@@ -29,6 +29,7 @@ fn store_at(s3: &S3Server, endpoint: &str, prefix: &str) -> S3Store {
             credentials_from: "the test".into(),
             credentials_file: None,
             profile: "default".into(),
+            request_timeout: Duration::from_secs(3),
         },
     )
     .expect("an S3 store")
@@ -227,4 +228,27 @@ fn reads_are_windows_of_one_version() {
     let mut rest = Vec::new();
     let e = std::io::Read::read_to_end(&mut r, &mut rest).unwrap_err();
     assert!(e.to_string().contains("was replaced"), "{e}");
+}
+
+/// A request that stalls past the client's timeout is abandoned and retried: a write, a
+/// multipart part, a read window.
+#[test]
+fn a_stalled_request_is_retried_after_the_timeout() {
+    let s3 = S3Server::start();
+    let proxy = FaultProxy::start(&s3);
+    let s = store_at(&s3, &proxy.endpoint(), "stall");
+    let stall = Fault::Stall(Duration::from_secs(6));
+    proxy.inject("PUT", "", stall, 1);
+    s.put("small", b"after a stall", PutMode::Create).unwrap();
+    proxy.inject("PUT", "partNumber", stall, 1);
+    let mut w = s.create("big").unwrap();
+    std::io::Write::write_all(&mut w, &vec![5u8; 20 << 20]).unwrap();
+    w.commit(PutMode::Create).unwrap();
+    proxy.inject("GET", "", stall, 1);
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(&mut s.open("big").unwrap(), &mut back).unwrap();
+    assert_eq!(back.len(), 20 << 20);
+    assert!(back.iter().all(|b| *b == 5));
+    assert_eq!(proxy.faults_applied(), 3, "{:#?}", proxy.log());
+    assert_eq!(s3.read("stall/small"), b"after a stall");
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use object_store::{ObjectStore, PutMode as ObjPutMode, PutOptions, UpdateVersion};
+use object_store::{ObjectStore, PutMode as ObjPutMode, UpdateVersion};
 
 use super::Inner;
 use crate::store::lease::{
@@ -32,18 +32,10 @@ fn put(
     body: bytes::Bytes,
     mode: ObjPutMode,
 ) -> Result<UpdateVersion, object_store::Error> {
-    let client = Arc::clone(&inner.client);
-    let key = inner.key(object);
-    inner.run(async move {
-        let opts = PutOptions {
-            mode,
-            ..PutOptions::default()
-        };
-        let r = client.put_opts(&key, body.into(), opts).await?;
-        Ok(UpdateVersion {
-            e_tag: r.e_tag,
-            version: r.version,
-        })
+    let r = inner.put_raw(object, body, mode)?;
+    Ok(UpdateVersion {
+        e_tag: r.e_tag,
+        version: r.version,
     })
 }
 

@@ -53,6 +53,8 @@ pub(crate) struct Inner {
     prefix: String,
     /// Whether the bucket is known to exist (checked once, at the first missing object).
     bucket_seen: std::sync::atomic::AtomicBool,
+    /// The client's per-request timeout.
+    request_timeout: Duration,
 }
 
 impl Inner {
@@ -91,6 +93,44 @@ impl Inner {
         }
     }
 
+    /// A PUT of `payload` to object `name`. The client does not retry a conditional PUT that
+    /// timed out (it cannot know whether it was carried out); this does, a few times: a
+    /// create that did land is then recognised by its caller (412 on its own bytes, see
+    /// [`Inner::put_whole`]), and a renewal by its lease.
+    pub(crate) fn put_raw(
+        &self,
+        name: &str,
+        payload: bytes::Bytes,
+        mode: ObjPutMode,
+    ) -> object_store::Result<object_store::PutResult> {
+        const ATTEMPTS: usize = 4;
+        for attempt in 1.. {
+            let client = Arc::clone(&self.client);
+            let key = self.key(name);
+            let (body, mode) = (payload.clone(), mode.clone());
+            let started = std::time::Instant::now();
+            let r = self.run(async move {
+                let opts = PutOptions {
+                    mode,
+                    ..PutOptions::default()
+                };
+                client.put_opts(&key, body.into(), opts).await
+            });
+            let timed_out = matches!(r, Err(object_store::Error::Generic { .. }))
+                && started.elapsed() >= self.request_timeout;
+            if !timed_out || attempt == ATTEMPTS {
+                return r;
+            }
+            tracing::info!(
+                object = name,
+                "a conditional write timed out after {:?}; sending it again ({attempt} of {})",
+                self.request_timeout,
+                ATTEMPTS - 1
+            );
+        }
+        unreachable!("the loop returns")
+    }
+
     /// One PUT of a whole object. A create-only PUT refused because the name is taken (412)
     /// succeeded when the object holds exactly these bytes: the client retries a request whose
     /// answer was lost, and the retry then finds the object the first attempt wrote.
@@ -100,20 +140,12 @@ impl Inner {
         payload: bytes::Bytes,
         mode: PutMode,
     ) -> Result<(), StoreError> {
-        let client = Arc::clone(&self.client);
-        let key = self.key(name);
         let sent = payload.clone();
         let obj_mode = match mode {
             PutMode::Create => ObjPutMode::Create,
             PutMode::Replace => ObjPutMode::Overwrite,
         };
-        let put = self.run(async move {
-            let opts = PutOptions {
-                mode: obj_mode,
-                ..PutOptions::default()
-            };
-            client.put_opts(&key, payload.into(), opts).await
-        });
+        let put = self.put_raw(name, payload, obj_mode);
         match put {
             Ok(_) => Ok(()),
             Err(object_store::Error::AlreadyExists { .. }) if self.holds(name, &sent)? => {
@@ -282,7 +314,7 @@ impl S3Store {
             .with_allow_http(s.allow_http)
             .with_connect_timeout(Duration::from_secs(10))
             // A request that stalls this long is retried (or fails): never a hang.
-            .with_timeout(Duration::from_secs(120));
+            .with_timeout(s.request_timeout);
         let retry = RetryConfig {
             max_retries: 8,
             retry_timeout: Duration::from_secs(180),
@@ -322,6 +354,7 @@ impl S3Store {
                 location,
                 prefix,
                 bucket_seen: std::sync::atomic::AtomicBool::new(false),
+                request_timeout: s.request_timeout,
             }),
             credentials_from: s.credentials_from,
         })

@@ -46,7 +46,13 @@ pub struct S3Settings {
     pub credentials_file: Option<PathBuf>,
     /// The profile of the shared files.
     pub profile: String,
+    /// How long one request (with its whole body) may take before it is abandoned and retried.
+    pub request_timeout: std::time::Duration,
 }
+
+/// [`S3Settings::request_timeout`] unless a caller says otherwise: an 8 MiB part or a 16 MiB
+/// read window in 120 s needs about 140 KB/s.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl S3Settings {
     /// The environment a command run by another process (the restored server's
@@ -232,6 +238,7 @@ pub fn resolve(bucket: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S3S
         session_token,
         credentials_from,
         credentials_file: from_file,
+        request_timeout: REQUEST_TIMEOUT,
         profile,
     })
 }
