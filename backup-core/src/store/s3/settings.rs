@@ -380,4 +380,43 @@ mod tests {
         let e = resolve("b", &env(&[("HOME", d.path().to_str().unwrap())])).unwrap_err();
         assert!(e.contains("no S3 credentials"), "{e}");
     }
+
+    #[test]
+    fn a_command_run_elsewhere_gets_the_file_never_the_secret() {
+        let d = tempfile::tempdir().unwrap();
+        let creds = d.path().join("credentials");
+        std::fs::write(
+            &creds,
+            "[b]\naws_access_key_id = B\naws_secret_access_key = BSECRET\n",
+        )
+        .unwrap();
+        let s = resolve(
+            "bucket",
+            &env(&[
+                ("AWS_SHARED_CREDENTIALS_FILE", creds.to_str().unwrap()),
+                ("AWS_PROFILE", "b"),
+                ("AWS_ENDPOINT_URL", "https://s3.example.net"),
+            ]),
+        )
+        .unwrap();
+        let cmd = s.command_env().unwrap();
+        let text = format!("{cmd:?}");
+        assert!(!text.contains("BSECRET"), "{text}");
+        assert!(
+            cmd.contains(&("AWS_SHARED_CREDENTIALS_FILE", creds.display().to_string())),
+            "{text}"
+        );
+        assert!(cmd.contains(&("AWS_PROFILE", "b".to_string())), "{text}");
+        assert!(
+            cmd.contains(&("AWS_ENDPOINT_URL", "https://s3.example.net".to_string())),
+            "{text}"
+        );
+        let from_env = resolve(
+            "bucket",
+            &env(&[("AWS_ACCESS_KEY_ID", "A"), ("AWS_SECRET_ACCESS_KEY", "S")]),
+        )
+        .unwrap();
+        let e = from_env.command_env().unwrap_err();
+        assert!(e.contains("--s3-credentials-file"), "{e}");
+    }
 }
