@@ -126,3 +126,53 @@ fn unusable_s3_repositories_are_refused_clearly_with_exit_code_8() {
         .object_path(&format!("errors/{}", "pgstream.repo"))
         .exists());
 }
+
+/// receive-wal writes segments in place, which an object store cannot: on an s3:// repository
+/// it stops (exit code 2) with a message saying so, rather than retrying for ever. (Only once
+/// it has started streaming; a spool for object stores is other work.)
+#[test]
+fn receive_wal_on_s3_says_it_is_not_supported() {
+    let s3 = S3Server::start();
+    let repo = s3.location("rw");
+    ok(
+        run_with(
+            &s3,
+            support::pgstream_command(&["init", "--repo", &repo], Some(PASSPHRASE)),
+        ),
+        "init",
+    );
+    let pg = integration::cluster(support::newest_major()).start();
+    let mut cmd = support::pgstream_command(
+        &[
+            "receive-wal",
+            "--repo",
+            &repo,
+            "--source",
+            &pg.conninfo("postgres"),
+        ],
+        Some(PASSPHRASE),
+    );
+    cmd.envs(s3.env())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "receive-wal kept running on an s3:// repository: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("do not support files written in place"),
+        "{stderr}"
+    );
+}
