@@ -1,7 +1,7 @@
 //! `--repo` takes a location, not only a path: `file:///path` works for every command, the
 //! `restore_command` a restore writes reaches the repository by an absolute location, and
-//! locations this build cannot serve are refused with exit code 2 and a clear message. Not
-//! version dependent: the newest major only.
+//! locations this build cannot serve are refused with exit code 2 and a clear message (s3://
+//! locations: s3_repository.rs, s3_errors.rs). Not version dependent: the newest major only.
 
 mod support;
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use object_store::{ObjectStore, PutMode as ObjPutMode, PutOptions, UpdateVersion};
+use object_store::{ObjectStore, PutMode as ObjPutMode, UpdateVersion};
 
 use super::Inner;
 use crate::store::lease::{
@@ -32,18 +32,10 @@ fn put(
     body: bytes::Bytes,
     mode: ObjPutMode,
 ) -> Result<UpdateVersion, object_store::Error> {
-    let client = Arc::clone(&inner.client);
-    let key = inner.key(object);
-    inner.run(async move {
-        let opts = PutOptions {
-            mode,
-            ..PutOptions::default()
-        };
-        let r = client.put_opts(&key, body.into(), opts).await?;
-        Ok(UpdateVersion {
-            e_tag: r.e_tag,
-            version: r.version,
-        })
+    let r = inner.put_raw(object, body, mode)?;
+    Ok(UpdateVersion {
+        e_tag: r.e_tag,
+        version: r.version,
     })
 }
 
@@ -73,7 +65,7 @@ fn get(
                 },
             )))
         }
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) if super::is_missing_object(&e) => Ok(None),
         Err(e) => Err(inner.error("reading", object, e)),
     }
 }
@@ -99,9 +91,13 @@ pub(super) fn acquire(
             live: true,
         }),
     };
-    let version = match put(&inner, object, holder_bytes(holder), ObjPutMode::Create) {
+    let body = holder_bytes(holder);
+    let ours = LeaseHolder::decode(&body);
+    let version = match put(&inner, object, body, ObjPutMode::Create) {
         Ok(v) => v,
         Err(object_store::Error::AlreadyExists { .. }) => match get(&inner, object)? {
+            // Our own create, retried by the client after its answer was lost.
+            Some((Some(current), version)) if Some(&current) == ours.as_ref() => version,
             // Released between the two requests: try once more.
             None => {
                 put(&inner, object, holder_bytes(holder), ObjPutMode::Create).map_err(
@@ -200,7 +196,20 @@ impl S3Lease {
                     }
                     drop(guard);
                     let current = version.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    match put(&inner, &object, holder_bytes(&holder), ObjPutMode::Update(current)) {
+                    let body = holder_bytes(&holder);
+                    let ours = LeaseHolder::decode(&body);
+                    let renewed = match put(&inner, &object, body, ObjPutMode::Update(current)) {
+                        // A renewal retried after its answer was lost fails its If-Match
+                        // against the object it wrote itself: still ours.
+                        Err(object_store::Error::Precondition { .. }) => {
+                            match get(&inner, &object) {
+                                Ok(Some((Some(h), v))) if Some(&h) == ours.as_ref() => Ok(v),
+                                _ => Err("the lease object was replaced by another".to_string()),
+                            }
+                        }
+                        other => other.map_err(|e| e.to_string()),
+                    };
+                    match renewed {
                         Ok(v) => *version.lock().unwrap_or_else(|p| p.into_inner()) = v,
                         Err(e) => {
                             tracing::error!(lease = %name, "lost the lease: its renewal failed: {e}");

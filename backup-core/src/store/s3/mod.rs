@@ -10,7 +10,9 @@
 //!   client, so a create-only multipart object checks the name just before completing; only
 //!   objects written under a lease (a backup's files) or whose content is fixed by their name
 //!   (WAL) are that large, so a racing writer would write the same bytes (docs/format.md §9).
-//! - Reads stream, a chunk at a time.
+//! - Reads stream, in ranged requests of 16 MiB (`io::READ_WINDOW`), all of the version
+//!   (ETag) the first saw: each request finishes within the client's timeout, which covers a
+//!   whole response body, however large the object.
 //! - Leases are objects with an expiry, renewed in the background (see [`lease`]).
 //!
 //! The backend runs its own small async runtime; every operation is handed to it and waited
@@ -45,9 +47,14 @@ pub const PARTS_IN_FLIGHT: usize = 2;
 /// What the backend shares with its writers, readers and leases.
 pub(crate) struct Inner {
     pub(crate) client: Arc<AmazonS3>,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped (taken out to shut it down without blocking).
+    runtime: Option<tokio::runtime::Runtime>,
     location: RepoLocation,
     prefix: String,
+    /// Whether the bucket is known to exist (checked once, at the first missing object).
+    bucket_seen: std::sync::atomic::AtomicBool,
+    /// The client's per-request timeout.
+    request_timeout: Duration,
 }
 
 impl Inner {
@@ -57,7 +64,7 @@ impl Inner {
         fut: impl Future<Output = T> + Send + 'static,
     ) -> T {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.runtime.spawn(async move {
+        self.rt().spawn(async move {
             let _ = tx.send(fut.await);
         });
         rx.recv()
@@ -69,7 +76,13 @@ impl Inner {
         &self,
         fut: impl Future<Output = T> + Send + 'static,
     ) -> tokio::task::JoinHandle<T> {
-        self.runtime.spawn(fut)
+        self.rt().spawn(fut)
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.runtime
+            .as_ref()
+            .expect("the S3 runtime lives as long as the store")
     }
 
     pub(crate) fn key(&self, name: &str) -> ObjPath {
@@ -80,6 +93,109 @@ impl Inner {
         }
     }
 
+    /// A PUT of `payload` to object `name`. The client does not retry a conditional PUT that
+    /// timed out (it cannot know whether it was carried out); this does, a few times: a
+    /// create that did land is then recognised by its caller (412 on its own bytes, see
+    /// [`Inner::put_whole`]), and a renewal by its lease.
+    pub(crate) fn put_raw(
+        &self,
+        name: &str,
+        payload: bytes::Bytes,
+        mode: ObjPutMode,
+    ) -> object_store::Result<object_store::PutResult> {
+        const ATTEMPTS: usize = 4;
+        for attempt in 1.. {
+            let client = Arc::clone(&self.client);
+            let key = self.key(name);
+            let (body, mode) = (payload.clone(), mode.clone());
+            let started = std::time::Instant::now();
+            let r = self.run(async move {
+                let opts = PutOptions {
+                    mode,
+                    ..PutOptions::default()
+                };
+                client.put_opts(&key, body.into(), opts).await
+            });
+            let timed_out = matches!(r, Err(object_store::Error::Generic { .. }))
+                && started.elapsed() >= self.request_timeout;
+            if !timed_out || attempt == ATTEMPTS {
+                return r;
+            }
+            tracing::info!(
+                object = name,
+                "a conditional write timed out after {:?}; sending it again ({attempt} of {})",
+                self.request_timeout,
+                ATTEMPTS - 1
+            );
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// One PUT of a whole object. A create-only PUT refused because the name is taken (412)
+    /// succeeded when the object holds exactly these bytes: the client retries a request whose
+    /// answer was lost, and the retry then finds the object the first attempt wrote.
+    pub(crate) fn put_whole(
+        &self,
+        name: &str,
+        payload: bytes::Bytes,
+        mode: PutMode,
+    ) -> Result<(), StoreError> {
+        let sent = payload.clone();
+        let obj_mode = match mode {
+            PutMode::Create => ObjPutMode::Create,
+            PutMode::Replace => ObjPutMode::Overwrite,
+        };
+        let put = self.put_raw(name, payload, obj_mode);
+        match put {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) if self.holds(name, &sent)? => {
+                tracing::debug!(object = name, "a retried create found its own object");
+                Ok(())
+            }
+            Err(e) => Err(self.error("writing", name, e)),
+        }
+    }
+
+    /// Whether object `name` holds exactly `bytes`.
+    fn holds(&self, name: &str, bytes: &bytes::Bytes) -> Result<bool, StoreError> {
+        let client = Arc::clone(&self.client);
+        let key = self.key(name);
+        let len = bytes.len() as u64;
+        let got = self.run(async move {
+            let meta = client.head(&key).await?;
+            if meta.size != len {
+                return Ok(None);
+            }
+            client.get(&key).await?.bytes().await.map(Some)
+        });
+        match got {
+            Ok(stored) => Ok(stored.as_ref() == Some(bytes)),
+            Err(e) if is_missing_object(&e) => Ok(false),
+            Err(e) => Err(self.error("reading", name, e)),
+        }
+    }
+
+    /// A HEAD answers 404 without a body, for a missing object and a missing bucket alike: at
+    /// the first missing object, ask for the bucket (one listing request) so that a missing
+    /// bucket is reported as such rather than as an empty repository.
+    pub(crate) fn check_bucket(&self, name: &str) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.bucket_seen.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let client = Arc::clone(&self.client);
+        let prefix = (!self.prefix.is_empty()).then(|| ObjPath::from(self.prefix.as_str()));
+        // Not through `error`, which calls this for a missing object.
+        self.run(async move { client.list_with_delimiter(prefix.as_ref()).await })
+            .map_err(|e| StoreError::Remote {
+                op: "looking up",
+                location: self.describe(name),
+                detail: explain(&e),
+            })?;
+        self.bucket_seen.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     pub(crate) fn describe(&self, name: &str) -> String {
         format!("{}/{name}", self.location)
     }
@@ -88,7 +204,10 @@ impl Inner {
     pub(crate) fn error(&self, op: &'static str, name: &str, e: object_store::Error) -> StoreError {
         let location = self.describe(name);
         match e {
-            object_store::Error::NotFound { .. } => StoreError::NotFound { location },
+            ref e if is_missing_object(e) => match self.check_bucket(name) {
+                Ok(()) => StoreError::NotFound { location },
+                Err(bucket) => bucket,
+            },
             object_store::Error::AlreadyExists { .. } => StoreError::AlreadyExists { location },
             other => StoreError::Remote {
                 op,
@@ -99,22 +218,46 @@ impl Inner {
     }
 }
 
+impl Drop for Inner {
+    /// The store may be dropped on a thread of the caller's own runtime, where dropping a
+    /// runtime (which waits for its threads) panics: shut it down without waiting. Nothing is
+    /// left running that matters: every request was waited for, and writers and leases hold
+    /// the `Inner` until they have finished (aborted an upload, released a lease).
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Whether the object is missing, and not the whole bucket (a 404 whose body says
+/// `NoSuchBucket` is a misconfiguration to report, not an absent object).
+pub(crate) fn is_missing_object(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. }) && !e.to_string().contains("NoSuchBucket")
+}
+
 /// A client error in words an operator can act on.
 fn explain(e: &object_store::Error) -> String {
     let text = e.to_string();
     let hint = if text.contains("NoSuchBucket") {
         "; the bucket does not exist (create it, or check the bucket name and the endpoint)"
+    } else if text.contains("AuthorizationHeaderMalformed")
+        || text.contains("PermanentRedirect")
+        || text.contains("IncorrectEndpoint")
+    {
+        "; the region is wrong (set AWS_REGION to the bucket's region)"
     } else if text.contains("InvalidAccessKeyId")
         || text.contains("SignatureDoesNotMatch")
-        || text.contains("403")
         || text.contains("AccessDenied")
+        || text.contains("403 Forbidden")
+        || text.contains("ExpiredToken")
     {
         "; the credentials were refused (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the \
          profile, and that they may use this bucket)"
-    } else if text.contains("AuthorizationHeaderMalformed") || text.contains("PermanentRedirect") {
-        "; the region is wrong (set AWS_REGION to the bucket's region)"
     } else if text.contains("error sending request") || text.contains("timed out") {
         "; the endpoint could not be reached (check AWS_ENDPOINT_URL and the network)"
+    } else if text.contains("status code: 5") || text.contains("SlowDown") {
+        "; the store kept failing after every retry (check its health, then run the command again)"
     } else {
         ""
     };
@@ -171,7 +314,7 @@ impl S3Store {
             .with_allow_http(s.allow_http)
             .with_connect_timeout(Duration::from_secs(10))
             // A request that stalls this long is retried (or fails): never a hang.
-            .with_timeout(Duration::from_secs(120));
+            .with_timeout(s.request_timeout);
         let retry = RetryConfig {
             max_retries: 8,
             retry_timeout: Duration::from_secs(180),
@@ -207,9 +350,11 @@ impl S3Store {
         Ok(S3Store {
             inner: Arc::new(Inner {
                 client: Arc::new(client),
-                runtime,
+                runtime: Some(runtime),
                 location,
                 prefix,
+                bucket_seen: std::sync::atomic::AtomicBool::new(false),
+                request_timeout: s.request_timeout,
             }),
             credentials_from: s.credentials_from,
         })
@@ -247,28 +392,8 @@ impl Store for S3Store {
 
     fn put(&self, name: &str, bytes: &[u8], mode: PutMode) -> Result<(), StoreError> {
         check_name(name)?;
-        let client = Arc::clone(&self.inner.client);
-        let key = self.inner.key(name);
         let payload = bytes::Bytes::copy_from_slice(bytes);
-        let mode = match mode {
-            PutMode::Create => ObjPutMode::Create,
-            PutMode::Replace => ObjPutMode::Overwrite,
-        };
-        self.inner
-            .run(async move {
-                client
-                    .put_opts(
-                        &key,
-                        payload.into(),
-                        PutOptions {
-                            mode,
-                            ..PutOptions::default()
-                        },
-                    )
-                    .await
-            })
-            .map(drop)
-            .map_err(|e| self.inner.error("writing", name, e))
+        self.inner.put_whole(name, payload, mode)
     }
 
     fn create(&self, name: &str) -> Result<Box<dyn ObjectWriter>, StoreError> {
@@ -309,7 +434,10 @@ impl Store for S3Store {
         let key = self.inner.key(name);
         match self.inner.run(async move { client.head(&key).await }) {
             Ok(m) => Ok(Some(self.meta(name.to_string(), &m))),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) if is_missing_object(&e) => {
+                self.inner.check_bucket(name)?;
+                Ok(None)
+            }
             Err(e) => Err(self.inner.error("looking up", name, e)),
         }
     }
@@ -347,7 +475,8 @@ impl Store for S3Store {
             let client = Arc::clone(&self.inner.client);
             let key = self.inner.key(name);
             match self.inner.run(async move { client.delete(&key).await }) {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Ok(()) => {}
+                Err(e) if is_missing_object(&e) => {}
                 Err(e) => return Err(self.inner.error("deleting", name, e)),
             }
         }
@@ -371,5 +500,40 @@ impl Store for S3Store {
     fn read_lease(&self, name: &str) -> Result<Option<LeaseInfo>, StoreError> {
         check_lease_name(name)?;
         lease::read(&self.inner, name, &lease_object(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::explain;
+
+    fn said(body: &str) -> String {
+        explain(&object_store::Error::Generic {
+            store: "S3",
+            source: body.to_string().into(),
+        })
+    }
+
+    #[test]
+    fn client_errors_say_what_to_check() {
+        let region = said(
+            "Error performing GET https://s3.amazonaws.com/b/k in 20ms - Server returned \
+             non-2xx status code: 400 Bad Request: <Error><Code>AuthorizationHeaderMalformed</Code>\
+             <Message>the region 'us-east-1' is wrong; expecting 'eu-west-3'</Message></Error>",
+        );
+        assert!(region.contains("set AWS_REGION"), "{region}");
+        let creds = said("403 Forbidden: <Error><Code>InvalidAccessKeyId</Code></Error>");
+        assert!(creds.contains("credentials were refused"), "{creds}");
+        // A port number with 403 in it is not a refusal.
+        let down = said(
+            "Error performing GET http://127.0.0.1:40339/b/k after 8 retries - HTTP error: \
+             error sending request",
+        );
+        assert!(down.contains("could not be reached"), "{down}");
+        assert!(!down.contains("credentials"), "{down}");
+        let down = said("Server returned non-2xx status code: 503 Service Unavailable: ");
+        assert!(down.contains("kept failing"), "{down}");
+        let bucket = said("404 Not Found: <Error><Code>NoSuchBucket</Code></Error>");
+        assert!(bucket.contains("bucket does not exist"), "{bucket}");
     }
 }
