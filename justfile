@@ -14,6 +14,10 @@ build:
 install-postgres:
     bash scripts/install-postgres.sh {{replace(majors, ",", " ")}}
 
+# Install s3s-fs, the S3-compatible server the s3:// tests start (idempotent, cached).
+install-s3-server:
+    bash scripts/install-s3-server.sh
+
 # Test-only dependencies: the Python reference decryptor (docs/format.md) uses `cryptography`;
 # the metrics tests parse with `prometheus_client`'s OpenMetrics parser; the unit files are
 # checked with `systemd-analyze` (Debian's systemd package).
@@ -23,11 +27,11 @@ test-deps:
     command -v systemd-analyze >/dev/null || (apt-get update -qq && apt-get install -y -qq systemd)
 
 # The whole test suite: installs PostgreSQL 13-18 if needed, then unit and end-to-end tests on every major.
-test: install-postgres test-deps
+test: install-postgres install-s3-server test-deps
     PGSTREAM_TEST_MAJORS={{majors}} cargo nextest run --workspace --no-fail-fast --profile ci
 
 # The test suite against one major only, e.g. `just test-major 16`.
-test-major major: test-deps
+test-major major: install-s3-server test-deps
     bash scripts/install-postgres.sh {{major}}
     PGSTREAM_TEST_MAJORS={{major}} cargo nextest run --workspace --no-fail-fast --profile ci
 

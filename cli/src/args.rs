@@ -34,6 +34,13 @@ pub struct Cli {
     #[arg(long, global = true, env = "PGSTREAM_CLUSTER", value_name = "NAME")]
     pub cluster: Option<String>,
 
+    /// s3:// repositories: read the S3 credentials from this shared credentials file (profile
+    /// AWS_PROFILE, or default), ahead of AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. A restore's
+    /// restore_command names it too, so the restored server (which has none of your
+    /// environment) can reach the repository: it must be readable by the server's user.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub s3_credentials_file: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -109,7 +116,8 @@ pub enum ConfigCommand {
 /// Where the repository is and how to unlock it.
 #[derive(Args, Debug, Clone)]
 pub struct RepoArgs {
-    /// The repository: a directory (or file:///path).
+    /// The repository: a directory (or file:///path), or s3://BUCKET/PREFIX on S3-compatible
+    /// object storage (credentials, region and endpoint as the AWS tools read them; docs/cli.md).
     #[arg(long, env = "PGSTREAM_REPO", value_name = "LOCATION")]
     pub repo: RepoLocation,
 
@@ -453,7 +461,8 @@ pub struct VerifyArgs {
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// The repository: a directory (or file:///path). No passphrase is needed.
+    /// The repository: a directory (or file:///path), or s3://BUCKET/PREFIX on S3-compatible
+    /// object storage (credentials, region and endpoint as the AWS tools read them; docs/cli.md). No passphrase is needed.
     #[arg(long, env = "PGSTREAM_REPO", value_name = "LOCATION")]
     pub repo: RepoLocation,
 

@@ -61,6 +61,9 @@ fn main() -> ExitCode {
         }
     };
     logging::init(&cli.log_level, cli.log_format);
+    if let Some(file) = &cli.s3_credentials_file {
+        backup_core::store::s3::settings::set_credentials_file(file.clone());
+    }
     if let Err((step, e)) = core_dumps {
         // Lowering a limit and clearing the flag are always allowed; should either fail, say so.
         tracing::warn!(

@@ -16,6 +16,7 @@
 //! [`server_user`]). Environment: `PGSTREAM_TEST_MAJORS` (which majors tests loop over),
 //! `PGSTREAM_PG<N>_BIN` / `PGSTREAM_PG_BIN` / `PGSTREAM_PG_ROOT` (where binaries are),
 //! `PGSTREAM_TEST_USER` (server user when root), `PGSTREAM_KEEP_CLUSTERS=1` (keep temp dirs).
+//! `s3://` repositories live on an [`S3Server`] (`scripts/install-s3-server.sh`).
 
 mod bins;
 mod builder;
@@ -23,6 +24,7 @@ mod cluster;
 mod conf;
 mod machine;
 mod ports;
+mod s3;
 mod server_user;
 mod tls;
 
@@ -35,6 +37,7 @@ pub use cluster::{Cluster, SUPERUSER};
 pub use conf::DEFAULT_HBA;
 pub use machine::{drop_caches, machine, memory};
 pub use ports::free_port;
+pub use s3::{s3s_fs_bin, S3Server, TEST_BUCKET};
 pub use server_user::{effective_uid, server_user, ServerUser, DEFAULT_TEST_USER};
 pub use tls::{TlsOptions, TlsPaths};
 

@@ -393,8 +393,16 @@ fn check_wal_fetch_runs(
     if matches!(run_as, RunAs::Current) {
         return Ok(());
     }
-    let repo = repo.absolute().to_string();
+    let location = repo.absolute();
+    let repo = location.to_string();
     let mut cmd = std::process::Command::new(program);
+    // As restore_command will: with the S3 settings it names, and no secret of ours.
+    let s3_env = crate::store::s3::settings::command_env_for(&location)
+        .map_err(|e| DrillError::Invalid(format!("restore_command for {repo}: {e}")))?;
+    for k in crate::store::s3::settings::SECRET_VARS {
+        cmd.env_remove(k);
+    }
+    cmd.envs(s3_env);
     cmd.args(["list", "--json", "--repo"])
         .arg(&repo)
         .current_dir("/")

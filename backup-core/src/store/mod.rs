@@ -20,8 +20,8 @@ pub mod location;
 pub mod mem;
 pub mod s3;
 
-#[cfg(test)]
-mod contract;
+#[doc(hidden)]
+pub mod contract;
 
 use std::fmt;
 use std::io::{self, Read, Write};

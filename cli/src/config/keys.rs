@@ -49,6 +49,7 @@ pub const KEYS: &[Key] = &[
     key("source", Kind::Str),
     key("repo", Kind::Str),
     key("passphrase-file", Kind::Str),
+    key("s3-credentials-file", Kind::Str),
     // init.
     key("compression", Kind::Str),
     key("encryption", Kind::Str),

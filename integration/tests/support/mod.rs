@@ -6,6 +6,7 @@ pub mod openmetrics;
 pub mod proxy;
 pub mod receiver;
 pub mod restored;
+pub mod s3repo;
 pub mod setup;
 pub mod standby;
 pub mod wal;

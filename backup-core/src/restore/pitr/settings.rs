@@ -40,6 +40,20 @@ fn command_arg(what: &str, path: &Path) -> Result<String, PitrError> {
     Ok(shell_quote(&text.replace('%', "%%")))
 }
 
+/// For an S3 repository, the `NAME='value' ` assignments that put the command in the same
+/// place as this process: endpoint, region, profile and the shared credentials file (the server
+/// runs restore_command without our environment). Never a secret: refused when the
+/// credentials came from environment variables only.
+fn s3_env(location: &crate::store::RepoLocation) -> Result<String, PitrError> {
+    let env = crate::store::s3::settings::command_env_for(location)
+        .map_err(|e| PitrError::Invalid(format!("restore_command for {location}: {e}")))?;
+    let mut out = String::new();
+    for (k, v) in env {
+        out.push_str(&format!("{k}={} ", command_arg(k, Path::new(&v))?));
+    }
+    Ok(out)
+}
+
 /// The restore_command for `r`; refused (before anything is written) when a path in it cannot
 /// be carried (see [`command_arg`]).
 pub(super) fn restore_command(repo: &Repository, r: &Recovery) -> Result<String, PitrError> {
@@ -54,7 +68,8 @@ pub(super) fn restore_command(repo: &Repository, r: &Recovery) -> Result<String,
         None => command_arg("the repository", Path::new(&location.to_string()))?,
     };
     let mut cmd = format!(
-        "{} wal-fetch --repo {location}",
+        "{}{} wal-fetch --repo {location}",
+        s3_env(&repo.location().absolute())?,
         command_arg("the pgstream executable", &r.program)?,
     );
     if let Some(p) = &r.passphrase_file {

@@ -73,7 +73,7 @@ fn get(
                 },
             )))
         }
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) if super::is_missing_object(&e) => Ok(None),
         Err(e) => Err(inner.error("reading", object, e)),
     }
 }

@@ -45,9 +45,12 @@ pub const PARTS_IN_FLIGHT: usize = 2;
 /// What the backend shares with its writers, readers and leases.
 pub(crate) struct Inner {
     pub(crate) client: Arc<AmazonS3>,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped (taken out to shut it down without blocking).
+    runtime: Option<tokio::runtime::Runtime>,
     location: RepoLocation,
     prefix: String,
+    /// Whether the bucket is known to exist (checked once, at the first missing object).
+    bucket_seen: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -57,7 +60,7 @@ impl Inner {
         fut: impl Future<Output = T> + Send + 'static,
     ) -> T {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.runtime.spawn(async move {
+        self.rt().spawn(async move {
             let _ = tx.send(fut.await);
         });
         rx.recv()
@@ -69,7 +72,13 @@ impl Inner {
         &self,
         fut: impl Future<Output = T> + Send + 'static,
     ) -> tokio::task::JoinHandle<T> {
-        self.runtime.spawn(fut)
+        self.rt().spawn(fut)
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.runtime
+            .as_ref()
+            .expect("the S3 runtime lives as long as the store")
     }
 
     pub(crate) fn key(&self, name: &str) -> ObjPath {
@@ -80,6 +89,27 @@ impl Inner {
         }
     }
 
+    /// A HEAD answers 404 without a body, for a missing object and a missing bucket alike: at
+    /// the first missing object, ask for the bucket (one listing request) so that a missing
+    /// bucket is reported as such rather than as an empty repository.
+    pub(crate) fn check_bucket(&self, name: &str) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.bucket_seen.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let client = Arc::clone(&self.client);
+        let prefix = (!self.prefix.is_empty()).then(|| ObjPath::from(self.prefix.as_str()));
+        // Not through `error`, which calls this for a missing object.
+        self.run(async move { client.list_with_delimiter(prefix.as_ref()).await })
+            .map_err(|e| StoreError::Remote {
+                op: "looking up",
+                location: self.describe(name),
+                detail: explain(&e),
+            })?;
+        self.bucket_seen.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     pub(crate) fn describe(&self, name: &str) -> String {
         format!("{}/{name}", self.location)
     }
@@ -88,7 +118,10 @@ impl Inner {
     pub(crate) fn error(&self, op: &'static str, name: &str, e: object_store::Error) -> StoreError {
         let location = self.describe(name);
         match e {
-            object_store::Error::NotFound { .. } => StoreError::NotFound { location },
+            ref e if is_missing_object(e) => match self.check_bucket(name) {
+                Ok(()) => StoreError::NotFound { location },
+                Err(bucket) => bucket,
+            },
             object_store::Error::AlreadyExists { .. } => StoreError::AlreadyExists { location },
             other => StoreError::Remote {
                 op,
@@ -99,20 +132,42 @@ impl Inner {
     }
 }
 
+impl Drop for Inner {
+    /// The store may be dropped on a thread of the caller's own runtime, where dropping a
+    /// runtime (which waits for its threads) panics: shut it down without waiting. Nothing is
+    /// left running that matters: every request was waited for, and writers and leases hold
+    /// the `Inner` until they have finished (aborted an upload, released a lease).
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Whether the object is missing, and not the whole bucket (a 404 whose body says
+/// `NoSuchBucket` is a misconfiguration to report, not an absent object).
+pub(crate) fn is_missing_object(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. }) && !e.to_string().contains("NoSuchBucket")
+}
+
 /// A client error in words an operator can act on.
 fn explain(e: &object_store::Error) -> String {
     let text = e.to_string();
     let hint = if text.contains("NoSuchBucket") {
         "; the bucket does not exist (create it, or check the bucket name and the endpoint)"
+    } else if text.contains("AuthorizationHeaderMalformed")
+        || text.contains("PermanentRedirect")
+        || text.contains("IncorrectEndpoint")
+    {
+        "; the region is wrong (set AWS_REGION to the bucket's region)"
     } else if text.contains("InvalidAccessKeyId")
         || text.contains("SignatureDoesNotMatch")
-        || text.contains("403")
         || text.contains("AccessDenied")
+        || text.contains("403 Forbidden")
+        || text.contains("ExpiredToken")
     {
         "; the credentials were refused (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the \
          profile, and that they may use this bucket)"
-    } else if text.contains("AuthorizationHeaderMalformed") || text.contains("PermanentRedirect") {
-        "; the region is wrong (set AWS_REGION to the bucket's region)"
     } else if text.contains("error sending request") || text.contains("timed out") {
         "; the endpoint could not be reached (check AWS_ENDPOINT_URL and the network)"
     } else {
@@ -207,9 +262,10 @@ impl S3Store {
         Ok(S3Store {
             inner: Arc::new(Inner {
                 client: Arc::new(client),
-                runtime,
+                runtime: Some(runtime),
                 location,
                 prefix,
+                bucket_seen: std::sync::atomic::AtomicBool::new(false),
             }),
             credentials_from: s.credentials_from,
         })
@@ -309,7 +365,10 @@ impl Store for S3Store {
         let key = self.inner.key(name);
         match self.inner.run(async move { client.head(&key).await }) {
             Ok(m) => Ok(Some(self.meta(name.to_string(), &m))),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) if is_missing_object(&e) => {
+                self.inner.check_bucket(name)?;
+                Ok(None)
+            }
             Err(e) => Err(self.inner.error("looking up", name, e)),
         }
     }
@@ -347,7 +406,8 @@ impl Store for S3Store {
             let client = Arc::clone(&self.inner.client);
             let key = self.inner.key(name);
             match self.inner.run(async move { client.delete(&key).await }) {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Ok(()) => {}
+                Err(e) if is_missing_object(&e) => {}
                 Err(e) => return Err(self.inner.error("deleting", name, e)),
             }
         }
@@ -371,5 +431,38 @@ impl Store for S3Store {
     fn read_lease(&self, name: &str) -> Result<Option<LeaseInfo>, StoreError> {
         check_lease_name(name)?;
         lease::read(&self.inner, name, &lease_object(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::explain;
+
+    fn said(body: &str) -> String {
+        explain(&object_store::Error::Generic {
+            store: "S3",
+            source: body.to_string().into(),
+        })
+    }
+
+    #[test]
+    fn client_errors_say_what_to_check() {
+        let region = said(
+            "Error performing GET https://s3.amazonaws.com/b/k in 20ms - Server returned \
+             non-2xx status code: 400 Bad Request: <Error><Code>AuthorizationHeaderMalformed</Code>\
+             <Message>the region 'us-east-1' is wrong; expecting 'eu-west-3'</Message></Error>",
+        );
+        assert!(region.contains("set AWS_REGION"), "{region}");
+        let creds = said("403 Forbidden: <Error><Code>InvalidAccessKeyId</Code></Error>");
+        assert!(creds.contains("credentials were refused"), "{creds}");
+        // A port number with 403 in it is not a refusal.
+        let down = said(
+            "Error performing GET http://127.0.0.1:40339/b/k after 8 retries - HTTP error: \
+             error sending request",
+        );
+        assert!(down.contains("could not be reached"), "{down}");
+        assert!(!down.contains("credentials"), "{down}");
+        let bucket = said("404 Not Found: <Error><Code>NoSuchBucket</Code></Error>");
+        assert!(bucket.contains("bucket does not exist"), "{bucket}");
     }
 }

@@ -2,9 +2,10 @@
 //! the way the AWS tools read them (docs/cli.md, "S3 repositories"). Secrets come only from the
 //! environment or the shared credentials file, never from the command line.
 //!
-//! - credentials: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`; else the
-//!   profile `AWS_PROFILE` (or `default`) of the shared credentials file
-//!   (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`);
+//! - credentials: the profile `AWS_PROFILE` (or `default`) of the file given with
+//!   `--s3-credentials-file` ([`set_credentials_file`]); else `AWS_ACCESS_KEY_ID`,
+//!   `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`; else that profile of the shared credentials
+//!   file (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`);
 //! - region: `AWS_REGION`, `AWS_DEFAULT_REGION`, else the profile's `region` in the config file
 //!   (`AWS_CONFIG_FILE`, default `~/.aws/config`), else `us-east-1`;
 //! - endpoint: `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, else the profile's `endpoint_url`;
@@ -13,6 +14,21 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::OnceLock;
+
+static CREDENTIALS_FILE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Makes every S3 store of this process take its credentials from `path` (the CLI's
+/// `--s3-credentials-file`), ahead of the environment. A relative path is made absolute (it is
+/// also written into restore_command, which runs elsewhere). Set once; later calls are ignored.
+pub fn set_credentials_file(path: PathBuf) {
+    let path = if path.is_relative() {
+        std::env::current_dir().map_or(path.clone(), |d| d.join(&path))
+    } else {
+        path
+    };
+    let _ = CREDENTIALS_FILE.set(path);
+}
 
 /// Everything needed to reach a bucket.
 #[derive(Clone)]
@@ -26,6 +42,43 @@ pub struct S3Settings {
     pub session_token: Option<String>,
     /// Where the credentials came from, for messages (never the secret itself).
     pub credentials_from: String,
+    /// The shared credentials file they were read from (`None`: the environment).
+    pub credentials_file: Option<PathBuf>,
+    /// The profile of the shared files.
+    pub profile: String,
+}
+
+impl S3Settings {
+    /// The environment a command run by another process (the restored server's
+    /// restore_command, which has none of ours) needs to reach the same bucket the same way:
+    /// endpoint, region, profile and the credentials file, never a secret. Refused (with what
+    /// to do) when the credentials came from environment variables only.
+    pub fn command_env(&self) -> Result<Vec<(&'static str, String)>, String> {
+        let Some(file) = &self.credentials_file else {
+            return Err(format!(
+                "the S3 credentials came from {}, which a command the server runs will not \
+                 have, and secrets are never written into postgresql.auto.conf: name a shared \
+                 credentials file the server's operating-system user can read with \
+                 --s3-credentials-file FILE (or AWS_SHARED_CREDENTIALS_FILE), or restore with \
+                 --copy-wal (then no restore_command reads the repository); nothing was written",
+                self.credentials_from
+            ));
+        };
+        let file = if file.is_relative() {
+            std::env::current_dir().map_or(file.clone(), |d| d.join(file))
+        } else {
+            file.clone()
+        };
+        let mut env = vec![
+            ("AWS_SHARED_CREDENTIALS_FILE", file.display().to_string()),
+            ("AWS_PROFILE", self.profile.clone()),
+            ("AWS_REGION", self.region.clone()),
+        ];
+        if let Some(e) = &self.endpoint {
+            env.push(("AWS_ENDPOINT_URL", e.clone()));
+        }
+        Ok(env)
+    }
 }
 
 impl std::fmt::Debug for S3Settings {
@@ -38,6 +91,25 @@ impl std::fmt::Debug for S3Settings {
             .finish_non_exhaustive()
     }
 }
+
+/// [`S3Settings::command_env`] for the repository at `location` as this process reaches it
+/// (empty for other kinds of locations).
+pub fn command_env_for(
+    location: &crate::store::RepoLocation,
+) -> Result<Vec<(&'static str, String)>, String> {
+    let crate::store::RepoLocation::S3 { bucket, .. } = location else {
+        return Ok(Vec::new());
+    };
+    resolve(bucket, &|k| std::env::var(k).ok())?.command_env()
+}
+
+/// The variables that carry secrets: a command run on our behalf by another process never
+/// gets them from us.
+pub const SECRET_VARS: [&str; 3] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
 
 /// Reads the settings for `bucket` from `env` (the process environment in production; tests
 /// pass their own) and the shared files it points to.
@@ -52,12 +124,25 @@ pub fn resolve(bucket: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S3S
             .map(PathBuf::from)
             .or_else(|| home.as_ref().map(|h| h.join(default)))
     };
-    let credentials_file = file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials");
+    let forced_file = CREDENTIALS_FILE.get().cloned();
+    let credentials_file = forced_file
+        .clone()
+        .or_else(|| file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials"));
     let config_file = file("AWS_CONFIG_FILE", ".aws/config");
-    let creds_section = credentials_file
-        .as_ref()
-        .and_then(|p| read_ini(p).ok())
-        .and_then(|mut ini| ini.remove(&profile));
+    let creds_ini = match &credentials_file {
+        Some(p) => match read_ini(p) {
+            Ok(ini) => Some(ini),
+            Err(e) if forced_file.is_some() => {
+                return Err(format!(
+                    "cannot read the S3 credentials file {} (--s3-credentials-file): {e}",
+                    p.display()
+                ))
+            }
+            Err(_) => None,
+        },
+        None => None,
+    };
+    let creds_section = creds_ini.and_then(|mut ini| ini.remove(&profile));
     let config_section = config_file
         .as_ref()
         .and_then(|p| read_ini(p).ok())
@@ -70,50 +155,60 @@ pub fn resolve(bucket: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S3S
             ini.remove(&key)
         });
 
-    let (access_key_id, secret_access_key, session_token, credentials_from) = match (
-        nonempty("AWS_ACCESS_KEY_ID"),
-        nonempty("AWS_SECRET_ACCESS_KEY"),
-    ) {
-        (Some(id), Some(secret)) => (
-            id,
-            secret,
-            nonempty("AWS_SESSION_TOKEN"),
-            "the environment (AWS_ACCESS_KEY_ID)".to_string(),
+    // An explicitly named file outranks the environment.
+    let (env_id, env_secret) = match forced_file {
+        Some(_) => (None, None),
+        None => (
+            nonempty("AWS_ACCESS_KEY_ID"),
+            nonempty("AWS_SECRET_ACCESS_KEY"),
         ),
-        (Some(_), None) | (None, Some(_)) => {
-            return Err("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together".into())
-        }
-        (None, None) => {
-            let section = creds_section.as_ref();
-            let get = |k: &str| section.and_then(|s| s.get(k)).cloned();
-            match (get("aws_access_key_id"), get("aws_secret_access_key")) {
-                (Some(id), Some(secret)) => (
-                    id,
-                    secret,
-                    get("aws_session_token"),
-                    format!(
-                        "profile {profile} of {}",
-                        credentials_file
-                            .as_ref()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_default()
+    };
+    let (access_key_id, secret_access_key, session_token, credentials_from, from_file) =
+        match (env_id, env_secret) {
+            (Some(id), Some(secret)) => (
+                id,
+                secret,
+                nonempty("AWS_SESSION_TOKEN"),
+                "the environment (AWS_ACCESS_KEY_ID)".to_string(),
+                None,
+            ),
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(
+                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together".into(),
+                )
+            }
+            (None, None) => {
+                let section = creds_section.as_ref();
+                let get = |k: &str| section.and_then(|s| s.get(k)).cloned();
+                match (get("aws_access_key_id"), get("aws_secret_access_key")) {
+                    (Some(id), Some(secret)) => (
+                        id,
+                        secret,
+                        get("aws_session_token"),
+                        format!(
+                            "profile {profile} of {}",
+                            credentials_file
+                                .as_ref()
+                                .map(|p| p.display().to_string())
+                                .unwrap_or_default()
+                        ),
+                        credentials_file.clone(),
                     ),
-                ),
-                _ => {
-                    return Err(format!(
-                        "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                    _ => {
+                        return Err(format!(
+                            "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
                              (and AWS_SESSION_TOKEN for temporary ones), or put them in profile \
                              {profile} of the shared credentials file ({}; AWS_PROFILE and \
                              AWS_SHARED_CREDENTIALS_FILE choose another)",
-                        credentials_file
-                            .as_ref()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_else(|| "~/.aws/credentials".into())
-                    ))
+                            credentials_file
+                                .as_ref()
+                                .map(|p| p.display().to_string())
+                                .unwrap_or_else(|| "~/.aws/credentials".into())
+                        ))
+                    }
                 }
             }
-        }
-    };
+        };
     let from_config = |k: &str| config_section.as_ref().and_then(|s| s.get(k)).cloned();
     let region = nonempty("AWS_REGION")
         .or_else(|| nonempty("AWS_DEFAULT_REGION"))
@@ -136,6 +231,8 @@ pub fn resolve(bucket: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<S3S
         secret_access_key,
         session_token,
         credentials_from,
+        credentials_file: from_file,
+        profile,
     })
 }
 
