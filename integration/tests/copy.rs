@@ -1,7 +1,8 @@
 //! `pgstream copy` end to end: a base backup copied into a second repository with its own
 //! passphrase, restored from the copy (pg_verifybackup, pg_dumpall against the source); a
 //! second copy writes nothing; a damaged source file fails the copy naming it and leaves no
-//! backup at the destination; a copy killed with -9 before its record is finished by the next.
+//! backup at the destination; a copy killed with -9 before its record is finished by the next;
+//! local → S3 → local, restored from the final copy.
 
 mod support;
 
@@ -258,4 +259,70 @@ fn a_destination_of_another_cluster_is_refused() {
     let r = run(copy_command(&from, &to, &[]));
     assert_eq!(r.code, 5, "{r:?}");
     assert!(r.stderr.contains("belongs to the cluster"), "{r:?}");
+}
+
+/// `pgstream copy` between repositories `from` and `to` (either may be an `s3://` location),
+/// with the S3 server's environment and the two passphrases.
+fn copy_via_s3(
+    s3: &integration::S3Server,
+    from: &str,
+    from_pass: &str,
+    to: &str,
+    to_pass: &str,
+) -> serde_json::Value {
+    let mut cmd = pgstream_command(
+        &["copy", "--from", from, "--to", to, "--wal", "--json"],
+        Some(from_pass),
+    );
+    cmd.env("PGSTREAM_TO_PASSPHRASE", to_pass).envs(s3.env());
+    let r = ok(run(cmd), "copy");
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("copy --json: {e}: {r:?}"))
+}
+
+#[test]
+fn local_to_s3_to_local_restores_from_the_final_copy() {
+    const LAST_PASS: &str = "the passphrase of the copy of the copy";
+    let major = newest_major();
+    let s3 = integration::S3Server::start();
+    let scratch = scratch_dir();
+    let (from, to) = (scratch.path().join("main"), scratch.path().join("back"));
+    let (pg, id) = backed_up(major, &from, &to);
+    // `to` was initialised with OFFSITE_PASS by backed_up; the final copy gets its own.
+    std::fs::remove_dir_all(&to).unwrap();
+    ok(
+        pgstream(&["init", "--repo", s(&to)], Some(LAST_PASS)),
+        "init",
+    );
+    let bucket = s3.location("offsite");
+    let mut init = pgstream_command(&["init", "--repo", &bucket], Some(OFFSITE_PASS));
+    init.envs(s3.env());
+    ok(run(init), "init in S3");
+
+    let up = copy_via_s3(&s3, s(&from), SOURCE_PASS, &bucket, OFFSITE_PASS);
+    assert_eq!(up["backups_copied"], serde_json::json!([id]), "{up}");
+    let down = copy_via_s3(&s3, &bucket, OFFSITE_PASS, s(&to), LAST_PASS);
+    assert_eq!(down["backups_copied"], serde_json::json!([id]), "{down}");
+    assert_eq!(down["wal_files_copied"], up["wal_files_copied"], "{down}");
+    let again = copy_via_s3(&s3, s(&from), SOURCE_PASS, &bucket, OFFSITE_PASS);
+    assert_eq!(again["bytes_written"], 0, "{again}");
+    // The backup really went through the bucket.
+    assert!(!s3.keys("offsite/backups/").is_empty());
+
+    let target = scratch.path().join("restored");
+    ok(
+        pgstream(
+            &["restore", "--repo", s(&to), "--to", s(&target)],
+            Some(LAST_PASS),
+        ),
+        "restore from the final copy",
+    );
+    let (verify, tool_major) = client_tool_major(major, "pg_verifybackup");
+    let mut cmd = Command::new(verify);
+    if tool_major != major {
+        cmd.arg("-n");
+    }
+    cmd.arg(&target);
+    run_tool(cmd, "pg_verifybackup");
+    let restored = cluster(major).restored_data_dir(&target).start();
+    assert!(dumpall(&pg) == dumpall(&restored), "pg_dumpall differs");
 }
