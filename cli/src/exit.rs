@@ -175,6 +175,11 @@ pub fn classified(failure: Failure, error: impl Into<anyhow::Error>) -> anyhow::
 /// The exit code for an error: an explicit classification wins, else the first error in the
 /// chain whose type tells.
 pub fn classify(err: &anyhow::Error) -> Failure {
+    // The object store failing is exit code 8 whatever layer it surfaced through (a sink's
+    // write, a restore's read), unless a layer already decided.
+    if !err.chain().any(|c| c.is::<Classified>()) && store_failed(err) {
+        return Failure::Storage;
+    }
     for cause in err.chain() {
         if let Some(c) = cause.downcast_ref::<Classified>() {
             return c.failure;
@@ -214,6 +219,19 @@ pub fn classify(err: &anyhow::Error) -> Failure {
         }
     }
     Failure::Other
+}
+
+/// Whether the object store refused or could not be reached somewhere in `err`'s chain,
+/// including inside an `io::Error` (the storage port's `Read`/`Write` adapters wrap it).
+fn store_failed(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        let store = cause.downcast_ref::<StoreError>().or_else(|| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(StoreError::from_io)
+        });
+        matches!(store, Some(StoreError::Remote { .. }))
+    })
 }
 
 fn classify_base(e: &BaseBackupError) -> Failure {

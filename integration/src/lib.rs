@@ -25,6 +25,7 @@ mod conf;
 mod machine;
 mod ports;
 mod s3;
+mod s3_faults;
 mod server_user;
 mod tls;
 
@@ -38,6 +39,7 @@ pub use conf::DEFAULT_HBA;
 pub use machine::{drop_caches, machine, memory};
 pub use ports::free_port;
 pub use s3::{s3s_fs_bin, S3Server, TEST_BUCKET};
+pub use s3_faults::{Fault, FaultProxy};
 pub use server_user::{effective_uid, server_user, ServerUser, DEFAULT_TEST_USER};
 pub use tls::{TlsOptions, TlsPaths};
 

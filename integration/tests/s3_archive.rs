@@ -60,6 +60,24 @@ fn archive_command_and_point_in_time_restore_through_s3() {
         pg.psql("INSERT INTO t VALUES (2, 'after')");
         support::archiving::sql_switch_and_archive(&pg);
 
+        // `check --archive-push` accepts the command (no secret in it to complain about).
+        let check = support::pgstream(
+            &[
+                "check",
+                "--source",
+                &pg.conninfo("postgres"),
+                "--archive-push",
+            ],
+            None,
+        );
+        assert!(
+            check
+                .stdout
+                .lines()
+                .any(|l| l.starts_with("OK") && l.contains("archive_command:")),
+            "{ctx}: {check:?}"
+        );
+
         // Archived segments are objects under wal/, and come back byte for byte.
         let pg_wal = pg.data_dir().join("pg_wal");
         let done: Vec<String> = std::fs::read_dir(pg_wal.join("archive_status"))

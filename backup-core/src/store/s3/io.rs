@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::TryStreamExt;
-use object_store::{MultipartUpload, ObjectStore, PutMode as ObjPutMode, PutOptions, PutPayload};
+use object_store::{GetOptions, GetRange, MultipartUpload, ObjectStore, PutPayload};
 use tokio::task::JoinHandle;
 
 use super::{Inner, PARTS_IN_FLIGHT, PART_SIZE, SINGLE_PUT_MAX};
@@ -22,6 +22,8 @@ pub(crate) struct S3Writer {
     buf: BytesMut,
     upload: Option<Box<dyn MultipartUpload>>,
     inflight: VecDeque<JoinHandle<object_store::Result<()>>>,
+    /// Bytes written so far.
+    written: u64,
 }
 
 impl S3Writer {
@@ -32,6 +34,7 @@ impl S3Writer {
             buf: BytesMut::new(),
             upload: None,
             inflight: VecDeque::new(),
+            written: 0,
         }
     }
 
@@ -85,24 +88,8 @@ impl S3Writer {
             },
         };
         if self.upload.is_none() {
-            let client = Arc::clone(&self.inner.client);
-            let key = self.inner.key(&self.name);
             let payload = std::mem::take(&mut self.buf).freeze();
-            let mode = match mode {
-                PutMode::Create => ObjPutMode::Create,
-                PutMode::Replace => ObjPutMode::Overwrite,
-            };
-            return self
-                .inner
-                .run(async move {
-                    let opts = PutOptions {
-                        mode,
-                        ..PutOptions::default()
-                    };
-                    client.put_opts(&key, payload.into(), opts).await
-                })
-                .map(drop)
-                .map_err(|e| self.inner.error("writing", &self.name, e));
+            return self.inner.put_whole(&self.name, payload, mode);
         }
         if !self.buf.is_empty() {
             let rest = std::mem::take(&mut self.buf).freeze();
@@ -132,6 +119,12 @@ impl S3Writer {
         });
         match done {
             (_, Ok(_)) => Ok(()),
+            // The completion was done but its answer lost, and the retry found no upload:
+            // the object is there, whole (it was absent just before, for a create).
+            (_, Err(e)) if self.completed_anyway() => {
+                tracing::debug!(object = %self.name, "a retried completion found its object: {e}");
+                Ok(())
+            }
             (upload, Err(e)) => {
                 self.upload = Some(upload);
                 Err(self.inner.error("completing the upload of", &self.name, e))
@@ -140,9 +133,21 @@ impl S3Writer {
     }
 }
 
+impl S3Writer {
+    fn completed_anyway(&self) -> bool {
+        let client = Arc::clone(&self.inner.client);
+        let key = self.inner.key(&self.name);
+        let written = self.written;
+        self.inner
+            .run(async move { client.head(&key).await })
+            .is_ok_and(|m| m.size == written)
+    }
+}
+
 impl Write for S3Writer {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.buf.extend_from_slice(data);
+        self.written += data.len() as u64;
         if self.upload.is_none() && self.buf.len() > SINGLE_PUT_MAX {
             self.start_multipart()?;
         }
@@ -181,10 +186,23 @@ impl Drop for S3Writer {
 /// How much one refill fetches from the body stream.
 const REFILL: usize = 1 << 20;
 
-/// An object being read.
+/// An object is read in ranged requests of this size: each must finish within the client's
+/// request timeout (which covers the whole body), and a body error is retried only within
+/// the retry budget counted from its request's start, so one request for a many-gigabyte
+/// object would fail however healthy the transfer. 16 MiB in 120 s needs about 140 KB/s.
+pub const READ_WINDOW: u64 = 16 << 20;
+
+/// An object being read, one window (a ranged GET, all of the same version) at a time.
 pub(crate) struct S3Reader {
     inner: Arc<Inner>,
     name: String,
+    size: u64,
+    /// The version being read: every window must be of it.
+    e_tag: Option<String>,
+    /// Where the next window starts.
+    next: u64,
+    /// Bytes the current window has still to deliver.
+    window_left: u64,
     stream: Option<BoxStream<'static, object_store::Result<Bytes>>>,
     chunks: VecDeque<Bytes>,
 }
@@ -193,18 +211,57 @@ impl S3Reader {
     pub(crate) fn open(inner: Arc<Inner>, name: &str) -> Result<S3Reader, StoreError> {
         let client = Arc::clone(&inner.client);
         let key = inner.key(name);
-        let got = inner
-            .run(async move { client.get(&key).await })
+        let meta = inner
+            .run(async move { client.head(&key).await })
             .map_err(|e| inner.error("reading", name, e))?;
         Ok(S3Reader {
-            stream: Some(got.into_stream()),
+            size: meta.size,
+            e_tag: meta.e_tag,
+            next: 0,
+            window_left: 0,
+            stream: None,
             inner,
             name: name.to_string(),
             chunks: VecDeque::new(),
         })
     }
 
+    /// Starts the next window's request.
+    fn open_window(&mut self) -> io::Result<()> {
+        let client = Arc::clone(&self.inner.client);
+        let key = self.inner.key(&self.name);
+        let range = self.next..self.size.min(self.next + READ_WINDOW);
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(range.clone())),
+            if_match: self.e_tag.clone(),
+            ..GetOptions::default()
+        };
+        let got = self
+            .inner
+            .run(async move { client.get_opts(&key, options).await })
+            .map_err(|e| self.inner.error("reading", &self.name, e).into_io())?;
+        // If-Match asks the store to refuse another version; not every store does, so look too.
+        if got.meta.e_tag != self.e_tag {
+            return Err(io::Error::other(format!(
+                "{} was replaced while it was being read (ETag {:?}, then {:?}); read it again",
+                self.inner.describe(&self.name),
+                self.e_tag.as_deref().unwrap_or(""),
+                got.meta.e_tag.as_deref().unwrap_or("")
+            )));
+        }
+        self.next = range.end;
+        self.window_left = range.end - range.start;
+        self.stream = Some(got.into_stream());
+        Ok(())
+    }
+
     fn refill(&mut self) -> io::Result<()> {
+        if self.stream.is_none() {
+            if self.next >= self.size {
+                return Ok(());
+            }
+            self.open_window()?;
+        }
         let Some(mut stream) = self.stream.take() else {
             return Ok(());
         };
@@ -228,14 +285,29 @@ impl S3Reader {
         });
         match got {
             Ok((more, chunks)) => {
+                let got: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+                self.window_left = self.window_left.saturating_sub(got);
                 self.chunks.extend(chunks);
                 if more {
                     self.stream = Some(stream);
+                } else if self.window_left > 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "{}: the store ended a ranged read {} bytes short",
+                            self.inner.describe(&self.name),
+                            self.window_left
+                        ),
+                    ));
                 }
                 Ok(())
             }
             Err(e) => Err(self.inner.error("reading", &self.name, e).into_io()),
         }
+    }
+
+    fn done(&self) -> bool {
+        self.stream.is_none() && self.next >= self.size
     }
 }
 
@@ -243,10 +315,10 @@ impl Read for S3Reader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.chunks.front().is_none_or(|c| c.is_empty()) {
             self.chunks.pop_front();
-            if self.stream.is_none() && self.chunks.is_empty() {
-                return Ok(0);
-            }
             if self.chunks.is_empty() {
+                if self.done() {
+                    return Ok(0);
+                }
                 self.refill()?;
             }
         }

@@ -99,9 +99,13 @@ pub(super) fn acquire(
             live: true,
         }),
     };
-    let version = match put(&inner, object, holder_bytes(holder), ObjPutMode::Create) {
+    let body = holder_bytes(holder);
+    let ours = LeaseHolder::decode(&body);
+    let version = match put(&inner, object, body, ObjPutMode::Create) {
         Ok(v) => v,
         Err(object_store::Error::AlreadyExists { .. }) => match get(&inner, object)? {
+            // Our own create, retried by the client after its answer was lost.
+            Some((Some(current), version)) if Some(&current) == ours.as_ref() => version,
             // Released between the two requests: try once more.
             None => {
                 put(&inner, object, holder_bytes(holder), ObjPutMode::Create).map_err(
@@ -200,7 +204,20 @@ impl S3Lease {
                     }
                     drop(guard);
                     let current = version.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                    match put(&inner, &object, holder_bytes(&holder), ObjPutMode::Update(current)) {
+                    let body = holder_bytes(&holder);
+                    let ours = LeaseHolder::decode(&body);
+                    let renewed = match put(&inner, &object, body, ObjPutMode::Update(current)) {
+                        // A renewal retried after its answer was lost fails its If-Match
+                        // against the object it wrote itself: still ours.
+                        Err(object_store::Error::Precondition { .. }) => {
+                            match get(&inner, &object) {
+                                Ok(Some((Some(h), v))) if Some(&h) == ours.as_ref() => Ok(v),
+                                _ => Err("the lease object was replaced by another".to_string()),
+                            }
+                        }
+                        other => other.map_err(|e| e.to_string()),
+                    };
+                    match renewed {
                         Ok(v) => *version.lock().unwrap_or_else(|p| p.into_inner()) = v,
                         Err(e) => {
                             tracing::error!(lease = %name, "lost the lease: its renewal failed: {e}");

@@ -10,7 +10,9 @@
 //!   client, so a create-only multipart object checks the name just before completing; only
 //!   objects written under a lease (a backup's files) or whose content is fixed by their name
 //!   (WAL) are that large, so a racing writer would write the same bytes (docs/format.md §9).
-//! - Reads stream, a chunk at a time.
+//! - Reads stream, in ranged requests of 16 MiB (`io::READ_WINDOW`), all of the version
+//!   (ETag) the first saw: each request finishes within the client's timeout, which covers a
+//!   whole response body, however large the object.
 //! - Leases are objects with an expiry, renewed in the background (see [`lease`]).
 //!
 //! The backend runs its own small async runtime; every operation is handed to it and waited
@@ -86,6 +88,58 @@ impl Inner {
             ObjPath::from(name)
         } else {
             ObjPath::from(format!("{}/{name}", self.prefix))
+        }
+    }
+
+    /// One PUT of a whole object. A create-only PUT refused because the name is taken (412)
+    /// succeeded when the object holds exactly these bytes: the client retries a request whose
+    /// answer was lost, and the retry then finds the object the first attempt wrote.
+    pub(crate) fn put_whole(
+        &self,
+        name: &str,
+        payload: bytes::Bytes,
+        mode: PutMode,
+    ) -> Result<(), StoreError> {
+        let client = Arc::clone(&self.client);
+        let key = self.key(name);
+        let sent = payload.clone();
+        let obj_mode = match mode {
+            PutMode::Create => ObjPutMode::Create,
+            PutMode::Replace => ObjPutMode::Overwrite,
+        };
+        let put = self.run(async move {
+            let opts = PutOptions {
+                mode: obj_mode,
+                ..PutOptions::default()
+            };
+            client.put_opts(&key, payload.into(), opts).await
+        });
+        match put {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) if self.holds(name, &sent)? => {
+                tracing::debug!(object = name, "a retried create found its own object");
+                Ok(())
+            }
+            Err(e) => Err(self.error("writing", name, e)),
+        }
+    }
+
+    /// Whether object `name` holds exactly `bytes`.
+    fn holds(&self, name: &str, bytes: &bytes::Bytes) -> Result<bool, StoreError> {
+        let client = Arc::clone(&self.client);
+        let key = self.key(name);
+        let len = bytes.len() as u64;
+        let got = self.run(async move {
+            let meta = client.head(&key).await?;
+            if meta.size != len {
+                return Ok(None);
+            }
+            client.get(&key).await?.bytes().await.map(Some)
+        });
+        match got {
+            Ok(stored) => Ok(stored.as_ref() == Some(bytes)),
+            Err(e) if is_missing_object(&e) => Ok(false),
+            Err(e) => Err(self.error("reading", name, e)),
         }
     }
 
@@ -170,6 +224,8 @@ fn explain(e: &object_store::Error) -> String {
          profile, and that they may use this bucket)"
     } else if text.contains("error sending request") || text.contains("timed out") {
         "; the endpoint could not be reached (check AWS_ENDPOINT_URL and the network)"
+    } else if text.contains("status code: 5") || text.contains("SlowDown") {
+        "; the store kept failing after every retry (check its health, then run the command again)"
     } else {
         ""
     };
@@ -303,28 +359,8 @@ impl Store for S3Store {
 
     fn put(&self, name: &str, bytes: &[u8], mode: PutMode) -> Result<(), StoreError> {
         check_name(name)?;
-        let client = Arc::clone(&self.inner.client);
-        let key = self.inner.key(name);
         let payload = bytes::Bytes::copy_from_slice(bytes);
-        let mode = match mode {
-            PutMode::Create => ObjPutMode::Create,
-            PutMode::Replace => ObjPutMode::Overwrite,
-        };
-        self.inner
-            .run(async move {
-                client
-                    .put_opts(
-                        &key,
-                        payload.into(),
-                        PutOptions {
-                            mode,
-                            ..PutOptions::default()
-                        },
-                    )
-                    .await
-            })
-            .map(drop)
-            .map_err(|e| self.inner.error("writing", name, e))
+        self.inner.put_whole(name, payload, mode)
     }
 
     fn create(&self, name: &str) -> Result<Box<dyn ObjectWriter>, StoreError> {
@@ -462,6 +498,8 @@ mod tests {
         );
         assert!(down.contains("could not be reached"), "{down}");
         assert!(!down.contains("credentials"), "{down}");
+        let down = said("Server returned non-2xx status code: 503 Service Unavailable: ");
+        assert!(down.contains("kept failing"), "{down}");
         let bucket = said("404 Not Found: <Error><Code>NoSuchBucket</Code></Error>");
         assert!(bucket.contains("bucket does not exist"), "{bucket}");
     }
