@@ -259,6 +259,13 @@ pub fn size_of(repo: &Repository, name: &str) -> Result<Option<u64>, StoreError>
 
 impl CopyError {
     fn source_file(src: &Repository, name: &str, e: FileError) -> CopyError {
+        if let FileError::Io { source, .. } = &e {
+            if source.kind() == io::ErrorKind::NotFound {
+                return CopyError::SourceMissing {
+                    file: src.store().describe(name),
+                };
+            }
+        }
         CopyError::Source {
             file: src.store().describe(name),
             detail: e.to_string(),

@@ -98,7 +98,7 @@ fn destination_passphrase(args: &CopyArgs) -> anyhow::Result<Option<Secret>> {
     }
     if !given {
         return Err(classified(
-            Failure::Repository,
+            Failure::Usage,
             anyhow::anyhow!(
                 "destination repository {} is encrypted: give its passphrase with \
                  --to-passphrase-file FILE or {TO_PASSPHRASE_ENV} (never on the command line)",
