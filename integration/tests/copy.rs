@@ -130,6 +130,13 @@ fn copy_restores_verifies_and_matches_the_source_and_again_is_a_no_op() {
             "{ctx}: {second}"
         );
         assert_eq!(second["bytes_written"], 0, "{ctx}: {second}");
+        let human = ok(run(copy_command(&from, &to, &[])), "copy");
+        assert!(
+            human
+                .stdout
+                .contains(&format!("backups already there:   {id}")),
+            "{ctx}: {human:?}"
+        );
 
         // The copy opens with its own passphrase only, and verifies.
         let wrong = pgstream(&["verify", "--repo", s(&to)], Some(SOURCE_PASS));
@@ -256,6 +263,12 @@ fn a_destination_of_another_cluster_is_refused() {
         ),
         "base of another cluster",
     );
+    // The destination's passphrase is required, and never the source's in its place.
+    let mut no_pass = copy_command(&from, &to, &[]);
+    no_pass.env_remove("PGSTREAM_TO_PASSPHRASE");
+    let r = run(no_pass);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("PGSTREAM_TO_PASSPHRASE"), "{r:?}");
     let r = run(copy_command(&from, &to, &[]));
     assert_eq!(r.code, 5, "{r:?}");
     assert!(r.stderr.contains("belongs to the cluster"), "{r:?}");

@@ -257,6 +257,15 @@ pub fn size_of(repo: &Repository, name: &str) -> Result<Option<u64>, StoreError>
     Ok(repo.store().head(name)?.map(|m| m.size))
 }
 
+/// `detail`, starting with the file's name unless it already names it.
+fn with_file(file: &str, detail: String) -> String {
+    if detail.contains(file) {
+        detail
+    } else {
+        format!("{file}: {detail}")
+    }
+}
+
 impl CopyError {
     fn source_file(src: &Repository, name: &str, e: FileError) -> CopyError {
         if let FileError::Io { source, .. } = &e {
@@ -266,9 +275,10 @@ impl CopyError {
                 };
             }
         }
+        let file = src.store().describe(name);
         CopyError::Source {
-            file: src.store().describe(name),
-            detail: e.to_string(),
+            detail: with_file(&file, e.to_string()),
+            file,
             io: matches!(e, FileError::Io { .. }),
         }
     }
@@ -279,15 +289,19 @@ impl CopyError {
         compression: Compression,
         e: io::Error,
     ) -> CopyError {
+        let file = src.store().describe(name);
         match FileError::from_io(&e) {
             Some(f) => CopyError::Source {
-                file: src.store().describe(name),
-                detail: f.to_string(),
+                detail: with_file(&file, f.to_string()),
+                file,
                 io: matches!(f, FileError::Io { .. }),
             },
             None => CopyError::Source {
-                file: src.store().describe(name),
-                detail: format!("its {} stream is damaged: {e}", compression.family()),
+                detail: format!(
+                    "{file}: its {} stream is damaged: {e}",
+                    compression.family()
+                ),
+                file,
                 io: false,
             },
         }

@@ -85,7 +85,7 @@ pub enum CopyError {
         reason: String,
     },
     /// A source file failed authentication or its checks (or could not be read: `io`).
-    #[error("source file {file} failed its check: {detail}; nothing was committed for it at the destination")]
+    #[error("source file {detail}; nothing was committed for it at the destination")]
     Source {
         file: String,
         detail: String,
