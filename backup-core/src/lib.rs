@@ -13,6 +13,7 @@
 pub mod basebackup;
 pub mod catalog;
 pub mod compress;
+pub mod copy;
 pub mod coverage;
 pub mod crc;
 pub mod crypto;

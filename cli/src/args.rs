@@ -90,6 +90,10 @@ pub enum Command {
     Expire(crate::cmd::expire::ExpireArgs),
     /// Pin a backup so that expire never deletes it (or unpin it with --unpin).
     Keep(crate::cmd::keep::KeepArgs),
+    /// Copy backups (and with --wal all archived WAL) into another repository, an offsite
+    /// copy with its own passphrase and keys: every file authenticated and sealed again,
+    /// records last; resumable, and a no-op when there is nothing new.
+    Copy(crate::cmd::copy::CopyArgs),
     /// Restore drill: restore into a scratch directory, start PostgreSQL on it, recover to the
     /// target, promote, run checks, clean up and write a report (non-zero when a check fails).
     Drill(crate::cmd::drill::DrillArgs),

@@ -78,6 +78,38 @@ pub fn claim_new_id(
     })
 }
 
+/// Claims the given id (a copy keeps the source's id), waiting up to `wait` for a live holder
+/// of its lease (another copy of the same backup, or an expire deleting it). `None` when the id
+/// has a record: the backup is complete there. Leftovers of a dead run under the id are
+/// removed first.
+pub fn claim_id(
+    store: &dyn Store,
+    id: &str,
+    holder: &LeaseHolder,
+    wait: Duration,
+) -> Result<Option<Claim>, CatalogError> {
+    let catalog = Catalog::new(store);
+    let lease = crate::store::lease::acquire_waiting(store, &lease_name(id), holder, wait)
+        .map_err(|e| match e {
+            StoreError::LeaseHeld { holder, .. } => CatalogError::Busy {
+                id: id.to_string(),
+                holder: holder.to_string(),
+            },
+            other => other.into(),
+        })?;
+    if catalog.exists(id)? {
+        return Ok(None);
+    }
+    let removed = delete_prefix(store, &Catalog::prefix(id))?;
+    if removed > 0 {
+        tracing::info!(backup_id = %id, files = removed, "removed what an interrupted run left under this id");
+    }
+    Ok(Some(Claim {
+        id: id.to_string(),
+        lease,
+    }))
+}
+
 /// A backup id with objects (or a lease) but no record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unfinished {

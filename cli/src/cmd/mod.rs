@@ -3,6 +3,7 @@
 mod archive_push;
 mod base;
 mod check;
+pub mod copy;
 pub mod demo;
 pub mod drill;
 pub mod expire;
@@ -44,6 +45,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Verify(a) => verify::run(a).await,
         Command::Expire(a) => expire::run(a).await,
         Command::Keep(a) => keep::run(a).await,
+        Command::Copy(a) => copy::run(a).await,
         Command::Drill(a) => drill::run(a).await,
         Command::Demo(a) => demo::run(a).await,
         // Answered in main, which has the parsed matches and the file.
