@@ -2,7 +2,7 @@
 //! passphrase, restored from the copy (pg_verifybackup, pg_dumpall against the source); a
 //! second copy writes nothing; a damaged source file fails the copy naming it and leaves no
 //! backup at the destination; a copy killed with -9 before its record is finished by the next;
-//! local → S3 → local, restored from the final copy.
+//! local → S3 → local, restored from the final copy; an incremental backup copied with its chain.
 
 mod support;
 
@@ -338,4 +338,91 @@ fn local_to_s3_to_local_restores_from_the_final_copy() {
     run_tool(cmd, "pg_verifybackup");
     let restored = cluster(major).restored_data_dir(&target).start();
     assert!(dumpall(&pg) == dumpall(&restored), "pg_dumpall differs");
+}
+
+/// An incremental backup (17+) copied alone (`--backup latest`) brings its whole chain, full
+/// backup first: the copy restores it (pg_verifybackup, pg_dumpall equal to the source), and
+/// list at the destination shows the chain.
+#[test]
+fn an_incremental_backup_is_copied_with_its_chain() {
+    use support::incremental::{self as inc, PASSPHRASE};
+    for major in inc::incremental_majors() {
+        let ctx = format!("PostgreSQL {major}");
+        let scratch = scratch_dir();
+        let (from, to) = (scratch.path().join("main"), scratch.path().join("offsite"));
+        let pg = inc::summarizing(major).start();
+        pg.psql("CREATE TABLE t AS SELECT g AS n FROM generate_series(1, 10000) g");
+        ok(
+            pgstream(&["init", "--repo", s(&from)], Some(PASSPHRASE)),
+            "init",
+        );
+        ok(
+            pgstream(&["init", "--repo", s(&to)], Some(OFFSITE_PASS)),
+            "init",
+        );
+        let full = inc::base(&from, &pg, &[]);
+        pg.psql("INSERT INTO t SELECT g FROM generate_series(10001, 12000) g");
+        inc::settle(&pg);
+        let incremental = inc::base(&from, &pg, &["--incremental"]);
+        assert_eq!(
+            incremental["incremental"]["parent"], full["id"],
+            "{ctx}: {incremental}"
+        );
+        let want = inc::dumpall(&pg);
+
+        let mut cmd = pgstream_command(
+            &[
+                "copy",
+                "--from",
+                s(&from),
+                "--to",
+                s(&to),
+                "--backup",
+                "latest",
+                "--json",
+            ],
+            Some(PASSPHRASE),
+        );
+        cmd.env("PGSTREAM_TO_PASSPHRASE", OFFSITE_PASS);
+        let r = ok(run(cmd), "copy --backup latest");
+        let summary: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert_eq!(
+            summary["backups_copied"],
+            serde_json::json!([full["id"], incremental["id"]]),
+            "{ctx}: the chain, full backup first: {summary}"
+        );
+        // Both backups verify at the copy. The WAL between them is archived at neither end
+        // (no receive-wal here): verify reports that gap at both, and nothing else.
+        let id = incremental["id"].as_str().unwrap();
+        let at_source = pgstream(&["verify", "--repo", s(&from)], Some(PASSPHRASE));
+        let at_copy = pgstream(&["verify", "--repo", s(&to)], Some(OFFSITE_PASS));
+        for b in [&full["id"], &incremental["id"]] {
+            let line = format!("backup {}: OK", b.as_str().unwrap());
+            assert!(at_copy.stdout.contains(&line), "{ctx}: {at_copy:?}");
+        }
+        assert_eq!(
+            (at_copy.code, at_copy.stdout.lines().count()),
+            (at_source.code, at_source.stdout.lines().count()),
+            "{ctx}: the copy verifies as the source does: {at_source:?} {at_copy:?}"
+        );
+        let target = scratch.path().join("restored");
+        ok(
+            pgstream(
+                &[
+                    "restore",
+                    "--repo",
+                    s(&to),
+                    "--to",
+                    s(&target),
+                    "--backup",
+                    id,
+                ],
+                Some(OFFSITE_PASS),
+            ),
+            "restore the incremental from the copy",
+        );
+        inc::verifybackup(major, &target);
+        let restored = cluster(major).restored_data_dir(&target).start();
+        inc::assert_same_dump(&ctx, &want, &inc::dumpall(&restored));
+    }
 }

@@ -1,4 +1,4 @@
-//! `archive-push`, `restore`, `expire` and `rekey` at every failpoint on their way
+//! `archive-push`, `restore`, `expire`, `rekey` and `copy` at every failpoint on their way
 //! (docs/RELIABILITY.md): each injected failure ends with the documented exit code and an
 //! error naming what failed, each stop is killed -9 there; afterwards nothing half-done is
 //! visible and the next run completes. Failpoint behaviour does not depend on the server
@@ -503,4 +503,75 @@ fn rekey_fails_cleanly_at_every_failpoint_and_the_old_passphrase_still_opens() {
         &format!("{} rekey failpoint cases", REKEY_CASES.len()),
         started,
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// copy
+
+const COPY_PASS: &str = "the copy destination's own passphrase";
+
+/// Cases in the order a copy into a fresh, unbound destination meets them.
+const COPY_CASES: &[Case] = &[
+    // Binding the destination to the source's cluster is its first write.
+    case("store.put=return(EIO)", Fails(7, "failpoint store.put")),
+    case("store.lease=return(EIO)", Fails(7, "failpoint store.lease")),
+    // The first WAL segment or backup file committed at the destination.
+    case(
+        "store.commit=return(EIO)",
+        Fails(7, "failpoint store.commit"),
+    ),
+    case("store.commit=stop", Killed),
+    case("copy.before-record=stop", Killed),
+];
+
+/// `copy` at every failpoint on its way: the failure is reported, the destination shows no
+/// backup, and the next copy completes and verifies. A fresh destination for each case.
+#[test]
+fn copy_fails_cleanly_at_every_failpoint_and_the_next_run_finishes() {
+    let pg = newest_cluster();
+    let scratch = scratch_dir();
+    let from = scratch.path().join("main");
+    KEY.init_repo(&from);
+    let base = ok(
+        KEY.pgstream(&[
+            "base",
+            "--repo",
+            s(&from),
+            "--source",
+            &pg.conninfo("postgres"),
+            "--no-progress",
+            "--json",
+        ]),
+        "base",
+    );
+    let record: serde_json::Value = serde_json::from_str(&base.stdout).unwrap();
+    let id = record["id"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    for (n, c) in COPY_CASES.iter().enumerate() {
+        let ctx = format!("copy, {}", c.failpoints);
+        let to = scratch.path().join(format!("offsite-{n}"));
+        ok(
+            pgstream(&["init", "--repo", s(&to)], Some(COPY_PASS)),
+            "init",
+        );
+        let args = ["copy", "--from", s(&from), "--to", s(&to), "--wal"];
+        let env = [("PGSTREAM_TO_PASSPHRASE", COPY_PASS)];
+        run_case(c, &args, Some(KEY.0), &env, &ctx, || {});
+        assert_eq!(
+            listed_ids(&to, COPY_PASS, &ctx),
+            Vec::<String>::new(),
+            "{ctx}: a backup is visible at the destination after the failure"
+        );
+        let mut again = support::pgstream_command(&args, Some(KEY.0));
+        again.env("PGSTREAM_TO_PASSPHRASE", COPY_PASS);
+        let out = again.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{ctx}: the next copy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(listed_ids(&to, COPY_PASS, &ctx), vec![id.clone()], "{ctx}");
+        verify_clean(&to, COPY_PASS, None, &ctx);
+    }
+    elapsed("copy cases", started);
 }

@@ -44,6 +44,8 @@ const INSTANCES: &[&str] = &[
     "pgstream-switch-wal@main.timer",
     "pgstream-status@main.service",
     "pgstream-status@main.timer",
+    "pgstream-copy@main.service",
+    "pgstream-copy@main.timer",
 ];
 
 fn verify(units: &Path, names: &[&str]) -> std::process::Output {
@@ -191,10 +193,8 @@ fn cron_example_reproduces_the_runbook_schedule_and_its_commands_parse() {
     assert!(job("receive-wal").contains(&"@reboot"));
     assert_eq!(job("drill").len(), 1);
     assert_eq!(job("verify").len(), 1);
-    assert!(
-        cron.contains("no `pgstream copy`"),
-        "the offsite copy's absence is explained"
-    );
+    // The runbook's monthly offsite copy, the 1st at 04:00.
+    assert_eq!(job("copy"), ["0 4 1 * *"]);
     for (schedule, args) in &jobs {
         let mut argv = vec!["--config".to_string(), s(&config).to_string()];
         argv.extend(args.iter().cloned());

@@ -19,8 +19,9 @@ pub const TO_PASSPHRASE_ENV: &str = "PGSTREAM_TO_PASSPHRASE";
 #[derive(Args, Debug)]
 pub struct CopyArgs {
     /// The source repository (a directory, file:///path or s3://bucket/prefix); its passphrase
-    /// comes from PGSTREAM_PASSPHRASE or --passphrase-file, as for every command.
-    #[arg(long = "from", value_name = "LOCATION")]
+    /// comes from PGSTREAM_PASSPHRASE or --passphrase-file, as for every command. With
+    /// --cluster, the cluster's `repo` from the configuration file.
+    #[arg(long = "from", alias = "repo", value_name = "LOCATION")]
     pub from: RepoLocation,
 
     /// Read the source's passphrase from this file (mode 0600 or stricter) instead of
@@ -30,6 +31,7 @@ pub struct CopyArgs {
 
     /// The destination repository, initialised (`pgstream init`) with the same compression
     /// and encryption (encrypted or not) as the source; bound to the same cluster, or to none.
+    /// With --cluster, the cluster's `to` from the configuration file.
     #[arg(long = "to", value_name = "LOCATION")]
     pub to: RepoLocation,
 

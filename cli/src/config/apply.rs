@@ -16,7 +16,7 @@ pub fn apply(root: Command, loaded: &Loaded) -> Result<Command, ConfigError> {
 /// Every (command, option) the key names, at any depth.
 pub fn options_named<'a>(cmd: &'a Command, long: &str, out: &mut Vec<(&'a Command, &'a Arg)>) {
     for arg in cmd.get_arguments() {
-        if arg.get_long() == Some(long) {
+        if answers_to(arg, long) {
             out.push((cmd, arg));
         }
     }
@@ -106,12 +106,20 @@ fn clap_message(e: &clap::Error) -> String {
         .join(" ")
 }
 
+/// Whether `arg` is the option `--long`, by its name or an alias (copy's `--from` is also
+/// `--repo`, so that a cluster's `repo` is what it copies from).
+fn answers_to(arg: &Arg, long: &str) -> bool {
+    arg.get_long() == Some(long)
+        || arg
+            .get_all_aliases()
+            .is_some_and(|aliases| aliases.contains(&long))
+}
+
 fn set_defaults(mut cmd: Command, entries: &[Entry]) -> Command {
     let ids: Vec<(clap::Id, &Entry)> = cmd
         .get_arguments()
         .filter_map(|a| {
-            let long = a.get_long()?;
-            let e = entries.iter().find(|e| e.key == long)?;
+            let e = entries.iter().find(|e| answers_to(a, e.key))?;
             Some((a.get_id().clone(), e))
         })
         .collect();

@@ -70,6 +70,9 @@ pub const KEYS: &[Key] = &[
     // expire: retention.
     key("keep-last", Kind::Int),
     key("keep-within", Kind::Str),
+    // copy: the offsite repository (copy's --from is the cluster's repo).
+    key("to", Kind::Str),
+    key("to-passphrase-file", Kind::Str),
     // wal-fetch: the prefetch spool.
     key("spool-dir", Kind::Str),
     key("prefetch", Kind::Int),

@@ -230,3 +230,32 @@ fn tempfile_dir() -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// copy: the cluster's `repo` is what it copies from (`--from` answers to `repo`), its `to` and
+/// `to-passphrase-file` where to.
+#[test]
+fn a_cluster_section_supplies_copy_from_repo_and_to() {
+    let file = r#"
+[cluster.main]
+repo = "/backups/main"
+passphrase-file = "/etc/pgstream/main.pass"
+to = "s3://offsite/main"
+to-passphrase-file = "/etc/pgstream/offsite.pass"
+"#;
+    let cli = parse(file, Some("main"), &["copy", "--wal"]);
+    let Command::Copy(c) = cli.command else {
+        panic!()
+    };
+    assert_eq!(c.from.to_string(), "/backups/main");
+    assert_eq!(c.to.to_string(), "s3://offsite/main");
+    assert_eq!(
+        c.to_passphrase_file,
+        Some(PathBuf::from("/etc/pgstream/offsite.pass"))
+    );
+    assert!(c.wal);
+    let cli = parse(file, Some("main"), &["copy", "--to", "/elsewhere"]);
+    let Command::Copy(c) = cli.command else {
+        panic!()
+    };
+    assert_eq!(c.to.to_string(), "/elsewhere");
+}
